@@ -1,0 +1,108 @@
+"""Accounts and sessions: register, log in, refresh, log out, bots, token checks."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from chat.models import User
+from chat.protocol import UserRef
+from chat.security import Claims, PasswordService, TokenError, TokenService, TokenType
+from chat.store import InputError, Store, user_ref
+
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 256
+ACCESS_OR_BOT: frozenset[TokenType] = frozenset({"access", "bot"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: who, and the token that proved it."""
+
+    user: UserRef
+    claims: Claims
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
+
+
+def check_password(password: str) -> None:
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        raise InputError(
+            f"password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
+        )
+
+
+class Accounts:
+    """Everything that turns credentials into tokens and tokens into users."""
+
+    def __init__(self, store: Store, tokens: TokenService, passwords: PasswordService) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.passwords = passwords
+
+    async def authenticate(
+        self, token: str, allowed: frozenset[TokenType] = ACCESS_OR_BOT
+    ) -> Principal:
+        """Check a token against its signature, claims, user, ban and revocation."""
+        claims = self.tokens.decode(token, allowed)
+        user = await self.store.user_by_id(claims.user_id)
+        if user is None or user.banned or user.token_version != claims.version:
+            raise TokenError("token has been revoked")
+        if claims.type == "bot" and not await self.store.bot_token_live(claims.jti):
+            raise TokenError("bot token has been revoked")
+        if (claims.type == "bot") != (user.role == "bot"):
+            raise TokenError("wrong kind of token for this account")
+        return Principal(user_ref(user), claims)
+
+    async def register(self, username: str, password: str, role: str = "user") -> User:
+        """Create a user with a password. Raises `InputError` or `Conflict`."""
+        check_password(password)
+        return await self.store.create_user(username, await self.passwords.hash(password), role)
+
+    async def login(self, username: str, password: str) -> TokenPair | None:
+        """Tokens for valid credentials; None otherwise, in the same time either way."""
+        user = await self.store.user_by_name(username)
+        valid = await self.passwords.verify(user.password_hash if user else None, password)
+        if user is None or not valid or user.banned or user.role == "bot":
+            return None
+        return await self._issue_pair(user.id, user.role, user.token_version, uuid.uuid4().hex)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Rotate a refresh token. Raises `TokenError` (and revokes the family on reuse)."""
+        claims = self.tokens.decode(refresh_token, frozenset({"refresh"}))
+        stored = await self.store.use_refresh_token(claims.jti)
+        if stored is None:
+            raise TokenError("refresh token is expired, used or revoked")
+        user = await self.store.user_by_id(claims.user_id)
+        if user is None or user.banned or user.token_version != claims.version:
+            raise TokenError("refresh token has been revoked")
+        return await self._issue_pair(user.id, user.role, user.token_version, stored.family)
+
+    async def _issue_pair(self, user_id: int, role: str, version: int, family: str) -> TokenPair:
+        access, _ = self.tokens.issue(user_id, role, "access", version)
+        refresh, claims = self.tokens.issue(user_id, role, "refresh", version)
+        await self.store.add_refresh_token(claims.jti, user_id, family, claims.expires_at)
+        return TokenPair(access, refresh, int(self.tokens.access_ttl))
+
+    async def create_bot(self, name: str) -> tuple[User, str]:
+        """A bot account and its long-lived token."""
+        user = await self.store.create_user(name, None, "bot")
+        return user, await self.issue_bot_token(user)
+
+    async def issue_bot_token(self, user: User) -> str:
+        token, claims = self.tokens.issue(user.id, "bot", "bot", user.token_version)
+        await self.store.add_bot_token(claims.jti, user.id)
+        return token

@@ -1,0 +1,57 @@
+"""Health, readiness, metrics and the static pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from chat.api.deps import ServicesDep
+
+router = APIRouter(tags=["operations"])
+WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """The database and the broker answer (503 naming what does not)."""
+    checks: dict[str, str] = {}
+    for name, probe in (("database", services.db.ping), ("broker", services.broker.ping)):
+        try:
+            await probe()
+            checks[name] = "ok"
+        except Exception as exc:  # report, never raise: this is the health check
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values()) and not services.draining
+    return JSONResponse(
+        {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            "draining": services.draining,
+        },
+        status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", include_in_schema=False)
+async def chat_page() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html")
+
+
+@router.get("/admin", include_in_schema=False)
+async def admin_page() -> FileResponse:
+    return FileResponse(WEB_DIR / "admin.html")

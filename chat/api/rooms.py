@@ -1,0 +1,85 @@
+"""Rooms over HTTP: list, create, add members, read history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, Field
+
+from chat.api.deps import Caller, ServicesDep
+from chat.store import Conflict, InputError, RoomView, normalize_room_name
+
+router = APIRouter(prefix="/api/rooms", tags=["rooms"])
+NOT_FOUND = "no such room, or you may not read it"
+
+
+class RoomIn(BaseModel):
+    name: str = Field(max_length=1000)
+    private: bool = False
+
+
+class MemberIn(BaseModel):
+    username: str = Field(max_length=64)
+
+
+async def readable_room(services: ServicesDep, caller: Caller, room: str) -> RoomView:
+    """The room, or 404 alike for a missing room and one the caller may not read."""
+    view = await services.store.room_for(room, caller.user)
+    if view is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    return view
+
+
+@router.get("")
+async def list_rooms(caller: Caller, services: ServicesDep) -> dict[str, Any]:
+    """Rooms the caller can read: every public room and their private ones."""
+    return {"items": [r.to_json() for r in await services.store.rooms_for(caller.user)]}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_room(body: RoomIn, caller: Caller, services: ServicesDep) -> dict[str, Any]:
+    """Create a room owned by the caller (409 when the name is taken)."""
+    try:
+        name = normalize_room_name(body.name, services.settings.max_room_name_chars)
+        view = await services.store.create_room(name, body.private, caller.user)
+    except InputError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    except Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return view.to_json()
+
+
+@router.post("/{room}/members", status_code=status.HTTP_201_CREATED)
+async def add_member(
+    room: str, body: MemberIn, caller: Caller, services: ServicesDep
+) -> dict[str, Any]:
+    """Owner or admin: let a user into a private room."""
+    view = await readable_room(services, caller, room)
+    if caller.user.role != "admin" and view.owner.id != caller.user.id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the room's owner or an admin")
+    user = await services.store.user_by_name(body.username)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
+    await services.store.add_member(view.id, user.id)
+    return {"room": view.name, "user": {"id": user.id, "name": user.username, "role": user.role}}
+
+
+@router.get("/{room}/messages")
+async def history(
+    room: str,
+    caller: Caller,
+    services: ServicesDep,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1)] = 50,
+) -> dict[str, Any]:
+    """Newest first before `before` (exclusive); with `after`, oldest first after it."""
+    if before is not None and after is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "give either before or after, not both"
+        )
+    view = await readable_room(services, caller, room)
+    limit = min(limit, services.settings.history_page_max)
+    items = await services.store.messages(view, before=before, after=after, limit=limit)
+    return {"items": [m.model_dump() for m in items]}

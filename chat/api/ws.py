@@ -1,0 +1,366 @@
+"""The `/ws` endpoint: handshake checks, authentication, then one frame at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from chat import metrics
+from chat.accounts import Principal
+from chat.hub import Connection
+from chat.protocol import (
+    AuthIn,
+    ClientFrame,
+    CloseCode,
+    ErrorCode,
+    ErrorFrame,
+    FrameError,
+    HelloFrame,
+    JoinedFrame,
+    JoinIn,
+    LeaveIn,
+    LeftFrame,
+    PingIn,
+    PongFrame,
+    ReauthedFrame,
+    SendIn,
+    TypingFrame,
+    TypingIn,
+    encode,
+    iso,
+    now_iso,
+    parse_client_frame,
+)
+from chat.security import TokenError
+from chat.services import Services
+from chat.store import RoomView, check_body
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+# Longer than any access token lives: bot tokens are revoked, not expired.
+EXPIRY_WATCH_LIMIT = 7 * 24 * 3600.0
+
+
+def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
+    """No Origin (a bot) is fine; a browser's must be ours or on the allowlist, exactly."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    scheme = "https" if websocket.url.scheme == "wss" else "http"
+    host = websocket.headers.get("host", "")
+    return origin in allowed or (bool(host) and origin == f"{scheme}://{host}")
+
+
+def bearer(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    settings = services.settings
+    if services.draining:
+        await websocket.close(CloseCode.GOING_AWAY)
+        return
+    if not origin_allowed(websocket, settings.allowed_origins):
+        metrics.AUTH_FAILURES.labels("origin").inc()
+        log.info("refused a handshake from origin %r", websocket.headers.get("origin"))
+        await websocket.close(CloseCode.POLICY)  # before accept: HTTP 403
+        return
+    principal: Principal | None = None
+    header_token = bearer(websocket)
+    if header_token is not None:
+        try:
+            principal = await services.accounts.authenticate(header_token)
+        except TokenError:
+            metrics.AUTH_FAILURES.labels("ws_header").inc()
+            await websocket.close(CloseCode.POLICY)
+            return
+    await websocket.accept()
+    if principal is None:
+        principal = await _first_frame_auth(websocket, services)
+        if principal is None:
+            return
+    session = Session(websocket, services, principal)
+    await session.run()
+
+
+async def _first_frame_auth(websocket: WebSocket, services: Services) -> Principal | None:
+    """Wait for `{"type": "auth"}` within the deadline; close 1008 on anything else."""
+    try:
+        raw = await asyncio.wait_for(_receive_text(websocket), services.settings.auth_timeout)
+        frame = parse_client_frame(raw) if raw is not None else None
+        if not isinstance(frame, AuthIn):
+            reason = "authenticate first: send an auth frame"
+        else:
+            return await services.accounts.authenticate(frame.token)
+    except TimeoutError:
+        reason = "no auth frame within the deadline"
+    except FrameError:
+        reason = "authenticate first: send an auth frame"
+    except TokenError:
+        reason = "invalid, expired or revoked token"
+    except WebSocketDisconnect:
+        return None
+    metrics.AUTH_FAILURES.labels("ws_frame").inc()
+    await _close_quietly(websocket, CloseCode.POLICY, reason)
+    return None
+
+
+async def _receive_text(websocket: WebSocket) -> str | None:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text: str | None = message.get("text")
+    return text
+
+
+async def _close_quietly(websocket: WebSocket, code: int, reason: str = "") -> None:
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    try:
+        await websocket.close(code, reason)
+    except Exception as exc:  # already closed by the peer or the server
+        log.debug("close failed: %r", exc)
+
+
+class Session:
+    """One authenticated connection's life: hello, frames, expiry, cleanup."""
+
+    def __init__(self, websocket: WebSocket, services: Services, principal: Principal) -> None:
+        self.ws = websocket
+        self.services = services
+        self.settings = services.settings
+        self.principal = principal
+        self.user = principal.user
+        self.conn = Connection(
+            self.user, websocket.send_text, self._close, self.settings.outbound_queue_size
+        )
+        self._expiry: asyncio.TimerHandle | None = None
+
+    async def _close(self, code: int, reason: str) -> None:
+        await _close_quietly(self.ws, code, reason)
+
+    async def run(self) -> None:
+        hub = self.services.hub
+        if hub.user_connections(self.user.id) >= self.settings.max_connections_per_user:
+            await self._close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+            return
+        await hub.register(self.conn)
+        try:
+            self._watch_expiry()
+            self.conn.push(
+                encode(
+                    HelloFrame(
+                        user=self.user,
+                        expires_at=self._expires_iso(),
+                        limits={
+                            "max_body_chars": self.settings.max_body_chars,
+                            "max_frame_bytes": self.settings.max_frame_bytes,
+                            "heartbeat_interval": self.settings.heartbeat_interval,
+                            "replay_cap": self.settings.replay_cap,
+                        },
+                    )
+                )
+            )
+            await self._receive_loop()
+        finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            await hub.unregister(self.conn)
+
+    async def _receive_loop(self) -> None:
+        while not self.conn.closing:
+            receive = asyncio.ensure_future(self.ws.receive())
+            closed = asyncio.ensure_future(self.conn.closed.wait())
+            done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                return
+            closed.cancel()
+            message = receive.result()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                self._error(ErrorCode.BAD_FRAME, "binary frames are not accepted: send JSON text")
+                continue
+            await self._handle_text(text)
+
+    async def _handle_text(self, text: str) -> None:
+        ref: str | None = None
+        try:
+            frame = parse_client_frame(text)
+            ref = frame.ref
+            metrics.FRAMES_IN.labels(frame.type).inc()
+            await self._handle(frame)
+        except FrameError as exc:
+            self._error(exc.code, exc.detail, exc.ref or ref, exc.retry_after)
+        except Exception:
+            log.exception("internal error handling a frame")
+            self._error(ErrorCode.INTERNAL, "internal error; the frame was not processed", ref)
+
+    async def _handle(self, frame: ClientFrame) -> None:
+        if isinstance(frame, SendIn):
+            await self._send(frame)
+        elif isinstance(frame, JoinIn):
+            await self._join(frame)
+        elif isinstance(frame, LeaveIn):
+            await self._leave(frame)
+        elif isinstance(frame, TypingIn):
+            await self._typing(frame)
+        elif isinstance(frame, PingIn):
+            self.conn.push(encode(PongFrame(ts=now_iso(), ref=frame.ref)))
+        elif isinstance(frame, AuthIn):
+            await self._reauth(frame)
+
+    # --- frames ---------------------------------------------------------------
+
+    async def _join(self, frame: JoinIn) -> None:
+        hub = self.services.hub
+        store = self.services.store
+        if (
+            frame.room not in self.conn.rooms
+            and len(self.conn.rooms) >= self.settings.max_rooms_per_connection
+        ):
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"at most {self.settings.max_rooms_per_connection} rooms per connection",
+                frame.ref,
+            )
+        room = await self._room(frame.room, frame.ref)
+        presence = await hub.join(self.conn, room.name)
+        last_seq = await store.last_seq(room.id)
+        replay = []
+        since = frame.since
+        truncated = False
+        if since is not None and since < last_seq:
+            cap = self.settings.replay_cap
+            replay = await store.messages(room, after=since, upto=last_seq, limit=cap)
+            truncated = last_seq - since > cap
+        self.conn.push(
+            encode(
+                JoinedFrame(
+                    room=room.name,
+                    presence=presence,
+                    last_seq=last_seq,
+                    replay_truncated=truncated,
+                    ref=frame.ref,
+                )
+            )
+        )
+        for message in replay:
+            self.conn.push(encode(message))
+        hub.finish_replay(self.conn, room.name, last_seq)
+
+    async def _leave(self, frame: LeaveIn) -> None:
+        if not await self.services.hub.leave(self.conn, frame.room):
+            raise FrameError(ErrorCode.NOT_JOINED, "you have not joined that room", frame.ref)
+        self.conn.push(encode(LeftFrame(room=frame.room, ref=frame.ref)))
+
+    async def _send(self, frame: SendIn) -> None:
+        self._require_joined(frame.room, frame.ref)
+        if len(frame.body) > self.settings.max_body_chars:
+            raise FrameError(
+                ErrorCode.TOO_LARGE,
+                f"body is longer than {self.settings.max_body_chars} characters",
+                frame.ref,
+            )
+        problem = check_body(frame.body)
+        if problem:
+            raise FrameError(ErrorCode.BAD_FRAME, problem, frame.ref)
+        bot = self.user.role == "bot"
+        self._rate_limit(
+            "send",
+            self.settings.bot_send_rate if bot else self.settings.send_rate,
+            self.settings.bot_send_burst if bot else self.settings.send_burst,
+            frame.ref,
+        )
+        room = await self._room(frame.room, frame.ref)
+        hub = self.services.hub
+        async with hub.room_lock(room.name):
+            started = time.perf_counter()
+            stored = await self.services.store.save_message(room, self.user, frame.ref, frame.body)
+            metrics.STORE_SECONDS.observe(time.perf_counter() - started)
+            self.conn.push(encode(stored.ack))
+            if stored.duplicate:
+                metrics.DUPLICATES.inc()
+            else:
+                metrics.MESSAGES.inc()
+                await hub.publish_room(room.name, encode(stored.frame), seq=stored.frame.seq)
+        hub.release_room_lock(room.name)
+
+    async def _typing(self, frame: TypingIn) -> None:
+        self._require_joined(frame.room, frame.ref)
+        self._rate_limit("typing", self.settings.typing_rate, self.settings.typing_burst, frame.ref)
+        payload = encode(TypingFrame(room=frame.room, user=self.user))
+        await self.services.hub.publish_room(frame.room, payload, exclude_user=self.user.id)
+
+    async def _reauth(self, frame: AuthIn) -> None:
+        try:
+            principal = await self.services.accounts.authenticate(frame.token)
+        except TokenError:
+            raise FrameError(
+                ErrorCode.FORBIDDEN, "invalid, expired or revoked token", frame.ref
+            ) from None
+        if principal.user.id != self.user.id:
+            raise FrameError(ErrorCode.FORBIDDEN, "that token is for another user", frame.ref)
+        self.principal = principal
+        self._watch_expiry()
+        self.conn.push(encode(ReauthedFrame(expires_at=self._expires_iso(), ref=frame.ref)))
+
+    # --- helpers --------------------------------------------------------------
+
+    async def _room(self, name: str, ref: str | None) -> RoomView:
+        room = await self.services.store.room_for(name, self.user)
+        if room is None:
+            raise FrameError(ErrorCode.NOT_FOUND, "no such room, or you may not read it", ref)
+        return room
+
+    def _require_joined(self, room: str, ref: str | None) -> None:
+        if room not in self.conn.rooms:
+            raise FrameError(ErrorCode.NOT_JOINED, "join the room first", ref)
+
+    def _rate_limit(self, action: str, rate: float, burst: int, ref: str | None) -> None:
+        limiter = self.services.limiter
+        wait = limiter.take(action, self.user.id, rate, burst)
+        if wait is None:
+            return
+        metrics.RATE_LIMITED.labels(action).inc()
+        if limiter.refused_in_a_row(action, self.user.id) >= self.settings.rate_limit_close_after:
+            self.conn.abort(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
+        raise FrameError(ErrorCode.RATE_LIMITED, f"too many {action} frames", ref, wait)
+
+    def _error(
+        self, code: str, detail: str, ref: str | None = None, retry_after: float | None = None
+    ) -> None:
+        metrics.ERRORS.labels(code).inc()
+        self.conn.push(
+            encode(ErrorFrame(code=code, detail=detail, ref=ref, retry_after=retry_after))
+        )
+
+    def _watch_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        remaining = self.principal.claims.expires_at - time.time()
+        if remaining > EXPIRY_WATCH_LIMIT:
+            self._expiry = None
+            return
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(remaining, 0.0),
+            self.conn.abort,
+            CloseCode.TOKEN_EXPIRED,
+            "token expired: refresh it and reconnect",
+        )
+
+    def _expires_iso(self) -> str:
+        return iso(self.principal.claims.expires_at)

@@ -1,0 +1,59 @@
+"""`create_app()`: the FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+from chat import __version__
+from chat.api import admin, auth, ops, rooms, ws
+from chat.config import Settings
+from chat.services import Services
+
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+# The OpenAPI page at /docs loads its own assets and inline script.
+CSP_EXEMPT = ("/docs", "/redoc", "/openapi.json")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build an app for `settings` (read from the environment when omitted)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.build(settings)
+        app.state.services = services
+        await services.start()
+        log.info("chat server ready (database %s)", services.db.engine.url.render_as_string())
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(title="chat", version=__version__, lifespan=lifespan)
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        if not request.url.path.startswith(CSP_EXEMPT):
+            response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    for router in (auth.router, rooms.router, admin.router, ws.router, ops.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=ops.WEB_DIR), name="static")
+    return app

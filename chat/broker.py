@@ -1,0 +1,76 @@
+"""Publish/subscribe between hub processes, chosen by URL.
+
+The hub subscribes to a channel while it has a local listener for it and
+publishes every outgoing event; each process then delivers to its own
+connections. `MemoryBroker` serves one process; a Redis broker (`redis://`)
+implements the same `Broker` protocol for many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+Handler = Callable[[str, str], Awaitable[None] | None]
+
+
+class Broker(Protocol):
+    """What the hub needs from a message bus. Payloads are already-encoded text."""
+
+    async def start(self, handler: Handler) -> None:
+        """Begin delivering messages of subscribed channels to `handler(channel, payload)`."""
+
+    async def stop(self) -> None:
+        """Stop delivering and release connections."""
+
+    async def publish(self, channel: str, payload: str) -> None:
+        """Send `payload` to every process subscribed to `channel`."""
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving `channel` (idempotent)."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving `channel` (idempotent)."""
+
+    async def ping(self) -> None:
+        """Raise when the broker is unreachable."""
+
+
+class MemoryBroker:
+    """In-process broker: publish calls the handler directly, in order."""
+
+    def __init__(self) -> None:
+        self._handler: Handler | None = None
+        self._channels: set[str] = set()
+
+    async def start(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def stop(self) -> None:
+        self._handler = None
+        self._channels.clear()
+
+    async def publish(self, channel: str, payload: str) -> None:
+        if self._handler is None or channel not in self._channels:
+            return
+        result = self._handler(channel, payload)
+        if result is not None:
+            await result
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+
+    async def ping(self) -> None:
+        return None
+
+
+def create_broker(redis_url: str | None) -> Broker:
+    """The broker for a URL: in-memory when unset, Redis for `redis://`/`rediss://`."""
+    if not redis_url:
+        return MemoryBroker()
+    from chat.redis_broker import RedisBroker
+
+    return RedisBroker(redis_url)

@@ -1,0 +1,176 @@
+"""The `chat` command: serve, db upgrade, users create, bots create, send, tail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+
+from chat.config import Settings
+
+log = logging.getLogger("chat")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        code = handler(args)
+    except KeyboardInterrupt:
+        code = 130
+    except CommandError as exc:
+        print(f"chat: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+class CommandError(Exception):
+    """A failure reported as one line on stderr."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chat", description="Real-time chat and notification hub")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server (migrations applied first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=cmd_serve)
+
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True
+    )
+    db.add_parser("upgrade", help="apply migrations").set_defaults(handler=cmd_db_upgrade)
+
+    users = commands.add_parser("users", help="accounts").add_subparsers(
+        dest="users_command", required=True
+    )
+    create_user = users.add_parser("create", help="create an account")
+    create_user.add_argument("name")
+    create_user.add_argument("--admin", action="store_true")
+    create_user.add_argument(
+        "--password-stdin", action="store_true", help="read the password as one line of stdin"
+    )
+    create_user.set_defaults(handler=cmd_users_create)
+
+    bots = commands.add_parser("bots", help="bot accounts").add_subparsers(
+        dest="bots_command", required=True
+    )
+    create_bot = bots.add_parser("create", help="create a bot; prints its token last")
+    create_bot.add_argument("name")
+    create_bot.set_defaults(handler=cmd_bots_create)
+
+    try:
+        from chat.client_cli import add_client_commands
+    except ImportError:  # the client tools are optional
+        pass
+    else:
+        add_client_commands(commands)
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chat.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url)
+    # Resolve (and maybe generate) the dev secret once, before workers start.
+    from chat.security import resolve_secret
+
+    resolve_secret(settings)
+    uvicorn.run(
+        "chat.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.heartbeat_interval,
+        ws_ping_timeout=settings.heartbeat_timeout,
+        timeout_graceful_shutdown=int(settings.drain_timeout),
+        log_level="info",
+    )
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from chat.migrate import upgrade
+
+    upgrade(Settings().database_url)
+    return 0
+
+
+def _run_with_services(work: Callable[..., Awaitable[int]], *extra: object) -> int:
+    async def runner() -> int:
+        from chat.services import Services
+
+        services = Services.build(Settings())
+        try:
+            return await work(services, *extra)
+        finally:
+            await services.db.dispose()
+
+    from chat.migrate import upgrade
+
+    upgrade(Settings().database_url)
+    return asyncio.run(runner())
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("again: "):
+            raise CommandError("the passwords differ")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise CommandError("expected the password as one line on standard input")
+    return line.rstrip("\r\n")
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from chat.store import Conflict, InputError
+
+    password = _read_password()
+
+    async def work(services: object) -> int:
+        from chat.services import Services
+
+        assert isinstance(services, Services)
+        try:
+            user = await services.accounts.register(
+                args.name, password, "admin" if args.admin else "user"
+            )
+        except (InputError, Conflict) as exc:
+            raise CommandError(str(exc)) from None
+        print(f"created {user.role} {user.username} (id {user.id})")
+        return 0
+
+    return _run_with_services(work)
+
+
+def cmd_bots_create(args: argparse.Namespace) -> int:
+    from chat.store import Conflict, InputError
+
+    async def work(services: object) -> int:
+        from chat.services import Services
+
+        assert isinstance(services, Services)
+        try:
+            user, token = await services.accounts.create_bot(args.name)
+        except (InputError, Conflict) as exc:
+            raise CommandError(str(exc)) from None
+        print(f"created bot {user.username} (id {user.id}); its token:")
+        print(token)
+        return 0
+
+    return _run_with_services(work)

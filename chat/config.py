@@ -1,0 +1,95 @@
+"""Settings, read once from `CHAT_*` environment variables (and `.env`) at start."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the server. Instances are frozen: build a new one to change it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHAT_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_ttl: float = Field(15 * 60, gt=0, description="seconds")
+    refresh_token_ttl: float = Field(30 * 24 * 3600, gt=0, description="seconds")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    registration_enabled: bool = True
+
+    # Message and frame bounds.
+    max_body_chars: int = Field(32_000, gt=0)
+    max_frame_bytes: int = Field(64 * 1024, ge=1024)
+    max_room_name_chars: int = Field(64, gt=0)
+    replay_cap: int = Field(500, gt=0, description="most messages a join's `since` replays")
+    history_page_max: int = Field(200, ge=100)
+
+    # Connections.
+    auth_timeout: float = Field(5.0, gt=0)
+    outbound_queue_size: int = Field(1000, gt=0)
+    heartbeat_interval: float = Field(25.0, gt=0)
+    heartbeat_timeout: float = Field(10.0, gt=0)
+    presence_grace: float = Field(3.0, ge=0)
+    drain_timeout: float = Field(20.0, gt=0)
+    max_connections_per_user: int = Field(20, gt=0)
+    max_rooms_per_connection: int = Field(100, gt=0)
+    handshakes_per_ip_per_second: float = Field(20.0, gt=0)
+
+    # Per-user token buckets (rate per second, burst).
+    send_rate: float = Field(5.0, gt=0)
+    send_burst: int = Field(20, gt=0)
+    bot_send_rate: float = Field(20.0, gt=0)
+    bot_send_burst: int = Field(60, gt=0)
+    typing_rate: float = Field(2.0, gt=0)
+    typing_burst: int = Field(5, gt=0)
+    rate_limit_close_after: int = Field(50, gt=0, description="refusals in a row before close")
+
+    # Login throttling and hashing.
+    login_failures_per_account: int = Field(5, gt=0)
+    login_failures_per_ip: int = Field(20, gt=0)
+    login_failure_window: float = Field(300.0, gt=0)
+    hash_concurrency: int = Field(2, gt=0)
+
+    # Long-running tasks.
+    task_concurrency: int = Field(2, gt=0)
+    task_progress_interval: float = Field(0.25, ge=0)
+    data_dir: Path | None = None
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @cached_property
+    def sqlite_path(self) -> Path | None:
+        """The database file when the database is SQLite on disk, else None."""
+        prefix = "sqlite+aiosqlite:///"
+        if not self.database_url.startswith(prefix):
+            return None
+        path = self.database_url[len(prefix) :].split("?", 1)[0]
+        if not path or path == ":memory:":
+            return None
+        return Path(path).expanduser().resolve()
+
+    @cached_property
+    def state_dir(self) -> Path:
+        """Where files of our own live (dev secret, exports): beside the database."""
+        if self.data_dir is not None:
+            return self.data_dir.expanduser().resolve()
+        if self.sqlite_path is not None:
+            return self.sqlite_path.parent
+        return Path.cwd()

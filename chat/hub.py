@@ -1,0 +1,269 @@
+"""Connections, rooms and fan-out. Transport-agnostic: no SQLAlchemy, JWT or Redis here.
+
+Every event is encoded once and published to the broker on a channel
+(`room:<name>`, `user:<id>` or `admins`) with a one-line header; each process
+delivers it to its local connections by putting the same string on each
+connection's bounded queue. Fan-out never awaits a socket: a connection whose
+queue is full is closed (4008) and resumes with `join ... since`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from chat import metrics
+from chat.broker import Broker
+from chat.presence import Presence
+from chat.protocol import CloseCode, PresenceFrame, UserRef, encode
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+
+SendText = Callable[[str], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+ADMINS = "admins"
+
+
+def room_channel(room: str) -> str:
+    return f"room:{room}"
+
+
+def user_channel(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+class Connection:
+    """One authenticated socket: its user, joined rooms and outbound queue."""
+
+    def __init__(self, user: UserRef, send: SendText, close: Close, queue_size: int) -> None:
+        self.id = next(_ids)
+        self.user = user
+        # Joined rooms; a list buffers live events while the join's replay is sent.
+        self.rooms: dict[str, list[tuple[int | None, str]] | None] = {}
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self._send = send
+        self._close = close
+        self._closer: asyncio.Task[None] | None = None
+        self._writer = asyncio.create_task(self._write_loop(), name=f"conn-{self.id}-writer")
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def push(self, payload: str) -> None:
+        """Queue a frame without waiting; a full queue closes the connection (4008)."""
+        if self.closing:
+            return
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            metrics.SLOW_CONSUMERS.inc()
+            self.abort(CloseCode.SLOW_CONSUMER, "too slow: reconnect and resume with since")
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close the socket with `code` soon; frames still queued are dropped."""
+        if self.closing:
+            return
+        self.close_code = code
+        self._writer.cancel()
+        self._closer = asyncio.create_task(
+            self._do_close(code, reason), name=f"conn-{self.id}-close"
+        )
+
+    async def drain_and_close(self, code: int, reason: str, timeout: float) -> None:
+        """Send what is queued (bounded by `timeout`), then close with `code`."""
+        if self.closing:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        self.abort(code, reason)
+        await self.closed.wait()
+
+    async def _do_close(self, code: int, reason: str) -> None:
+        try:
+            await self._close(code, reason)
+        except Exception as exc:  # the socket may already be gone
+            log.debug("closing connection %s failed: %r", self.id, exc)
+        finally:
+            self.closed.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            payload = await self._queue.get()
+            try:
+                await self._send(payload)
+            except Exception:
+                self.abort(CloseCode.GOING_AWAY, "send failed")
+                return
+            finally:
+                self._queue.task_done()
+            metrics.FRAMES_OUT.inc()
+
+    def stop_writer(self) -> None:
+        self._writer.cancel()
+
+
+class Hub:
+    """Routes events between the broker and local connections."""
+
+    def __init__(self, broker: Broker, presence_grace: float) -> None:
+        self.broker = broker
+        self.presence = Presence(presence_grace, self._presence_changed)
+        self.connections: set[Connection] = set()
+        self._by_user: dict[int, set[Connection]] = defaultdict(set)
+        self._by_room: dict[str, set[Connection]] = defaultdict(set)
+        self._room_locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.broker.start(self._dispatch)
+        await self.broker.subscribe(ADMINS)
+
+    async def stop(self) -> None:
+        self.presence.flush()
+        for task in list(self._background):
+            task.cancel()
+        await self.broker.stop()
+
+    # --- membership -------------------------------------------------------
+
+    async def register(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        first = not self._by_user[conn.user.id]
+        self._by_user[conn.user.id].add(conn)
+        metrics.CONNECTIONS.inc()
+        if first:
+            await self.broker.subscribe(user_channel(conn.user.id))
+
+    async def unregister(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        conn.stop_writer()
+        metrics.CONNECTIONS.dec()
+        for room in list(conn.rooms):
+            await self.leave(conn, room)
+        users = self._by_user.get(conn.user.id)
+        if users is not None:
+            users.discard(conn)
+            if not users:
+                del self._by_user[conn.user.id]
+                await self.broker.unsubscribe(user_channel(conn.user.id))
+
+    def user_connections(self, user_id: int) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    async def join(self, conn: Connection, room: str) -> list[UserRef]:
+        """Add `conn` to `room`, buffering live events until `finish_replay`."""
+        already = room in conn.rooms
+        conn.rooms[room] = []
+        if not already:
+            if not self._by_room[room]:
+                await self.broker.subscribe(room_channel(room))
+            self._by_room[room].add(conn)
+            self.presence.add(room, conn.user)
+        return self.presence.members(room)
+
+    def finish_replay(self, conn: Connection, room: str, after_seq: int) -> None:
+        """Deliver events buffered during the join, skipping messages up to `after_seq`."""
+        buffered = conn.rooms.get(room)
+        if buffered is None:
+            return
+        conn.rooms[room] = None
+        for seq, payload in buffered:
+            if seq is None or seq > after_seq:
+                conn.push(payload)
+
+    async def leave(self, conn: Connection, room: str) -> bool:
+        """Remove `conn` from `room`; False when it had not joined."""
+        if room not in conn.rooms:
+            return False
+        del conn.rooms[room]
+        members = self._by_room.get(room)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self._by_room[room]
+                await self.broker.unsubscribe(room_channel(room))
+        self.presence.remove(room, conn.user)
+        return True
+
+    def room_lock(self, room: str) -> asyncio.Lock:
+        """Held while a message is stored and published, so the room's order is kept."""
+        lock = self._room_locks.get(room)
+        if lock is None:
+            lock = self._room_locks[room] = asyncio.Lock()
+        return lock
+
+    def release_room_lock(self, room: str) -> None:
+        lock = self._room_locks.get(room)
+        if lock is not None and not lock.locked() and room not in self._by_room:
+            del self._room_locks[room]
+
+    # --- publishing -------------------------------------------------------
+
+    async def publish_room(
+        self, room: str, payload: str, *, seq: int | None = None, exclude_user: int | None = None
+    ) -> None:
+        await self._publish(room_channel(room), payload, s=seq, x=exclude_user)
+
+    async def publish_user(self, user_id: int, payload: str) -> None:
+        await self._publish(user_channel(user_id), payload)
+
+    async def publish_admins(self, payload: str) -> None:
+        await self._publish(ADMINS, payload)
+
+    async def close_user(self, user_id: int, code: int, reason: str) -> None:
+        """Close every connection of a user, on every process."""
+        await self._publish(user_channel(user_id), "", close=code, reason=reason)
+
+    async def _publish(self, channel: str, payload: str, **header: Any) -> None:
+        head = json.dumps({k: v for k, v in header.items() if v is not None})
+        await self.broker.publish(channel, f"{head}\n{payload}")
+
+    def _dispatch(self, channel: str, data: str) -> None:
+        head, _, payload = data.partition("\n")
+        header: dict[str, Any] = json.loads(head)
+        kind, _, key = channel.partition(":")
+        if kind == "room":
+            self._deliver_room(key, payload, header.get("s"), header.get("x"))
+        elif kind == "user":
+            targets = self._by_user.get(int(key), set())
+            for conn in list(targets):
+                if "close" in header:
+                    conn.abort(int(header["close"]), str(header.get("reason", "")))
+                else:
+                    conn.push(payload)
+        elif channel == ADMINS:
+            for conn in self.connections:
+                if conn.user.role == "admin":
+                    conn.push(payload)
+
+    def _deliver_room(self, room: str, payload: str, seq: int | None, exclude: int | None) -> None:
+        for conn in self._by_room.get(room, ()):
+            if conn.user.id == exclude:
+                continue
+            buffered = conn.rooms.get(room)
+            if buffered is not None:
+                buffered.append((seq, payload))
+            else:
+                conn.push(payload)
+
+    def _presence_changed(self, room: str, event: str, user: UserRef) -> None:
+        frame = encode(PresenceFrame(room=room, event=event, user=user))  # type: ignore[arg-type]
+        # The user's own connections know already: `joined` lists them.
+        task = asyncio.create_task(self.publish_room(room, frame, exclude_user=user.id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def local_presence(self) -> dict[str, list[UserRef]]:
+        return self.presence.snapshot()

@@ -1,0 +1,20 @@
+"""Prometheus metrics, defined once per process (the default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS = Gauge("chat_connections", "Open authenticated WebSocket connections")
+FRAMES_IN = Counter("chat_frames_in_total", "Client frames received", ["type"])
+FRAMES_OUT = Counter("chat_frames_out_total", "Frames written to sockets")
+MESSAGES = Counter("chat_messages_total", "Messages stored")
+DUPLICATES = Counter("chat_duplicate_sends_total", "Sends answered from an earlier ref")
+ERRORS = Counter("chat_errors_total", "Error frames sent to clients", ["code"])
+AUTH_FAILURES = Counter("chat_auth_failures_total", "Refused authentications", ["where"])
+SLOW_CONSUMERS = Counter("chat_slow_consumers_total", "Connections closed for a full queue")
+RATE_LIMITED = Counter("chat_rate_limited_total", "Frames refused by rate limits", ["action"])
+STORE_SECONDS = Histogram(
+    "chat_store_seconds",
+    "Time to store a message",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)

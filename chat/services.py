@@ -1,0 +1,51 @@
+"""The process-wide objects the API works with, built once per app in its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from chat.accounts import Accounts
+from chat.broker import Broker, create_broker
+from chat.config import Settings
+from chat.db import Database
+from chat.hub import Hub
+from chat.ratelimit import RateLimiter
+from chat.security import PasswordService, TokenService, resolve_secret
+from chat.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: Store
+    accounts: Accounts
+    broker: Broker
+    hub: Hub
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    draining: bool = False
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        db = Database(settings.database_url)
+        store = Store(db)
+        tokens = TokenService(
+            resolve_secret(settings),
+            settings.jwt_algorithm,
+            settings.access_token_ttl,
+            settings.refresh_token_ttl,
+        )
+        accounts = Accounts(store, tokens, PasswordService(settings.hash_concurrency))
+        broker = create_broker(settings.redis_url)
+        hub = Hub(broker, settings.presence_grace)
+        return cls(settings, db, store, accounts, broker, hub)
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.db.dispose()

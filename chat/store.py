@@ -1,0 +1,360 @@
+"""Queries: users, tokens, rooms, members and messages. Each method is one unit of work."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from chat.db import Database
+from chat.models import BotToken, Message, RefreshToken, Room, RoomMember, User
+from chat.protocol import AckFrame, MessageFrame, UserRef, iso
+
+USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+class InputError(ValueError):
+    """Input that breaks a documented rule; the message says which."""
+
+
+class Conflict(Exception):
+    """The thing already exists (a username or a room name)."""
+
+
+def normalize_username(raw: str) -> tuple[str, str]:
+    """Return (display name, uniqueness key). Raises `InputError`.
+
+    NFKC folds compatibility look-alikes (fullwidth letters); anything outside
+    ASCII letters, digits, `_`, `.` and `-` (zero-width spaces included) is refused.
+    """
+    name = unicodedata.normalize("NFKC", raw).strip()
+    if not 3 <= len(name) <= 32:
+        raise InputError("username must be 3 to 32 characters")
+    if not set(name) <= USERNAME_CHARS:
+        raise InputError("username may contain only letters, digits, '_', '.' and '-'")
+    return name, name.casefold()
+
+
+def normalize_room_name(raw: str, max_chars: int) -> str:
+    """A room name: NFC, trimmed, printable, no '/', bounded. Raises `InputError`."""
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not name:
+        raise InputError("room name must not be empty")
+    if len(name) > max_chars:
+        raise InputError(f"room name must be at most {max_chars} characters")
+    if "/" in name or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise InputError("room name must not contain '/', control or invisible characters")
+    return name
+
+
+def check_body(body: str) -> str | None:
+    """Why a message body is refused, or None when it is fine (length checked elsewhere)."""
+    if "\x00" in body:
+        return "body must not contain NUL characters"
+    visible = "".join(c for c in body if unicodedata.category(c) not in ("Cf", "Cc", "Zs"))
+    if not visible.strip():
+        return "body must not be empty or only whitespace"
+    return None
+
+
+def user_ref(user: User) -> UserRef:
+    return UserRef(id=user.id, name=user.username, role=user.role)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomView:
+    id: int
+    name: str
+    private: bool
+    owner: UserRef
+    last_seq: int
+    member: bool
+    created_at: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "private": self.private,
+            "owner": self.owner.model_dump(),
+            "last_seq": self.last_seq,
+            "member": self.member,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored message: its ack for the sender and its frame for everyone."""
+
+    ack: AckFrame
+    frame: MessageFrame
+    duplicate: bool
+
+
+class Store:
+    """All database access of the server."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- users ---------------------------------------------------------------
+
+    async def create_user(self, username: str, password_hash: str | None, role: str) -> User:
+        name, key = normalize_username(username)
+        try:
+            async with self.db.write() as s:
+                user = User(username=name, username_key=key, password_hash=password_hash, role=role)
+                s.add(user)
+                await s.flush()
+                return user
+        except IntegrityError:
+            raise Conflict("that username is taken") from None
+
+    async def user_by_id(self, user_id: int) -> User | None:
+        async with self.db.read() as s:
+            return await s.get(User, user_id)
+
+    async def user_by_name(self, username: str) -> User | None:
+        try:
+            _, key = normalize_username(username)
+        except InputError:
+            return None
+        async with self.db.read() as s:
+            return (await s.execute(select(User).where(User.username_key == key))).scalar()
+
+    async def bump_token_version(self, user_id: int, *, banned: bool | None = None) -> None:
+        """Kill every token of the user issued so far (and optionally (un)ban them)."""
+        values: dict[str, object] = {"token_version": User.token_version + 1}
+        if banned is not None:
+            values["banned"] = banned
+        async with self.db.write() as s:
+            await s.execute(update(User).where(User.id == user_id).values(**values))
+            await s.execute(
+                update(RefreshToken)
+                .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+
+    async def set_password(self, user_id: int, password_hash: str) -> None:
+        async with self.db.write() as s:
+            await s.execute(
+                update(User).where(User.id == user_id).values(password_hash=password_hash)
+            )
+        await self.bump_token_version(user_id)
+
+    # --- refresh and bot tokens --------------------------------------------
+
+    async def add_refresh_token(
+        self, jti: str, user_id: int, family: str, expires_at: float
+    ) -> None:
+        async with self.db.write() as s:
+            s.add(RefreshToken(jti=jti, user_id=user_id, family=family, expires_at=expires_at))
+
+    async def use_refresh_token(self, jti: str) -> RefreshToken | None:
+        """Mark a refresh token used. Reuse of a used one revokes its whole family."""
+        now = time.time()
+        async with self.db.write() as s:
+            token = await s.get(RefreshToken, jti)
+            if token is None:
+                return None
+            if token.used_at is not None or token.revoked_at is not None:
+                await s.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.family == token.family)
+                    .values(revoked_at=now)
+                )
+                return None
+            if token.expires_at < now:
+                return None
+            token.used_at = now
+            return token
+
+    async def add_bot_token(self, jti: str, user_id: int) -> None:
+        async with self.db.write() as s:
+            s.add(BotToken(jti=jti, user_id=user_id))
+
+    async def bot_token_live(self, jti: str) -> bool:
+        async with self.db.read() as s:
+            token = await s.get(BotToken, jti)
+            return token is not None and token.revoked_at is None
+
+    async def revoke_bot(self, user_id: int) -> bool:
+        """Revoke every token of a bot; False when there is no such bot."""
+        user = await self.user_by_id(user_id)
+        if user is None or user.role != "bot":
+            return False
+        async with self.db.write() as s:
+            await s.execute(
+                update(BotToken)
+                .where(BotToken.user_id == user_id, BotToken.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        await self.bump_token_version(user_id)
+        return True
+
+    # --- rooms ----------------------------------------------------------------
+
+    def _visible(self, user: UserRef) -> object:
+        """SQL condition: the room is readable by `user` (public, member or admin)."""
+        if user.role == "admin":
+            return True
+        return or_(
+            Room.private.is_(False),
+            exists().where(RoomMember.room_id == Room.id, RoomMember.user_id == user.id),
+        )
+
+    async def create_room(self, name: str, private: bool, owner: UserRef) -> RoomView:
+        try:
+            async with self.db.write() as s:
+                room = Room(name=name, private=private, owner_id=owner.id)
+                s.add(room)
+                await s.flush()
+                s.add(RoomMember(room_id=room.id, user_id=owner.id))
+        except IntegrityError:
+            raise Conflict("a room with that name exists") from None
+        return RoomView(room.id, room.name, private, owner, 0, True, room.created_at)
+
+    async def room_for(self, name: str, user: UserRef) -> RoomView | None:
+        """The room if `user` may read it; None both when absent and when forbidden."""
+        views = await self._rooms(user, Room.name == name)
+        return views[0] if views else None
+
+    async def rooms_for(self, user: UserRef) -> list[RoomView]:
+        return await self._rooms(user, None)
+
+    async def _rooms(self, user: UserRef, where: object) -> list[RoomView]:
+        member = (
+            exists()
+            .where(RoomMember.room_id == Room.id, RoomMember.user_id == user.id)
+            .label("member")
+        )
+        query = (
+            select(Room, User, member)
+            .join(User, User.id == Room.owner_id)
+            .where(self._visible(user))  # type: ignore[arg-type]
+            .order_by(Room.name)
+        )
+        if where is not None:
+            query = query.where(where)  # type: ignore[arg-type]
+        async with self.db.read() as s:
+            rows = (await s.execute(query)).all()
+        return [
+            RoomView(r.id, r.name, r.private, user_ref(o), r.last_seq, bool(m), r.created_at)
+            for r, o, m in rows
+        ]
+
+    async def add_member(self, room_id: int, user_id: int) -> None:
+        async with self.db.write() as s:
+            if await s.get(RoomMember, (room_id, user_id)) is None:
+                s.add(RoomMember(room_id=room_id, user_id=user_id))
+
+    async def last_seq(self, room_id: int) -> int:
+        async with self.db.read() as s:
+            value = await s.scalar(select(Room.last_seq).where(Room.id == room_id))
+            return int(value or 0)
+
+    # --- messages -------------------------------------------------------------
+
+    async def save_message(self, room: RoomView, user: UserRef, ref: str, body: str) -> Stored:
+        """Store a message with the room's next seq, or return the first one for a repeated ref.
+
+        The seq comes from incrementing `rooms.last_seq` in the same transaction
+        as the insert: the row lock (or SQLite's write lock) serializes senders,
+        and a rollback gives the number back, so seqs have no gaps.
+        """
+        existing = await self._by_ref(user, ref)
+        if existing is not None:
+            return existing
+        now = time.time()
+        try:
+            async with self.db.write() as s:
+                seq = await s.scalar(
+                    update(Room)
+                    .where(Room.id == room.id)
+                    .values(last_seq=Room.last_seq + 1)
+                    .returning(Room.last_seq)
+                )
+                msg = Message(
+                    room_id=room.id, seq=seq, user_id=user.id, ref=ref, body=body, created_at=now
+                )
+                s.add(msg)
+                await s.flush()
+        except IntegrityError:
+            # The same (user, ref) committed concurrently: answer with that one.
+            existing = await self._by_ref(user, ref)
+            if existing is None:
+                raise
+            return existing
+        return self._stored(room.name, msg, user, duplicate=False)
+
+    async def _by_ref(self, user: UserRef, ref: str) -> Stored | None:
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(Message, Room.name)
+                    .join(Room, Room.id == Message.room_id)
+                    .where(Message.user_id == user.id, Message.ref == ref)
+                )
+            ).first()
+        if row is None:
+            return None
+        msg, room_name = row
+        return self._stored(room_name, msg, user, duplicate=True)
+
+    @staticmethod
+    def _stored(room_name: str, msg: Message, user: UserRef, *, duplicate: bool) -> Stored:
+        ts = iso(msg.created_at)
+        ack = AckFrame(ref=msg.ref or "", room=room_name, id=msg.id, seq=msg.seq, ts=ts)
+        frame = MessageFrame(
+            room=room_name, id=msg.id, seq=msg.seq, user=user, body=msg.body, ts=ts
+        )
+        return Stored(ack, frame, duplicate)
+
+    async def messages(
+        self,
+        room: RoomView,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        upto: int | None = None,
+        limit: int,
+    ) -> list[MessageFrame]:
+        """A page of history: newest first with `before`, oldest first with `after`."""
+        conditions = [Message.room_id == room.id]
+        if after is not None:
+            conditions.append(Message.seq > after)
+            order = Message.seq.asc()
+        else:
+            order = Message.seq.desc()
+        if before is not None:
+            conditions.append(Message.seq < before)
+        if upto is not None:
+            conditions.append(Message.seq <= upto)
+        query = (
+            select(Message, User)
+            .join(User, User.id == Message.user_id)
+            .where(and_(*conditions))
+            .order_by(order)
+            .limit(limit)
+        )
+        async with self.db.read() as s:
+            rows: Sequence[tuple[Message, User]] = (await s.execute(query)).tuples().all()
+        return [
+            MessageFrame(
+                room=room.name,
+                id=m.id,
+                seq=m.seq,
+                user=user_ref(u),
+                body=m.body,
+                ts=iso(m.created_at),
+            )
+            for m, u in rows
+        ]
+
+    async def count_users(self) -> int:
+        async with self.db.read() as s:
+            return int(await s.scalar(select(func.count(User.id))) or 0)

@@ -1,0 +1,266 @@
+"""Real servers for tests: `chat serve` in a subprocess on a free port, plus clients.
+
+`ServerProcess` starts, stops (SIGTERM by default) and restarts a server on the
+same port and database. `Api` wraps httpx for the HTTP side and creates users,
+admins and bots. `connect()` opens a real WebSocket with the `websockets` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-" + "x" * 32
+_names = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def unique(prefix: str = "u") -> str:
+    """A short unique name (usernames are at most 32 characters)."""
+    return f"{prefix}{next(_names)}_{uuid.uuid4().hex[:8]}"
+
+
+class ServerProcess:
+    """`python -m chat serve` as a child process with its own environment."""
+
+    def __init__(self, database_url: str, workdir: Path, **settings: Any) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.database_url = database_url
+        self.env = {
+            **os.environ,
+            "CHAT_DATABASE_URL": database_url,
+            "CHAT_JWT_SECRET": TEST_SECRET,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop("CHAT_REDIS_URL", None)
+        for key, value in settings.items():
+            self.env[f"CHAT_{key.upper()}"] = str(value)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"server-{self.port}.log"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.http}/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start in {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Signal the server and wait for it to exit; returns its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `chat ARGS` against this server's database."""
+        return subprocess.run(
+            [sys.executable, "-m", "chat", *args],
+            cwd=self.workdir,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+@dataclass
+class Account:
+    id: int
+    name: str
+    password: str
+    token: str
+    refresh_token: str
+    role: str = "user"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class Api:
+    """Synchronous HTTP helpers against a running server."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.client = httpx.Client(base_url=server.http, timeout=10)
+
+    def login(self, name: str, password: str) -> dict[str, Any]:
+        r = self.client.post("/api/auth/token", data={"username": name, "password": password})
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def user(self, name: str | None = None, password: str = "correct horse") -> Account:
+        name = name or unique()
+        r = self.client.post("/api/auth/register", json={"username": name, "password": password})
+        assert r.status_code == 201, r.text
+        tokens = self.login(name, password)
+        return Account(
+            r.json()["id"], name, password, tokens["access_token"], tokens["refresh_token"]
+        )
+
+    def admin(self, name: str | None = None, password: str = "admin password") -> Account:
+        name = name or unique("a")
+        done = self.server.cli(
+            "users", "create", name, "--admin", "--password-stdin", stdin=password + "\n"
+        )
+        assert done.returncode == 0, done.stderr
+        tokens = self.login(name, password)
+        me = self.client.get(
+            "/api/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        ).json()
+        return Account(
+            me["id"], name, password, tokens["access_token"], tokens["refresh_token"], "admin"
+        )
+
+    def bot(self, admin: Account, name: str | None = None) -> Account:
+        r = self.client.post("/api/bots", json={"name": name or unique("b")}, headers=admin.headers)
+        assert r.status_code == 201, r.text
+        data = r.json()
+        return Account(data["id"], data["name"], "", data["token"], "", "bot")
+
+    def room(self, owner: Account, name: str | None = None, private: bool = False) -> str:
+        name = name or unique("room")
+        r = self.client.post(
+            "/api/rooms", json={"name": name, "private": private}, headers=owner.headers
+        )
+        assert r.status_code == 201, r.text
+        return name
+
+    def history(self, account: Account, room: str, **params: Any) -> list[dict[str, Any]]:
+        r = self.client.get(f"/api/rooms/{room}/messages", params=params, headers=account.headers)
+        r.raise_for_status()
+        items: list[dict[str, Any]] = r.json()["items"]
+        return items
+
+    def close(self) -> None:
+        self.client.close()
+
+
+async def connect(
+    server: ServerProcess, token: str | None = None, *, frame_auth: bool = False, **kwargs: Any
+) -> ClientConnection:
+    """Open /ws authenticated by header (default) or by a first `auth` frame; reads `hello`."""
+    headers = dict(kwargs.pop("additional_headers", {}) or {})
+    if token is not None and not frame_auth:
+        headers["Authorization"] = f"Bearer {token}"
+    ws = await websockets.connect(server.ws, additional_headers=headers, **kwargs)
+    if token is not None:
+        if frame_auth:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+        hello = await recv(ws)
+        assert hello["type"] == "hello", hello
+    return ws
+
+
+async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    """The next frame as a dict."""
+    raw = await asyncio.wait_for(ws.recv(), timeout)
+    frame: dict[str, Any] = json.loads(raw)
+    return frame
+
+
+async def recv_until(
+    ws: ClientConnection, kind: str, timeout: float = 5.0, **match: Any
+) -> dict[str, Any]:
+    """Skip frames until one of `kind` (with the given field values) arrives."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError(f"no {kind} frame matching {match}")
+        frame = await recv(ws, remaining)
+        if frame["type"] == kind and all(frame.get(k) == v for k, v in match.items()):
+            return frame
+
+
+async def send(ws: ClientConnection, **frame: Any) -> None:
+    await ws.send(json.dumps(frame))
+
+
+async def join(ws: ClientConnection, room: str, since: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "join", "room": room}
+    if since is not None:
+        frame["since"] = since
+    await ws.send(json.dumps(frame))
+    return await recv_until(ws, "joined", room=room)
+
+
+async def say(ws: ClientConnection, room: str, body: str, ref: str | None = None) -> dict[str, Any]:
+    """Send a message and return its ack (skipping other frames)."""
+    ref = ref or uuid.uuid4().hex
+    await ws.send(json.dumps({"type": "send", "room": room, "body": body, "ref": ref}))
+    return await recv_until(ws, "ack", ref=ref)
+
+
+async def expect_no_frame(ws: ClientConnection, wait: float = 0.3, kind: str | None = None) -> None:
+    """Assert that no frame (of `kind`, when given) arrives within `wait` seconds."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return
+        try:
+            frame = await recv(ws, remaining)
+        except TimeoutError:
+            return
+        assert kind is not None and frame["type"] != kind, f"unexpected frame {frame}"
