@@ -1,4 +1,4 @@
-"""Admin endpoints: bot tokens."""
+"""Admin endpoints: bot tokens, kick, ban, presence."""
 
 from __future__ import annotations
 
@@ -36,3 +36,47 @@ async def revoke_bot(bot_id: int, _: Admin, services: ServicesDep) -> None:
     if not await services.store.revoke_bot(bot_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such bot")
     await services.hub.close_user(bot_id, CloseCode.REVOKED, "bot token revoked")
+
+
+async def _target(services: ServicesDep, username: str) -> int:
+    user = await services.store.user_by_name(username)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
+    return user.id
+
+
+@router.post("/admin/users/{username}/kick", status_code=status.HTTP_204_NO_CONTENT)
+async def kick(username: str, _: Admin, services: ServicesDep) -> None:
+    """Close every session of a user: their tokens are revoked, they must sign in again."""
+    user_id = await _target(services, username)
+    await services.store.bump_token_version(user_id)
+    await services.hub.close_user(user_id, CloseCode.REVOKED, "kicked by an admin")
+
+
+@router.post("/admin/users/{username}/ban", status_code=status.HTTP_204_NO_CONTENT)
+async def ban(username: str, admin: Admin, services: ServicesDep) -> None:
+    """Revoke a user's tokens, close their sockets and refuse new sign-ins."""
+    user_id = await _target(services, username)
+    if user_id == admin.user.id:
+        raise HTTPException(status.HTTP_409_CONFLICT, "you cannot ban yourself")
+    await services.store.bump_token_version(user_id, banned=True)
+    await services.hub.close_user(user_id, CloseCode.REVOKED, "banned by an admin")
+
+
+@router.post("/admin/users/{username}/unban", status_code=status.HTTP_204_NO_CONTENT)
+async def unban(username: str, _: Admin, services: ServicesDep) -> None:
+    """Let a banned user sign in again."""
+    user_id = await _target(services, username)
+    await services.store.bump_token_version(user_id, banned=False)
+
+
+@router.get("/admin/presence")
+async def presence(_: Admin, services: ServicesDep) -> dict[str, Any]:
+    """Who is online in which room (as seen by this process's hub)."""
+    snapshot = services.hub.local_presence()
+    return {
+        "rooms": [
+            {"room": room, "users": [u.model_dump() for u in users]}
+            for room, users in sorted(snapshot.items())
+        ]
+    }
