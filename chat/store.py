@@ -40,14 +40,14 @@ def normalize_username(raw: str) -> tuple[str, str]:
 
 
 def normalize_room_name(raw: str, max_chars: int) -> str:
-    """A room name: NFC, trimmed, printable, no '/', bounded. Raises `InputError`."""
+    """A room name: NFC, trimmed, printable, bounded. Raises `InputError`."""
     name = unicodedata.normalize("NFC", raw).strip()
     if not name:
         raise InputError("room name must not be empty")
     if len(name) > max_chars:
         raise InputError(f"room name must be at most {max_chars} characters")
-    if "/" in name or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
-        raise InputError("room name must not contain '/', control or invisible characters")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise InputError("room name must not contain control or invisible characters")
     return name
 
 
@@ -255,6 +255,12 @@ class Store:
     async def last_seq(self, room_id: int) -> int:
         async with self.db.read() as s:
             value = await s.scalar(select(Room.last_seq).where(Room.id == room_id))
+            return int(value or 0)
+
+    async def room_last_seq(self, name: str) -> int:
+        """The newest seq of the room called `name` (0 when there is none)."""
+        async with self.db.read() as s:
+            value = await s.scalar(select(Room.last_seq).where(Room.name == name))
             return int(value or 0)
 
     # --- messages -------------------------------------------------------------

@@ -133,9 +133,18 @@ def attack_tokens(api: Api) -> dict[str, str]:
     victim = api.user()
     header_none = b64({"alg": "none", "typ": "JWT"})
     now = int(time.time())
-    payload = {"sub": str(victim.id), "iat": now, "nbf": now - 1, "exp": now + 600,
-               "jti": "a" * 32, "iss": "chat", "aud": "chat", "typ": "access",
-               "role": "admin", "ver": 0}
+    payload = {
+        "sub": str(victim.id),
+        "iat": now,
+        "nbf": now - 1,
+        "exp": now + 600,
+        "jti": "a" * 32,
+        "iss": "chat",
+        "aud": "chat",
+        "typ": "access",
+        "role": "admin",
+        "ver": 0,
+    }
     head, body, sig = victim.token.split(".")
     tampered_body = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     tampered_body["role"] = "admin"
@@ -211,8 +220,13 @@ def test_bots_admin_only(api: Api) -> None:
 
 
 def test_endpoints_need_a_token(api: Api) -> None:
-    for method, path in [("GET", "/api/me"), ("GET", "/api/rooms"), ("POST", "/api/rooms"),
-                         ("GET", "/api/rooms/x/messages"), ("POST", "/api/auth/logout")]:
+    for method, path in [
+        ("GET", "/api/me"),
+        ("GET", "/api/rooms"),
+        ("POST", "/api/rooms"),
+        ("GET", "/api/rooms/x/messages"),
+        ("POST", "/api/auth/logout"),
+    ]:
         r = api.client.request(method, path)
         assert r.status_code == 401, path
         assert "detail" in r.json()
@@ -236,6 +250,7 @@ def test_cli_users_and_bots(server: ServerProcess, api: Api) -> None:
     bot = server.cli("bots", "create", "cli_bot_1")
     assert bot.returncode == 0, bot.stderr
     token = bot.stdout.strip().splitlines()[-1]
-    assert api.client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).json()[
-        "role"
-    ] == "bot"
+    assert (
+        api.client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).json()["role"]
+        == "bot"
+    )

@@ -50,7 +50,7 @@ async def create_room(body: RoomIn, caller: Caller, services: ServicesDep) -> di
     return view.to_json()
 
 
-@router.post("/{room}/members", status_code=status.HTTP_201_CREATED)
+@router.post("/{room:path}/members", status_code=status.HTTP_201_CREATED)
 async def add_member(
     room: str, body: MemberIn, caller: Caller, services: ServicesDep
 ) -> dict[str, Any]:
@@ -65,7 +65,7 @@ async def add_member(
     return {"room": view.name, "user": {"id": user.id, "name": user.username, "role": user.role}}
 
 
-@router.get("/{room}/messages")
+@router.get("/{room:path}/messages")
 async def history(
     room: str,
     caller: Caller,
