@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set everything up and start the server on its embedded defaults: SQLite in
+# ./chat.db, the in-memory broker, http://127.0.0.1:8000. Extra arguments go to
+# `chat serve` (e.g. --port 9000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e .
+exec .venv/bin/chat serve "$@"
