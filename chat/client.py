@@ -95,6 +95,9 @@ TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
 HISTORY_PAGE: Final = 100
 _AUTH_STATUSES: Final = frozenset({401, 403})
 _STABLE_AFTER: Final = 5.0  # seconds a connection must last to reset the backoff
+# Closes after which reconnecting at once (with a little jitter) is right:
+# going away, uvicorn's "service restart" (1012) and "too slow, resume" (4008).
+_RESTARTING: Final = frozenset({CloseCode.GOING_AWAY, 1012, CloseCode.SLOW_CONSUMER})
 
 
 # --- errors --------------------------------------------------------------------
@@ -532,10 +535,6 @@ class ChatClient:
                     continue
                 failures = 0
                 started = time.monotonic()
-                if self._first_connect is not None and not self._first_connect.done():
-                    self._first_connect.set_result(None)
-                else:
-                    self._reconnects += 1
                 code, reason = await self._serve(conn)
                 lasted = time.monotonic() - started
                 unstable = 0 if lasted >= _STABLE_AFTER else unstable + 1
@@ -552,7 +551,7 @@ class ChatClient:
                     )
                 if code == CloseCode.TOKEN_EXPIRED and unstable <= 1:
                     delay = 0.0  # reconnect at once with a fresh token
-                elif code in (CloseCode.GOING_AWAY, CloseCode.SLOW_CONSUMER) and unstable <= 1:
+                elif code in _RESTARTING and unstable <= 1:
                     delay = random.uniform(0, self._backoff_initial)  # spread a restart's herd
                 else:
                     delay = self._backoff(max(unstable, 1))
@@ -625,9 +624,16 @@ class ChatClient:
     async def _serve(self, conn: _Connection) -> tuple[int | None, str | None]:
         """Run one connection until it ends; returns its close code and reason."""
         self._conn = conn
-        resume = asyncio.create_task(self._resume(conn))
-        refresher = asyncio.create_task(self._refresh_before_expiry(conn))
+        helpers: list[asyncio.Task[None]] = []
         try:
+            await self._rejoin(conn)
+            conn.ready = True
+            if self._first_connect is not None and not self._first_connect.done():
+                self._first_connect.set_result(None)
+            else:
+                self._reconnects += 1
+            helpers.append(asyncio.create_task(self._retransmit(conn)))
+            helpers.append(asyncio.create_task(self._refresh_before_expiry(conn)))
             try:
                 async for raw in conn.ws:
                     await self._dispatch(conn, raw)
@@ -641,12 +647,10 @@ class ChatClient:
         finally:
             self._conn = None
             conn.ready = False
-            resume.cancel()
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await resume
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in helpers:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await conn.ws.close()
             self._join_refs.clear()
             for future in self._requests.values():
@@ -654,32 +658,21 @@ class ChatClient:
                     future.set_exception(DisconnectedError("the connection dropped"))
             self._requests.clear()
 
-    async def _resume(self, conn: _Connection) -> None:
-        """Rejoin the rooms (since the last seq seen), then retransmit unacked sends."""
-        waiters: list[asyncio.Future[JoinedFrame]] = []
-        try:
-            while todo := [room for room in self._rooms if room not in conn.joins_sent]:
-                waiters.clear()
-                for room in todo:
-                    waiter: asyncio.Future[JoinedFrame] = asyncio.get_running_loop().create_future()
-                    self._join_waiters.setdefault(room, []).append(waiter)
-                    waiters.append(waiter)
-                    await self._send_join(conn, room)
-                _, not_done = await asyncio.wait(waiters, timeout=self._request_timeout)
-                for waiter in waiters:
-                    if waiter.done() and not waiter.cancelled():
-                        waiter.exception()  # retrieved here; the reader reported it
-                    else:
-                        waiter.cancel()
-                if not_done:
-                    log.warning("no joined reply for %d room(s); continuing", len(not_done))
-            conn.ready = True
-            for pending in list(self._pending.values()):
-                if pending.generation != conn.generation:
-                    await self._transmit(conn, pending)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+    async def _rejoin(self, conn: _Connection) -> None:
+        """Send a join for every room, with `since` the last seq delivered there.
+
+        The server handles a connection's frames in order, so anything sent after
+        these joins (such as retransmitted sends) finds the rooms joined.
+        """
+        while todo := [room for room in self._rooms if room not in conn.joins_sent]:
+            for room in todo:
+                await self._send_join(conn, room)
+
+    async def _retransmit(self, conn: _Connection) -> None:
+        """Send again, with their refs, the sends not acknowledged on an earlier connection."""
+        for pending in list(self._pending.values()):
+            if pending.generation != conn.generation:
+                await self._transmit(conn, pending)
 
     async def _refresh_before_expiry(self, conn: _Connection) -> None:
         """With a token provider, send a fresh token before the current one expires."""
@@ -688,7 +681,8 @@ class ChatClient:
         expires_at = conn.hello.expires_at
         while expires_at is not None:
             remaining = _parse_time(expires_at) - time.time()
-            await asyncio.sleep(max(1.0, remaining - min(60.0, remaining / 5)))
+            # Refresh a minute early, or half-way for short-lived tokens.
+            await asyncio.sleep(max(0.5, remaining - min(60.0, remaining / 2)))
             while not conn.ready:
                 await asyncio.sleep(0.5)
             try:
