@@ -80,6 +80,23 @@ class Accounts:
             return None
         return await self._issue_pair(user.id, user.role, user.token_version, uuid.uuid4().hex)
 
+    async def change_password(self, user_id: int, old: str, new: str) -> TokenPair | None:
+        """Set a new password and revoke every older token; None when `old` is wrong.
+
+        Raises `InputError` for a new password that breaks the rules.
+        """
+        user = await self.store.user_by_id(user_id)
+        if user is None or user.role == "bot":
+            return None
+        if not await self.passwords.verify(user.password_hash, old):
+            return None
+        check_password(new)
+        await self.store.set_password(user.id, await self.passwords.hash(new))
+        fresh = await self.store.user_by_id(user.id)  # set_password bumped its token version
+        if fresh is None:
+            return None
+        return await self._issue_pair(fresh.id, fresh.role, fresh.token_version, uuid.uuid4().hex)
+
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate a refresh token. Raises `TokenError` (and revokes the family on reuse)."""
         claims = self.tokens.decode(refresh_token, frozenset({"refresh"}))

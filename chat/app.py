@@ -13,6 +13,7 @@ from chat import __version__
 from chat.api import admin, auth, ops, rooms, ws
 from chat.config import Settings
 from chat.services import Services
+from chat.serving import install_drain_handlers
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services.build(settings)
         app.state.services = services
         await services.start()
+        restore_signals = install_drain_handlers(services)
         log.info("chat server ready (database %s)", services.db.engine.url.render_as_string())
         try:
             yield
         finally:
+            restore_signals()
             await services.stop()
 
     app = FastAPI(title="chat", version=__version__, lifespan=lifespan)

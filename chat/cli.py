@@ -88,16 +88,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from chat.security import resolve_secret
 
     resolve_secret(settings)
+    from chat.serving import PROTOCOL_CLASS, SHUTDOWN_GRACE
+
     uvicorn.run(
         "chat.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # Jittered protocol pings, closes that never wait on a stuck peer (chat/serving.py).
+        ws=PROTOCOL_CLASS,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.heartbeat_interval,
         ws_ping_timeout=settings.heartbeat_timeout,
-        timeout_graceful_shutdown=int(settings.drain_timeout),
+        # The app drains first (up to drain_timeout, on the signal); this is what is left.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
         log_level="info",
     )
     return 0

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     max_connections_per_user: int = Field(20, gt=0)
     max_rooms_per_connection: int = Field(100, gt=0)
     handshakes_per_ip_per_second: float = Field(20.0, gt=0)
+    handshakes_per_ip_burst: int = Field(40, gt=0)
 
     # Per-user token buckets (rate per second, burst).
     send_rate: float = Field(5.0, gt=0)
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     login_failures_per_ip: int = Field(20, gt=0)
     login_failure_window: float = Field(300.0, gt=0)
     hash_concurrency: int = Field(2, gt=0)
+    hash_queue_max: int = Field(64, gt=0, description="password checks running or waiting")
 
     # Long-running tasks.
     task_concurrency: int = Field(2, gt=0)

@@ -48,6 +48,8 @@ class Connection:
         # Joined rooms; a list buffers live events while the join's replay is sent.
         self.rooms: dict[str, list[tuple[int | None, str]] | None] = {}
         self.closed = asyncio.Event()
+        # Set at shutdown: stop reading after the frame in hand, flush, close.
+        self.halt = asyncio.Event()
         self.close_code: int | None = None
         self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self._send = send
@@ -123,10 +125,28 @@ class Hub:
         self._by_room: dict[str, set[Connection]] = defaultdict(set)
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.halting = False
 
     async def start(self) -> None:
         await self.broker.start(self._dispatch)
         await self.broker.subscribe(ADMINS)
+
+    async def drain(self, code: int, reason: str, timeout: float) -> int:
+        """Ask every connection to finish its frame, flush and close; wait up to `timeout`.
+
+        Returns how many connections were still open at the deadline (those
+        are closed at once, their unsent frames dropped).
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        self.halting = True
+        for conn in list(self.connections):
+            conn.halt.set()
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        left = len(self.connections)
+        for conn in list(self.connections):
+            conn.abort(code, reason)
+        return left
 
     async def stop(self) -> None:
         self.presence.flush()
@@ -141,6 +161,8 @@ class Hub:
         first = not self._by_user[conn.user.id]
         self._by_user[conn.user.id].add(conn)
         metrics.CONNECTIONS.inc()
+        if self.halting:
+            conn.halt.set()
         if first:
             await self.broker.subscribe(user_channel(conn.user.id))
 

@@ -18,3 +18,13 @@ STORE_SECONDS = Histogram(
     "Time to store a message",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+HEARTBEAT_TIMEOUTS = Counter(
+    "chat_heartbeat_timeouts_total", "Connections closed for not answering a ping (4002)"
+)
+CLOSES = Counter("chat_server_closes_total", "Connections closed by the server", ["code"])
+THROTTLED = Counter(
+    "chat_throttled_total",
+    "Requests refused by a per-address or per-account limit",
+    ["what"],
+)
+ABUSE_EVENTS = Counter("chat_abuse_events_total", "Refusals reported to abuse listeners", ["kind"])

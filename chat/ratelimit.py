@@ -1,8 +1,15 @@
-"""Token buckets keyed by (action, user): shared by all of a user's connections."""
+"""Rate limits: token buckets for frames and handshakes, failure windows for logins.
+
+All state is per process (with several workers or hosts each enforces its
+own share; see docs/operations.md). Every structure is bounded: idle keys are
+forgotten first when `max_keys` is reached.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 
@@ -14,13 +21,17 @@ class _Bucket:
 
 
 class RateLimiter:
-    """In-process token buckets. `take` answers None (allowed) or seconds to wait."""
+    """Token buckets keyed by (action, key). `take` answers None (allowed) or seconds to wait.
+
+    `key` is a user id for frames (shared by all of that user's connections)
+    or an address for handshakes.
+    """
 
     def __init__(self, max_keys: int = 100_000) -> None:
-        self._buckets: dict[tuple[str, int], _Bucket] = {}
+        self._buckets: dict[tuple[str, Hashable], _Bucket] = {}
         self._max_keys = max_keys
 
-    def take(self, action: str, key: int, rate: float, burst: int) -> float | None:
+    def take(self, action: str, key: Hashable, rate: float, burst: int) -> float | None:
         now = time.monotonic()
         bucket = self._buckets.get((action, key))
         if bucket is None:
@@ -36,7 +47,7 @@ class RateLimiter:
         bucket.refused_in_a_row += 1
         return round((1.0 - bucket.tokens) / rate, 3)
 
-    def refused_in_a_row(self, action: str, key: int) -> int:
+    def refused_in_a_row(self, action: str, key: Hashable) -> int:
         bucket = self._buckets.get((action, key))
         return bucket.refused_in_a_row if bucket else 0
 
@@ -45,3 +56,107 @@ class RateLimiter:
         for k, b in list(self._buckets.items()):
             if b.tokens + (now - b.updated) * rate >= burst:
                 del self._buckets[k]
+        if len(self._buckets) >= self._max_keys:  # still full: drop the oldest half
+            for k in sorted(self._buckets, key=lambda k: self._buckets[k].updated)[
+                : self._max_keys // 2
+            ]:
+                del self._buckets[k]
+
+
+class FailureWindow:
+    """Failures per key over a sliding window: a key with `limit` of them is blocked.
+
+    Used for logins, once keyed by account and once by address. `blocked`
+    answers how many seconds remain until the oldest counted failure leaves
+    the window (the `Retry-After`), or None.
+    """
+
+    def __init__(self, limit: int, window: float, max_keys: int = 100_000) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[Hashable, deque[float]] = {}
+        self._max_keys = max_keys
+
+    def blocked(self, key: Hashable, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        failures = self._prune(key, now)
+        if failures is None or len(failures) < self.limit:
+            return None
+        return max(failures[-self.limit] + self.window - now, 0.001)
+
+    def fail(self, key: Hashable, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        failures = self._prune(key, now)
+        if failures is None:
+            if len(self._failures) >= self._max_keys:
+                self._forget(now)
+            failures = self._failures[key] = deque(maxlen=self.limit)
+        failures.append(now)
+
+    def clear(self, key: Hashable) -> None:
+        self._failures.pop(key, None)
+
+    def _prune(self, key: Hashable, now: float) -> deque[float] | None:
+        failures = self._failures.get(key)
+        if failures is None:
+            return None
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if not failures:
+            del self._failures[key]
+            return None
+        return failures
+
+    def _forget(self, now: float) -> None:
+        for key in list(self._failures):
+            self._prune(key, now)
+        if len(self._failures) >= self._max_keys:
+            oldest = sorted(self._failures, key=lambda k: self._failures[k][-1])
+            for key in oldest[: self._max_keys // 2]:
+                del self._failures[key]
+
+
+class LoginThrottle:
+    """Failed logins counted per account and per address; either limit blocks a login."""
+
+    def __init__(self, per_account: int, per_address: int, window: float) -> None:
+        self.accounts = FailureWindow(per_account, window)
+        self.addresses = FailureWindow(per_address, window)
+
+    def blocked(self, account: str, address: str | None) -> float | None:
+        """Seconds until a login for `account` from `address` may be tried again, or None."""
+        waits = [self.accounts.blocked(account)]
+        if address is not None:
+            waits.append(self.addresses.blocked(address))
+        found = [w for w in waits if w is not None]
+        return max(found) if found else None
+
+    def failed(self, account: str, address: str | None) -> None:
+        self.accounts.fail(account)
+        if address is not None:
+            self.addresses.fail(address)
+
+    def succeeded(self, account: str) -> None:
+        """A right password clears the account's count (not the address's)."""
+        self.accounts.clear(account)
+
+
+class Busy(Exception):
+    """Too much work of one kind is already in flight: try again shortly."""
+
+
+class Gate:
+    """Caps how many of one kind of request are in flight (running or queued)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def __enter__(self) -> Gate:
+        if self.in_flight >= self.limit:
+            raise Busy(f"{self.in_flight} already in flight")
+        self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.in_flight -= 1

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from chat.abuse import AbuseMonitor
 from chat.accounts import Accounts
 from chat.broker import Broker, create_broker
 from chat.config import Settings
 from chat.db import Database
 from chat.hub import Hub
-from chat.ratelimit import RateLimiter
+from chat.ratelimit import Gate, LoginThrottle, RateLimiter
 from chat.security import PasswordService, TokenService, resolve_secret
 from chat.store import Store
 
@@ -26,7 +27,17 @@ class Services:
     broker: Broker
     hub: Hub
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    abuse: AbuseMonitor = field(default_factory=AbuseMonitor)
+    login_throttle: LoginThrottle = field(init=False)
+    login_gate: Gate = field(init=False)
     draining: bool = False
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.login_throttle = LoginThrottle(
+            s.login_failures_per_account, s.login_failures_per_ip, s.login_failure_window
+        )
+        self.login_gate = Gate(s.hash_queue_max)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
+from chat import metrics
+from chat.abuse import AbuseEvent
+from chat.accounts import TokenPair
 from chat.api.deps import Caller, ServicesDep, unauthorized
 from chat.protocol import CloseCode
+from chat.ratelimit import Busy
 from chat.security import TokenError
-from chat.store import Conflict, InputError
+from chat.services import Services
+from chat.store import Conflict, InputError, normalize_username
 
 router = APIRouter(prefix="/api", tags=["accounts"])
 
@@ -52,16 +59,131 @@ async def register(body: Credentials, services: ServicesDep) -> UserOut:
     return UserOut(id=user.id, username=user.username, role=user.role)
 
 
-@router.post("/auth/token", response_model=TokenOut)
-async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], services: ServicesDep
-) -> dict[str, object]:
-    """OAuth2 password grant: an access token and a refresh token."""
-    if len(form.username) > 64 or len(form.password) > 1024:
-        raise unauthorized("wrong username or password")
-    pair = await services.accounts.login(form.username, form.password)
+class PasswordIn(BaseModel):
+    old_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+WRONG_CREDENTIALS = "wrong username or password"
+THROTTLED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "too many failed attempts for this account or address (Retry-After)"},
+    503: {"description": "too many password checks in flight (Retry-After)"},
+}
+
+
+def client_address(request: Request) -> str | None:
+    """The peer's address (the proxy's view when uvicorn trusts forwarded headers)."""
+    return request.client.host if request.client else None
+
+
+def account_key(username: str) -> str:
+    """The throttling key of a login name: the same for every spelling of one account."""
+    try:
+        return normalize_username(username)[1]
+    except InputError:
+        return username[:64].casefold()
+
+
+async def checked_password(
+    services: Services,
+    request: Request,
+    account: str,
+    username: str,
+    attempt: Callable[[], Awaitable[TokenPair | None]],
+) -> TokenPair | None:
+    """Run one password check under the login throttle and the hashing gate.
+
+    Refused with 429 while the account or the address has too many recent
+    failures (before any hashing), 503 when too many checks are in flight.
+    A failure is counted and reported; a success clears the account's count.
+    """
+    address = client_address(request)
+    wait = services.login_throttle.blocked(account, address)
+    if wait is not None:
+        metrics.THROTTLED.labels("login").inc()
+        services.abuse.report(AbuseEvent("login_throttled", address, username=username[:64]))
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed sign-in attempts; try again later",
+            headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+        )
+    try:
+        with services.login_gate:
+            pair = await attempt()
+    except Busy:
+        metrics.THROTTLED.labels("login_busy").inc()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "too many sign-ins in progress; try again shortly",
+            headers={"Retry-After": "1"},
+        ) from None
     if pair is None:
-        raise unauthorized("wrong username or password")
+        services.login_throttle.failed(account, address)
+        services.abuse.report(
+            AbuseEvent("auth_failure", address, username=username[:64], detail="password")
+        )
+        return None
+    services.login_throttle.succeeded(account)
+    return pair
+
+
+@router.post("/auth/token", response_model=TokenOut, responses=THROTTLED)
+async def token(
+    request: Request,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    services: ServicesDep,
+) -> dict[str, object]:
+    """OAuth2 password grant: an access token and a refresh token.
+
+    Failed attempts are throttled per account and per address (429 with
+    `Retry-After`); an unknown user gets the same answer in the same time.
+    """
+    username = form.username
+    if len(username) > 64 or len(form.password) > 1024:
+        username, password = username[:64], ""  # still costs a hash: same timing
+    else:
+        password = form.password
+    pair = await checked_password(
+        services,
+        request,
+        account_key(username),
+        username,
+        partial(services.accounts.login, username, password),
+    )
+    if pair is None:
+        raise unauthorized(WRONG_CREDENTIALS)
+    return pair.to_json()
+
+
+@router.post("/auth/password", response_model=TokenOut, responses=THROTTLED)
+async def change_password(
+    request: Request, body: PasswordIn, caller: Caller, services: ServicesDep
+) -> dict[str, object]:
+    """Change the caller's password: every older token dies and every socket closes (4003).
+
+    Answers a fresh token pair for the caller. A wrong `old_password` is a 403
+    and counts as a failed sign-in for the throttle.
+    """
+    if caller.user.role == "bot":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "bots have no password")
+    try:
+        pair = await checked_password(
+            services,
+            request,
+            account_key(caller.user.name),
+            caller.user.name,
+            partial(
+                services.accounts.change_password,
+                caller.user.id,
+                body.old_password,
+                body.new_password,
+            ),
+        )
+    except InputError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    if pair is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the old password is wrong")
+    await services.hub.close_user(caller.user.id, CloseCode.REVOKED, "password changed")
     return pair.to_json()
 
 

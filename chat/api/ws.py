@@ -7,9 +7,11 @@ import logging
 import time
 
 from fastapi import APIRouter, WebSocket
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from chat import metrics
+from chat.abuse import AbuseEvent
 from chat.accounts import Principal
 from chat.hub import Connection
 from chat.protocol import (
@@ -64,12 +66,36 @@ def bearer(websocket: WebSocket) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def client_address(websocket: WebSocket) -> str | None:
+    return websocket.client.host if websocket.client else None
+
+
+async def refuse(websocket: WebSocket, status: int, detail: str, retry_after: float) -> None:
+    """Answer the handshake with an HTTP error and `Retry-After` instead of upgrading."""
+    response = PlainTextResponse(
+        detail, status_code=status, headers={"Retry-After": str(max(1, round(retry_after + 0.5)))}
+    )
+    await websocket.send_denial_response(response)
+
+
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     settings = services.settings
+    address = client_address(websocket)
     if services.draining:
-        await websocket.close(CloseCode.GOING_AWAY)
+        await refuse(websocket, 503, "the server is shutting down", 1)
+        return
+    wait = services.limiter.take(
+        "handshake",
+        address,
+        settings.handshakes_per_ip_per_second,
+        settings.handshakes_per_ip_burst,
+    )
+    if wait is not None:
+        metrics.THROTTLED.labels("handshake").inc()
+        services.abuse.report(AbuseEvent("handshake_throttled", address))
+        await refuse(websocket, 429, "too many connection attempts", wait)
         return
     if not origin_allowed(websocket, settings.allowed_origins):
         metrics.AUTH_FAILURES.labels("origin").inc()
@@ -83,6 +109,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             principal = await services.accounts.authenticate(header_token)
         except TokenError:
             metrics.AUTH_FAILURES.labels("ws_header").inc()
+            services.abuse.report(AbuseEvent("auth_failure", address, detail="ws handshake"))
             await websocket.close(CloseCode.POLICY)
             return
     await websocket.accept()
@@ -112,6 +139,9 @@ async def _first_frame_auth(websocket: WebSocket, services: Services) -> Princip
     except WebSocketDisconnect:
         return None
     metrics.AUTH_FAILURES.labels("ws_frame").inc()
+    services.abuse.report(
+        AbuseEvent("auth_failure", client_address(websocket), detail=f"ws: {reason}")
+    )
     await _close_quietly(websocket, CloseCode.POLICY, reason)
     return None
 
@@ -152,11 +182,22 @@ class Session:
 
     async def run(self) -> None:
         hub = self.services.hub
+        # Check and register with no await in between: the cap holds under a burst.
         if hub.user_connections(self.user.id) >= self.settings.max_connections_per_user:
-            await self._close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+            self.conn.stop_writer()
+            await self._close(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                f"at most {self.settings.max_connections_per_user} connections per user",
+            )
             return
         await hub.register(self.conn)
         try:
+            # A revocation published between authenticating and registering
+            # found no socket to close: look again now that this one is findable.
+            if not await self._still_valid():
+                self.conn.abort(CloseCode.REVOKED, "token revoked")
+                await self.conn.closed.wait()
+                return
             self._watch_expiry()
             self.conn.push(
                 encode(
@@ -179,22 +220,41 @@ class Session:
             await hub.unregister(self.conn)
 
     async def _receive_loop(self) -> None:
-        while not self.conn.closing:
-            receive = asyncio.ensure_future(self.ws.receive())
-            closed = asyncio.ensure_future(self.conn.closed.wait())
-            done, _ = await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
-                return
+        stop = asyncio.ensure_future(self._stopped())
+        try:
+            while not self.conn.closing and not self.conn.halt.is_set():
+                receive = asyncio.ensure_future(self.ws.receive())
+                done, _ = await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if receive not in done:
+                    receive.cancel()
+                    break
+                message = receive.result()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    self._error(
+                        ErrorCode.BAD_FRAME, "binary frames are not accepted: send JSON text"
+                    )
+                    continue
+                await self._handle_text(text)
+        finally:
+            stop.cancel()
+        if self.conn.halt.is_set() and not self.conn.closing:
+            # Shutting down: the frame in hand is done; flush its replies, then 1001.
+            await self.conn.drain_and_close(
+                CloseCode.GOING_AWAY, "server shutting down", self.settings.drain_timeout
+            )
+
+    async def _stopped(self) -> None:
+        """Returns once the connection is closing or asked to halt."""
+        closed = asyncio.ensure_future(self.conn.closed.wait())
+        halt = asyncio.ensure_future(self.conn.halt.wait())
+        try:
+            await asyncio.wait({closed, halt}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
             closed.cancel()
-            message = receive.result()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is None:
-                self._error(ErrorCode.BAD_FRAME, "binary frames are not accepted: send JSON text")
-                continue
-            await self._handle_text(text)
+            halt.cancel()
 
     async def _handle_text(self, text: str) -> None:
         ref: str | None = None
@@ -338,6 +398,15 @@ class Session:
         metrics.RATE_LIMITED.labels(action).inc()
         if limiter.refused_in_a_row(action, self.user.id) >= self.settings.rate_limit_close_after:
             self.conn.abort(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
+            self.services.abuse.report(
+                AbuseEvent(
+                    "rate_limit_close",
+                    client_address(self.ws),
+                    user_id=self.user.id,
+                    username=self.user.name,
+                    detail=action,
+                )
+            )
         raise FrameError(ErrorCode.RATE_LIMITED, f"too many {action} frames", ref, wait)
 
     def _error(
@@ -361,6 +430,15 @@ class Session:
             CloseCode.TOKEN_EXPIRED,
             "token expired: refresh it and reconnect",
         )
+
+    async def _still_valid(self) -> bool:
+        """Whether the token that opened this session is still live (not revoked or banned)."""
+        claims = self.principal.claims
+        store = self.services.store
+        user = await store.user_by_id(claims.user_id)
+        if user is None or user.banned or user.token_version != claims.version:
+            return False
+        return claims.type != "bot" or await store.bot_token_live(claims.jti)
 
     def _expires_iso(self) -> str:
         return iso(self.principal.claims.expires_at)

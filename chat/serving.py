@@ -1,0 +1,197 @@
+"""How the server runs under uvicorn: jittered heartbeats, bounded closes and a graceful drain.
+
+ASGI has no ping, so heartbeats stay at the WebSocket protocol level, where
+browsers and every client library answer them without any code of ours.
+`ChatWebSocketProtocol` is uvicorn's sans-I/O protocol with four changes:
+
+- pings are jittered: each is sent after a random 75-100 % of the interval, so
+  clients that reconnected together do not ping in lockstep, and a dead peer is
+  still found within `heartbeat_interval + heartbeat_timeout`;
+- a peer that does not answer a ping is closed with 4002 and dropped at once,
+  and the application hears of it immediately (not when TCP gives up);
+- a close never waits for a peer that stopped reading: the close frame goes
+  behind the data already queued, and the socket is aborted if the peer has not
+  finished the closing handshake within `CLOSE_TIMEOUT` (uvicorn's own timer
+  calls `transport.close()`, which waits forever for a full buffer to drain);
+- at shutdown the close code is 1001 (going away) rather than uvicorn's 1012, so
+  a client sees one code whichever path closed it.
+
+`install_drain_handlers` makes the first SIGTERM or SIGINT drain the hub
+(stop accepting, let in-flight frames finish, flush queues, close with 1001)
+before handing the signal to uvicorn, which then shuts down as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+
+from chat import metrics
+from chat.protocol import CloseCode
+
+if TYPE_CHECKING:
+    from chat.services import Services
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_CLASS = "chat.serving:ChatWebSocketProtocol"
+PING_JITTER = 0.25  # each ping waits a random 75-100 % of the interval
+CLOSE_TIMEOUT = 5.0  # seconds a peer has to finish the closing handshake
+SHUTDOWN_GRACE = 5  # seconds uvicorn waits for leftovers after our drain
+DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with jittered pings and bounded closes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.close_timeout = CLOSE_TIMEOUT
+
+    def schedule_ping(self) -> None:
+        assert self.ping_interval is not None
+        delay = self.ping_interval * random.uniform(1.0 - PING_JITTER, 1.0)
+        self.ping_timer = self.loop.call_later(
+            max(0.0, delay - self.last_ping_rtt), self.send_keepalive_ping
+        )
+
+    def keepalive_timeout(self) -> None:
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        metrics.HEARTBEAT_TIMEOUTS.inc()
+        log.info("closing %s: no pong within %ss", _peer(self.client), self.ping_timeout)
+        reason = "no answer to ping"
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": 4002, "reason": reason})
+        self.conn.fail(CloseCode.HEARTBEAT_TIMEOUT, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        # The peer did not answer a ping: it will not read a close frame either.
+        self.transport.abort()
+
+    def shutdown(self) -> None:
+        if self._open():
+            self.stop_keepalive()
+            self._send_close(CloseCode.GOING_AWAY, "server shutting down")
+            return
+        super().shutdown()
+
+    async def send(self, message: Any) -> None:
+        # uvicorn waits for the transport to be writable before a close too,
+        # which never happens when the peer stopped reading: close right away.
+        if message["type"] == "websocket.close" and self._open():
+            try:
+                self._send_close(int(message.get("code", 1000)), message.get("reason") or "")
+            except InvalidState:
+                from uvicorn.protocols.utils import ClientDisconnected
+
+                raise ClientDisconnected() from None
+            return
+        await super().send(message)
+
+    def _open(self) -> bool:
+        return (
+            self.handshake_complete
+            and self.initial_response is None
+            and not self.close_sent
+            and not self.disconnected
+            and not self.transport.is_closing()
+        )
+
+    def _send_close(self, code: int, reason: str) -> None:
+        self.conn.send_close(code, reason)
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:  # read the peer's close reply
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "a client"
+
+
+def install_drain_handlers(services: Services) -> Callable[[], None]:
+    """Drain `services` on the first SIGTERM/SIGINT, then pass the signal on to uvicorn.
+
+    Only installed from the main thread over a handler someone (uvicorn) set;
+    a second signal goes straight through. Returns a function that restores
+    the previous handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[int, SignalHandler] = {}
+    tasks: set[asyncio.Task[None]] = set()
+
+    def start(signum: int, frame: FrameType | None) -> None:
+        task = loop.create_task(_drain_then_exit(services, signum, frame, previous))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if services.draining:
+            _chain(previous.get(signum), signum, frame)
+            return
+        services.draining = True
+        # Signal handlers run between bytecodes: wake the loop up properly.
+        loop.call_soon_threadsafe(start, signum, frame)
+
+    for signum in DRAIN_SIGNALS:
+        current = signal.getsignal(signum)
+        if not callable(current) or current is signal.default_int_handler:
+            continue  # nobody asked for a graceful stop: leave it alone
+        previous[signum] = current
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, old)
+
+    return restore
+
+
+async def _drain_then_exit(
+    services: Services, signum: int, frame: FrameType | None, previous: dict[int, SignalHandler]
+) -> None:
+    try:
+        await drain(services, services.settings.drain_timeout)
+    except Exception:
+        log.exception("draining failed; shutting down anyway")
+    finally:
+        _chain(previous.get(signum), signum, frame)
+
+
+def _chain(handler: SignalHandler, signum: int, frame: FrameType | None) -> None:
+    if callable(handler):
+        handler(signum, frame)
+
+
+async def drain(services: Services, timeout: float) -> None:
+    """Refuse new sockets, let each connection finish its frame, flush and close 1001."""
+    started = time.monotonic()
+    services.draining = True
+    count = len(services.hub.connections)
+    log.info("draining %d connection(s), at most %.1fs", count, timeout)
+    left = await services.hub.drain(CloseCode.GOING_AWAY, "server shutting down", timeout)
+    log.info(
+        "drained in %.2fs%s",
+        time.monotonic() - started,
+        f"; {left} connection(s) left to close" if left else "",
+    )
