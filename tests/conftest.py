@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ def _pg_admin(url: str, statement: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    # A thread of its own: fixtures may be set up while a test's event loop runs.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 class Databases:
