@@ -272,9 +272,6 @@ class Store:
         as the insert: the row lock (or SQLite's write lock) serializes senders,
         and a rollback gives the number back, so seqs have no gaps.
         """
-        existing = await self._by_ref(user, ref)
-        if existing is not None:
-            return existing
         now = time.time()
         try:
             async with self.db.write() as s:
@@ -290,7 +287,7 @@ class Store:
                 s.add(msg)
                 await s.flush()
         except IntegrityError:
-            # The same (user, ref) committed concurrently: answer with that one.
+            # A repeated (user, ref): the rollback gave the seq back; answer with the first.
             existing = await self._by_ref(user, ref)
             if existing is None:
                 raise
