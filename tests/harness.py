@@ -57,7 +57,10 @@ class ServerProcess:
         }
         self.env.pop("CHAT_REDIS_URL", None)
         for key, value in settings.items():
-            self.env[f"CHAT_{key.upper()}"] = str(value)
+            if value is None:  # `jwt_secret=None` runs the server without the variable
+                self.env.pop(f"CHAT_{key.upper()}", None)
+            else:
+                self.env[f"CHAT_{key.upper()}"] = str(value)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"server-{self.port}.log"
 
