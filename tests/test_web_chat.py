@@ -192,9 +192,9 @@ def chat_pages(browser: Any, web_server: ServerProcess) -> Iterator[ChatPages]:
     """Open people (browser contexts) on the chat page; checks no script error or CSP hit."""
     opened: list[ChatPage] = []
 
-    def make(width: int = 1280, height: int = 800) -> ChatPage:
+    def make(width: int = 1280, height: int = 800, server: ServerProcess | None = None) -> ChatPage:
         context = browser.new_context(viewport={"width": width, "height": height})
-        page = ChatPage(context, web_server.http)
+        page = ChatPage(context, (server or web_server).http)
         opened.append(page)
         return page
 
@@ -399,6 +399,7 @@ def test_phone_width(chat_pages: ChatPages, web_api: Api, web_server: ServerProc
     phone.expect("#sidebar").not_to_be_in_viewport()
     overflow = phone.page.evaluate("document.documentElement.scrollWidth")
     assert overflow <= 375, f"the page scrolls sideways at 375px ({overflow}px wide)"
+    assert phone.page.evaluate("document.querySelector('.layout').scrollLeft") == 0
     phone.page.locator("#message-input").fill("On my way")
     phone.shot("07-phone-chat")
 
@@ -478,3 +479,33 @@ def test_server_restart_mid_conversation(
     b.say("back again")
     a.expect(a.message("back again")).to_have_count(1)
     b.shot("12-after-restart")
+
+
+def test_token_refresh_and_rate_limit(chat_pages: ChatPages, make_server: ServerFactory) -> None:
+    # Access tokens live 3 s and sends are limited to a burst of 2, then 1 a second.
+    server = make_server(access_token_ttl=3, send_rate=1, send_burst=2)
+    api = Api(server)
+    alice, bob = api.user(), api.user()
+    room = api.room(alice)
+    api.close()
+    a = chat_pages(server=server).sign_in(alice).open_room(room, me=alice.name)
+    b = chat_pages(server=server).sign_in(bob).open_room(room, me=bob.name)
+
+    # The page refreshes its token before it expires and re-authenticates the open socket,
+    # so the server never has to close it (it would, with 4001, on expiry).
+    a.page.wait_for_timeout(4500)
+    a.expect("#conn-pill").to_have_text("Online")
+    a.expect("#banner").to_be_hidden()
+
+    # Faster than the limit: the person is told in plain words; nothing is lost or reordered.
+    for i in range(1, 6):
+        a.say(f"burst {i}")
+    a.expect("#notices").to_contain_text("You are sending messages too fast")
+    a.shot("13-rate-limited")
+    b.expect(b.message("burst 5")).to_have_count(1)
+    a.expect(a.message("burst 5")).to_have_attribute("data-state", "sent")
+    for page in (a, b):
+        assert page.bodies() == [f"burst {i}" for i in range(1, 6)]
+        assert_in_order_once(page.messages())
+    accepted = server.log().count('"WebSocket /ws" [accepted]')
+    assert accepted == 2, f"expected one socket per page and no reconnects, saw {accepted}"

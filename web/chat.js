@@ -123,19 +123,25 @@ session.on("signedout", ({ reason }) => {
 async function boot() {
   wireAuth();
   wireChat();
-  try {
-    const user = await session.resume();
-    if (user) {
-      enterChat(user);
+  // Resume with the refresh token kept in sessionStorage (see shared/client.js). If the
+  // server is unreachable (say, restarting), keep trying rather than ask for a password.
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      const user = await session.resume();
+      if (user) enterChat(user);
+      else showAuth();
       return;
+    } catch (err) {
+      const transient = err instanceof NetworkError || (err instanceof ApiError && (err.status >= 500 || err.status === 429));
+      if (!transient || !session.signedIn) {
+        showAuth();
+        return;
+      }
+      const wait = Math.min(15, 2 ** attempt);
+      setText($.splash, `The server cannot be reached. Trying again in ${wait} s…`);
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      setText($.splash, "Loading…");
     }
-    showAuth();
-  } catch (err) {
-    showAuth(
-      err instanceof NetworkError
-        ? "The server cannot be reached right now. Try signing in again in a moment."
-        : "",
-    );
   }
 }
 
@@ -963,6 +969,11 @@ function renderTyping() {
 
 function onErrorFrame(frame) {
   const op = frame.op ?? {};
+  if (op.type === "send" && frame.code === "rate_limited") {
+    // Still queued: the connection sends it again (same ref) after the wait.
+    const li = rooms.get(op.room)?.byRef.get(frame.ref);
+    if (li) setMessageState(li, "pending", `Sending too fast: trying again in ${waitWords(frame.retry_after)}…`);
+  }
   if (op.type === "send" && frame.code !== "rate_limited" && frame.code !== "not_joined") return; // shown on the message
   if (op.type === "join" && (frame.code === "forbidden" || frame.code === "not_found")) {
     const view = rooms.get(op.room);

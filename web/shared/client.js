@@ -158,6 +158,7 @@ export class Session extends Emitter {
     this.user = null;
     this._access = null;
     this._expiresAt = 0; // ms epoch
+    this._ttl = 0; // seconds the current access token lives
     this._refreshing = null;
     this._timer = null;
   }
@@ -201,15 +202,16 @@ export class Session extends Emitter {
   /**
    * Resume after a reload with the refresh token kept in sessionStorage.
    * Resolves to the user, or null when there is nothing to resume (or it was
-   * rejected). Throws NetworkError if the server cannot be reached.
+   * rejected). Throws NetworkError if the server cannot be reached, and ApiError
+   * (429 or 5xx) if it is overloaded: the refresh token is kept for a retry.
    */
   async resume() {
     if (!this._refreshToken) return null;
     try {
       await this.refresh();
     } catch (err) {
-      if (err instanceof ApiError) return null;
-      throw err;
+      if (err instanceof ApiError && err.status < 500 && err.status !== 429) return null;
+      throw err; // unreachable or overloaded: worth trying again later
     }
     return this.loadUser();
   }
@@ -263,7 +265,9 @@ export class Session extends Emitter {
    * seconds. Rejects with ApiError (signed out) or NetworkError.
    */
   async token({ minValidity = 30 } = {}) {
-    if (this._access && this._expiresAt - Date.now() > minValidity * 1000) return this._access;
+    // Never demand more than a quarter of the lifetime, so short-lived tokens still get used.
+    const margin = Math.min(minValidity * 1000, this._ttl * 250);
+    if (this._access && this._expiresAt - Date.now() > margin) return this._access;
     return this.refresh();
   }
 
@@ -367,18 +371,19 @@ export class Session extends Emitter {
   _store(pair) {
     this._access = pair.access_token;
     const ttl = Number(pair.expires_in) > 0 ? Number(pair.expires_in) : 300;
-    this._expiresAt = Date.now() + ttl * 1000;
+    // A JWT's `exp` is whole seconds, so the token may die up to a second sooner.
+    this._ttl = Math.max(1, ttl - 1);
+    this._expiresAt = Date.now() + this._ttl * 1000;
     if (pair.refresh_token) this._refreshToken = pair.refresh_token;
-    this._schedule(ttl);
+    this._schedule(this._ttl);
     this.emit("token", this._access);
   }
 
   _schedule(ttl) {
     clearTimeout(this._timer);
-    // Refresh when 80% of the lifetime has passed (at most a minute early).
-    const lead = Math.min(60, ttl * 0.2);
-    const due = Math.max(1, ttl - lead) * 1000;
-    this._timer = setTimeout(() => this._background(), due);
+    // Refresh when three quarters of the lifetime have passed (at most a minute early).
+    const lead = Math.min(60, ttl * 0.25);
+    this._timer = setTimeout(() => this._background(), Math.max(0.5, ttl - lead) * 1000);
   }
 
   async _background() {
@@ -776,6 +781,7 @@ export class Connection extends Emitter {
   }
 
   _dispatch(frame) {
+    if (frame.ref && frame.type !== "error") this._ops.delete(frame.ref);
     this.emit("frame", frame);
     switch (frame.type) {
       case "hello":
