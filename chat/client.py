@@ -34,10 +34,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import httpx
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -68,6 +67,9 @@ from chat.protocol import (
     UserRef,
     parse_server_frame,
 )
+
+if TYPE_CHECKING:
+    import httpx  # imported when first needed: only paging a long gap uses HTTP
 
 __all__ = [
     "AuthenticationError",
@@ -804,6 +806,8 @@ class ChatClient:
 
     async def _fill(self, room: str, before: int) -> None:
         """Deliver the stored messages of `room` after its last seq and before `before`."""
+        import httpx
+
         after = self._last_seq.get(room)
         while after is not None and after + 1 < before:
             try:
@@ -820,6 +824,8 @@ class ChatClient:
 
     async def _history_after(self, room: str, after: int) -> list[MessageFrame]:
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient(
                 base_url=self.http_url,
                 timeout=self._http_timeout,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import time
+from types import ModuleType
 
 import httpx
 import pytest
@@ -20,7 +22,7 @@ from chat.client import (
 )
 from chat.protocol import AckFrame, MessageFrame, PresenceFrame, TypingFrame
 from tests.conftest import ServerFactory
-from tests.harness import Account, Api, ServerProcess
+from tests.harness import ROOT, Account, Api, ServerProcess
 
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.5, "request_timeout": 10.0}
 
@@ -59,6 +61,12 @@ class Follower:
     async def wait_for(self, room: str, seq: int, timeout: float = 15.0) -> None:
         async with asyncio.timeout(timeout):
             while not any(m.room == room and m.seq >= seq for m in self.messages):
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def wait_for_body(self, body: str, timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not any(m.body == body for m in self.messages):
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -232,7 +240,7 @@ async def test_presence_and_typing_events(server: ServerProcess, api: Api, admin
 
 
 async def test_token_provider_refreshes_a_short_lived_token(make_server: ServerFactory) -> None:
-    server = make_server(access_token_ttl=2)
+    server = make_server(access_token_ttl=3)
     api = Api(server)
     user = api.user()
     room = api.room(user)
@@ -252,7 +260,7 @@ async def test_token_provider_refreshes_a_short_lived_token(make_server: ServerF
     try:
         async with ChatClient(server.ws, token_provider=provider, **FAST) as client:
             await client.join(room)
-            await asyncio.sleep(3)  # past the first token's expiry
+            await asyncio.sleep(3.5)  # past the first token's expiry
             ack = await client.send(room, "still here")
             assert ack.seq == 1
             assert calls >= 2
@@ -320,3 +328,63 @@ def test_importing_the_client_needs_no_server_dependencies() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("/remind 10m stretch", (600, "10m", "stretch")),
+        ("/remind 2h  stand up\nnow ", (7200, "2h", "stand up\nnow")),
+        ("/remind 90s tea", (90, "90s", "tea")),
+        ("hello", None),
+        ("/reminder 1s x", None),
+    ],
+)
+def test_remind_bot_parses_commands(body: str, expected: tuple[int, str, str] | None) -> None:
+    assert load_example("remind_bot.py").parse(body) == expected
+
+
+@pytest.mark.parametrize("body", ["/remind", "/remind 10 tea", "/remind 5d tea", "/remind 1m"])
+def test_remind_bot_explains_bad_commands(body: str) -> None:
+    remind_bot = load_example("remind_bot.py")
+    assert remind_bot.parse(body) == remind_bot.USAGE
+    assert "at most 24h" in remind_bot.parse("/remind 25h late")
+
+
+async def test_example_bots_answer_in_the_room(
+    server: ServerProcess, api: Api, admin: Account
+) -> None:
+    echo_bot, remind_bot = load_example("echo_bot.py"), load_example("remind_bot.py")
+    room = api.room(admin)
+    user = api.user()
+    async with (
+        ChatClient(server.ws, token=api.bot(admin).token, **FAST) as echo_client,
+        ChatClient(server.ws, token=api.bot(admin).token, **FAST) as remind_client,
+        ChatClient(server.ws, token=user.token, **FAST) as human,
+    ):
+        await echo_client.join(room)
+        await remind_client.join(room)
+        bots = [
+            asyncio.create_task(echo_bot.echo(echo_client)),
+            asyncio.create_task(remind_bot.remind(remind_client)),
+        ]
+        follower = Follower(human)
+        await human.join(room)
+        await human.send(room, "/remind 1s tea")
+        await human.send(room, "/remind later")
+        await follower.wait_for_body(f"@{user.name} reminder: tea")
+        for bot in bots:
+            bot.cancel()
+    bodies = [m.body for m in follower.messages]
+    assert f"{user.name} said: /remind 1s tea" in bodies
+    assert f"@{user.name} OK, I will remind you in 1s." in bodies
+    assert f"@{user.name} {remind_bot.USAGE}" in bodies
+    assert not any(b.startswith("echo_") or " said: @" in b for b in bodies)  # no bot loops
