@@ -215,7 +215,6 @@ class _PendingSend:
     data: str
     future: asyncio.Future[AckFrame]
     generation: int = -1  # the connection it was last transmitted on
-    attempts: int = 0
 
 
 # --- the client ----------------------------------------------------------------
@@ -382,9 +381,11 @@ class ChatClient:
 
     @property
     def last_seq(self) -> Mapping[str, int]:
-        """Per room, the `seq` of the last message delivered (a copy).
+        """Per room, the `seq` of the last message received (a copy).
 
-        Save it to resume a later run with `join(room, since=...)`.
+        Messages up to it are delivered by iteration, or waiting to be. To resume
+        a later run with `join(room, since=...)`, save the `seq` of the last
+        message you handled instead.
         """
         return {room: seq for room, seq in self._last_seq.items() if seq is not None}
 
@@ -533,7 +534,7 @@ class ChatClient:
                         raise ConnectionFailedError(
                             f"cannot connect to {self.url}: {_short(exc)}"
                         ) from exc
-                    delay = self._backoff(failures)
+                    delay = max(self._backoff(failures), _retry_after(exc))
                     continue
                 failures = 0
                 started = time.monotonic()
@@ -719,7 +720,6 @@ class ChatClient:
 
     async def _transmit(self, conn: _Connection, pending: _PendingSend) -> None:
         pending.generation = conn.generation
-        pending.attempts += 1
         while (wait := self._paused_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
         if pending.future.done() or self._conn is not conn:
@@ -908,6 +908,16 @@ def _parse_time(value: str) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def _retry_after(exc: BaseException) -> float:
+    """The `Retry-After` of a refused handshake (429 throttled, 503 draining), else 0."""
+    if not isinstance(exc, InvalidStatus):
+        return 0.0
+    try:
+        return min(float(exc.response.headers.get("Retry-After", 0)), 300.0)
+    except ValueError:
+        return 0.0
 
 
 def _short(exc: BaseException) -> str:
