@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -489,13 +490,8 @@ def test_token_refresh_and_rate_limit(chat_pages: ChatPages, make_server: Server
     room = api.room(alice)
     api.close()
     a = chat_pages(server=server).sign_in(alice).open_room(room, me=alice.name)
+    signed_in = time.monotonic()
     b = chat_pages(server=server).sign_in(bob).open_room(room, me=bob.name)
-
-    # The page refreshes its token before it expires and re-authenticates the open socket,
-    # so the server never has to close it (it would, with 4001, on expiry).
-    a.page.wait_for_timeout(4500)
-    a.expect("#conn-pill").to_have_text("Online")
-    a.expect("#banner").to_be_hidden()
 
     # Faster than the limit: the person is told in plain words; nothing is lost or reordered.
     for i in range(1, 6):
@@ -507,5 +503,54 @@ def test_token_refresh_and_rate_limit(chat_pages: ChatPages, make_server: Server
     for page in (a, b):
         assert page.bodies() == [f"burst {i}" for i in range(1, 6)]
         assert_in_order_once(page.messages())
-    accepted = server.log().count('"WebSocket /ws" [accepted]')
+
+    # Meanwhile the pages refreshed their tokens before they expired and re-authenticated
+    # their open sockets, so the server never had to close one (it would, with 4001).
+    a.page.wait_for_timeout(max(0, 4.5 - (time.monotonic() - signed_in)) * 1000)
+    a.expect("#conn-pill").to_have_text("Online")
+    a.expect("#banner").to_be_hidden()
+    log = server.log()
+    assert log.count("POST /api/auth/refresh") >= 2
+    accepted = log.count('"WebSocket /ws" [accepted]')
     assert accepted == 2, f"expected one socket per page and no reconnects, saw {accepted}"
+
+
+def test_unsent_messages_survive_a_reload(chat_pages: ChatPages, web_api: Api) -> None:
+    alice, bob = web_api.user(), web_api.user()
+    room = web_api.room(alice)
+    b = chat_pages().sign_in(bob).open_room(room, me=bob.name)
+    a = chat_pages().sign_in(alice).open_room(room, me=alice.name)
+
+    # Alice's WebSocket is cut (HTTP still works): every handshake is refused.
+    cut = [True]
+
+    def route(ws: Any) -> None:
+        if cut[0]:
+            ws.close(code=1011, reason="cut by the test")
+        else:
+            ws.connect_to_server()
+
+    a.page.route_web_socket(re.compile(r".*/ws$"), route)
+    a.page.reload()
+    a.page.locator("#chat-view").wait_for()  # resumed with the refresh token
+    a.expect("#banner").to_contain_text("Reconnecting")
+    a.say("written offline, then the page was reloaded")
+    pending = a.message("written offline, then the page was reloaded")
+    a.expect(pending).to_have_attribute("data-state", "queued")
+
+    a.page.reload()  # the queue is kept in sessionStorage, with its refs
+    a.page.locator("#chat-view").wait_for()
+    a.expect(pending).to_have_attribute("data-state", "queued")
+    a.expect("#banner").to_contain_text("1 message is waiting")
+
+    cut[0] = False
+    a.page.click("#retry-now")
+    a.expect("#conn-pill").to_have_text("Online")
+    a.expect(pending).to_have_attribute("data-state", "sent")
+    b.expect(b.message("written offline, then the page was reloaded")).to_have_count(1)
+    stored = [m["body"] for m in web_api.history(alice, room, limit=100)]
+    assert stored == ["written offline, then the page was reloaded"]
+    a.page.reload()  # nothing is sent twice after another reload
+    a.expect(pending).to_have_attribute("data-state", "sent")
+    a.expect(pending).to_have_count(1)
+    assert [m["body"] for m in web_api.history(alice, room, limit=100)] == stored

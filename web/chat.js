@@ -241,7 +241,8 @@ function enterChat(user) {
   document.title = "Chat";
   everOnline = false;
 
-  conn = new Connection(session);
+  // Unacknowledged messages survive a reload of the tab (sessionStorage, per user).
+  conn = new Connection(session, { outboxKey: `chat.outbox.${user.id}` });
   conn.on("state", onState);
   conn.on("hello", onHello);
   conn.on("joined", onJoined);
@@ -259,6 +260,13 @@ function enterChat(user) {
   conn.start();
 
   loadRooms().then(() => {
+    // Messages queued before a reload are still being sent: show them as pending.
+    for (const item of conn?.pending() ?? []) {
+      const view = rooms.get(item.room);
+      if (!view) continue;
+      view.joinRequested = true;
+      addPendingBubble(view, item.ref, item.body);
+    }
     const wanted = roomFromHash();
     const first = wanted && rooms.has(wanted) ? wanted : rooms.keys().next().value;
     if (first) selectRoom(first);
@@ -286,7 +294,12 @@ function leaveChat() {
 
 function wireChat() {
   $.signOut.addEventListener("click", async () => {
+    const queued = conn?.pending().length ?? 0;
+    if (queued && !window.confirm(`${queued === 1 ? "1 message has" : `${queued} messages have`} not been sent yet. Sign out anyway?`)) return;
     $.signOut.disabled = true;
+    // Close our socket first, so the server's "revoked" close is not mistaken for an expiry.
+    conn?.dispose();
+    conn = null;
     try {
       await session.signOut();
     } finally {
@@ -399,7 +412,8 @@ function updateBanner() {
     case State.WAITING: {
       const secs = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
       pill = "Reconnecting";
-      text = `${closeWords(code)} Reconnecting in ${secs} s…${queuedWords}`;
+      const why = everOnline ? closeWords(code) : "Cannot reach the chat server.";
+      text = `${why} Reconnecting in ${secs} s…${queuedWords}`;
       retry = true;
       bannerTimer = setTimeout(updateBanner, 250);
       break;
@@ -816,15 +830,21 @@ function sendCurrent() {
     return;
   }
   const ref = conn.send(view.name, body);
+  addPendingBubble(view, ref, body);
+  $.input.value = "";
+  updateCharCount();
+  lastTypingSent = 0;
+  scrollToBottom();
+}
+
+/** Show our own message, not yet acknowledged, at the end of the room. */
+function addPendingBubble(view, ref, body) {
+  if (view.byRef.has(ref)) return;
   const li = messageElement({ ref, user: me, body, ts: new Date().toISOString(), state: "pending" });
   view.byRef.set(ref, li);
   view.list.append(li);
   regroup(li);
   updatePendingLabel(li, view);
-  $.input.value = "";
-  updateCharCount();
-  lastTypingSent = 0;
-  scrollToBottom();
 }
 
 function updatePendingLabel(li, view) {

@@ -438,6 +438,10 @@ export class Connection extends Emitter {
    * @param {number} [options.maxDelay]   longest reconnect delay in ms (30000)
    * @param {number} [options.pingInterval]  ms between heartbeats (20000)
    * @param {number} [options.pongTimeout]   ms without any frame before giving up (10000)
+   * @param {string} [options.outboxKey]  when set, unacknowledged messages are also kept in
+   *   sessionStorage under this key (use one per user), so a reload of the tab sends them
+   *   too, with their original refs; `pending()` lists them after construction
+   * @param {Storage|null} [options.storage]  where the outbox is kept (sessionStorage)
    */
   constructor(session, options = {}) {
     super();
@@ -468,6 +472,9 @@ export class Connection extends Emitter {
     this._outboxPausedUntil = 0;
     this._outboxTimer = null;
     this._ops = new Map(); // ref -> {type, room, body}
+    this._storage = options.storage === undefined ? (globalThis.sessionStorage ?? null) : options.storage;
+    this._outboxKey = options.outboxKey ?? null;
+    this._loadOutbox();
 
     this._offSession = [
       session.on("token", (token) => this._reauth(token)),
@@ -508,6 +515,7 @@ export class Connection extends Emitter {
     this.stop();
     this._rooms.clear();
     this._outbox = [];
+    this._saveOutbox();
     this._offSession.forEach((off) => off());
     globalThis.removeEventListener?.("online", this._onOnline);
     globalThis.removeEventListener?.("offline", this._onOffline);
@@ -557,6 +565,7 @@ export class Connection extends Emitter {
   send(room, body, ref = newRef()) {
     if (!this._rooms.has(room)) this.join(room);
     this._outbox.push({ ref, room, body, sentEpoch: -1 });
+    this._saveOutbox();
     this.emit("queue", this.pending());
     this._flush();
     return ref;
@@ -566,8 +575,10 @@ export class Connection extends Emitter {
   discard(ref) {
     const before = this._outbox.length;
     this._outbox = this._outbox.filter((item) => item.ref !== ref);
-    if (this._outbox.length !== before) this.emit("queue", this.pending());
-    return this._outbox.length !== before;
+    if (this._outbox.length === before) return false;
+    this._saveOutbox();
+    this.emit("queue", this.pending());
+    return true;
   }
 
   /** Messages not yet acknowledged: [{ref, room, body}]. */
@@ -616,6 +627,7 @@ export class Connection extends Emitter {
       return;
     }
     this._ws = ws;
+    this._armDeadTimer(); // a handshake that hangs (a dead network) counts as a failure
     ws.onopen = () => {
       if (epoch !== this._epoch) return;
       ws.send(JSON.stringify({ type: "auth", token }));
@@ -880,6 +892,7 @@ export class Connection extends Emitter {
     const index = this._outbox.findIndex((item) => item.ref === frame.ref);
     if (index >= 0) {
       this._outbox.splice(index, 1);
+      this._saveOutbox();
       this.emit("queue", this.pending());
     }
     this.emit("ack", frame);
@@ -902,6 +915,7 @@ export class Connection extends Emitter {
         this._flush();
       } else {
         this._outbox = this._outbox.filter((item) => item !== queued);
+        this._saveOutbox();
         this.emit("queue", this.pending());
         this.emit("sendfailed", { ...queued, code: frame.code, detail: frame.detail });
       }
@@ -913,8 +927,40 @@ export class Connection extends Emitter {
     }
     if (op?.type === "join" && (frame.code === "forbidden" || frame.code === "not_found")) {
       this._rooms.delete(op.room);
+      const refused = this._outbox.filter((item) => item.room === op.room);
+      if (refused.length) {
+        this._outbox = this._outbox.filter((item) => item.room !== op.room);
+        this._saveOutbox();
+        this.emit("queue", this.pending());
+        for (const item of refused) this.emit("sendfailed", { ...item, code: frame.code, detail: frame.detail });
+      }
     }
     this.emit("error", event);
+  }
+
+  _loadOutbox() {
+    if (!this._outboxKey || !this._storage) return;
+    try {
+      const saved = JSON.parse(this._storage.getItem(this._outboxKey) ?? "[]");
+      for (const item of Array.isArray(saved) ? saved : []) {
+        if (typeof item?.ref === "string" && typeof item.room === "string" && typeof item.body === "string") {
+          this._outbox.push({ ref: item.ref, room: item.room, body: item.body, sentEpoch: -1 });
+          if (!this._rooms.has(item.room)) this._rooms.set(item.room, { mark: null, above: new Set(), joinedEpoch: -1 });
+        }
+      }
+    } catch {
+      /* unreadable: start empty */
+    }
+  }
+
+  _saveOutbox() {
+    if (!this._outboxKey || !this._storage) return;
+    try {
+      if (this._outbox.length === 0) this._storage.removeItem(this._outboxKey);
+      else this._storage.setItem(this._outboxKey, JSON.stringify(this.pending()));
+    } catch {
+      /* full or disabled: the queue still lives in memory */
+    }
   }
 
   /** Send every queued message whose room is joined, in order, unless paused. */
