@@ -14,6 +14,10 @@ from typing import Protocol
 Handler = Callable[[str, str], Awaitable[None] | None]
 
 
+class BrokerUnavailable(ConnectionError):
+    """The broker did not take a publish (Redis down, unreachable or too slow)."""
+
+
 class Broker(Protocol):
     """What the hub needs from a message bus. Payloads are already-encoded text."""
 
@@ -24,7 +28,10 @@ class Broker(Protocol):
         """Stop delivering and release connections."""
 
     async def publish(self, channel: str, payload: str) -> None:
-        """Send `payload` to every process subscribed to `channel`."""
+        """Send `payload` to every process subscribed to `channel`.
+
+        Raises `BrokerUnavailable` when the message could not be handed over.
+        """
 
     async def subscribe(self, channel: str) -> None:
         """Start receiving `channel` (idempotent)."""
@@ -67,10 +74,13 @@ class MemoryBroker:
         return None
 
 
-def create_broker(redis_url: str | None) -> Broker:
-    """The broker for a URL: in-memory when unset, Redis for `redis://`/`rediss://`."""
+def create_broker(redis_url: str | None, prefix: str | None = None) -> Broker:
+    """The broker for a URL: in-memory when unset, Redis for `redis://`/`rediss://`.
+
+    `prefix` namespaces Redis channels and keys (default `chat:`).
+    """
     if not redis_url:
         return MemoryBroker()
-    from chat.redis_broker import RedisBroker
+    from chat.redis_broker import DEFAULT_PREFIX, RedisBroker
 
-    return RedisBroker(redis_url)
+    return RedisBroker(redis_url, prefix=prefix or DEFAULT_PREFIX)

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    redis_prefix: str = Field("chat:", min_length=1, description="namespaces Redis keys, channels")
     jwt_secret: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_ttl: float = Field(15 * 60, gt=0, description="seconds")

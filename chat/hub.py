@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chat import metrics
-from chat.broker import Broker
+from chat.broker import Broker, BrokerUnavailable
 from chat.presence import Presence
 from chat.protocol import CloseCode, PresenceFrame, UserRef, encode
+from chat.reorder import Reorder
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -117,8 +118,26 @@ class Connection:
 class Hub:
     """Routes events between the broker and local connections."""
 
-    def __init__(self, broker: Broker, presence_grace: float) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        presence_grace: float,
+        *,
+        room_seq: Callable[[str], Awaitable[int]] | None = None,
+        reorder_window: float = 1.0,
+    ) -> None:
+        """`room_seq(room)` (the room's newest seq in the database) turns on reordering.
+
+        With several processes publishing to one room (a Redis broker), room
+        messages can reach this process out of seq order: with `room_seq` given,
+        they are released in seq order per room (see `chat.reorder`).
+        """
         self.broker = broker
+        self._room_seq = room_seq
+        self._reorder: Reorder[tuple[str, int | None]] | None = (
+            Reorder(self._release_room, reorder_window) if room_seq is not None else None
+        )
+        self._room_ready: dict[str, asyncio.Future[None]] = {}
         self.presence = Presence(presence_grace, self._presence_changed)
         self.connections: set[Connection] = set()
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
@@ -189,9 +208,8 @@ class Hub:
         already = room in conn.rooms
         conn.rooms[room] = []
         if not already:
-            if not self._by_room[room]:
-                await self.broker.subscribe(room_channel(room))
             self._by_room[room].add(conn)
+            await self._watch_room(room)
             self.presence.add(room, conn.user)
         return self.presence.members(room)
 
@@ -215,9 +233,34 @@ class Hub:
             members.discard(conn)
             if not members:
                 del self._by_room[room]
+                self._room_ready.pop(room, None)
+                if self._reorder is not None:
+                    self._reorder.forget(room)
                 await self.broker.unsubscribe(room_channel(room))
         self.presence.remove(room, conn.user)
         return True
+
+    async def _watch_room(self, room: str) -> None:
+        """Subscribe to the room's channel for its first local listener; others wait for it.
+
+        Returns once live messages flow: a `last_seq` read after this returns
+        is covered by either the join's replay or live delivery.
+        """
+        ready = self._room_ready.get(room)
+        if ready is not None:
+            await asyncio.shield(ready)
+            return
+        ready = self._room_ready[room] = asyncio.get_running_loop().create_future()
+        try:
+            await self.broker.subscribe(room_channel(room))
+            if self._reorder is not None and self._room_seq is not None:
+                try:
+                    self._reorder.expect(room, await self._room_seq(room) + 1)
+                except Exception:  # the reorder window then picks the start
+                    log.exception("reading the last seq of room %r failed", room)
+        finally:
+            if not ready.done():
+                ready.set_result(None)
 
     def room_lock(self, room: str) -> asyncio.Lock:
         """Held while a message is stored and published, so the room's order is kept."""
@@ -250,14 +293,25 @@ class Hub:
 
     async def _publish(self, channel: str, payload: str, **header: Any) -> None:
         head = json.dumps({k: v for k, v in header.items() if v is not None})
-        await self.broker.publish(channel, f"{head}\n{payload}")
+        data = f"{head}\n{payload}"
+        try:
+            await self.broker.publish(channel, data)
+        except BrokerUnavailable as exc:
+            # Stored already (for messages): other processes' clients recover with `since`.
+            log.warning("broker unavailable (%s): delivering on %s locally only", exc, channel)
+            self._dispatch(channel, data)
 
     def _dispatch(self, channel: str, data: str) -> None:
         head, _, payload = data.partition("\n")
         header: dict[str, Any] = json.loads(head)
         kind, _, key = channel.partition(":")
         if kind == "room":
-            self._deliver_room(key, payload, header.get("s"), header.get("x"))
+            seq = header.get("s")
+            if self._reorder is not None and seq is not None:
+                if key in self._room_ready:  # else no local listener: nothing to order
+                    self._reorder.push(key, int(seq), (payload, header.get("x")))
+            else:
+                self._deliver_room(key, payload, seq, header.get("x"))
         elif kind == "user":
             targets = self._by_user.get(int(key), set())
             for conn in list(targets):
@@ -269,6 +323,9 @@ class Hub:
             for conn in self.connections:
                 if conn.user.role == "admin":
                     conn.push(payload)
+
+    def _release_room(self, room: str, seq: int, item: tuple[str, int | None]) -> None:
+        self._deliver_room(room, item[0], seq, item[1])
 
     def _deliver_room(self, room: str, payload: str, seq: int | None, exclude: int | None) -> None:
         for conn in self._by_room.get(room, ()):

@@ -50,8 +50,10 @@ class Services:
             settings.refresh_token_ttl,
         )
         accounts = Accounts(store, tokens, PasswordService(settings.hash_concurrency))
-        broker = create_broker(settings.redis_url)
-        hub = Hub(broker, settings.presence_grace)
+        broker = create_broker(settings.redis_url, settings.redis_prefix)
+        # Several processes publish to one room only through Redis: order by seq then.
+        room_seq = store.room_last_seq if settings.redis_url else None
+        hub = Hub(broker, settings.presence_grace, room_seq=room_seq)
         return cls(settings, db, store, accounts, broker, hub)
 
     async def start(self) -> None:
