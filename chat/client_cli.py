@@ -56,7 +56,7 @@ def add_client_commands(subparsers: Any) -> None:
     send.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the ack (default 30)"
     )
-    _add_connection_options(send, retries=5)
+    _add_connection_options(send, retries=8)
     send.set_defaults(handler=run_send, func=run_send)
 
     tail = subparsers.add_parser(
@@ -74,7 +74,7 @@ def add_client_commands(subparsers: Any) -> None:
         help="first print the stored messages after this seq (0: the whole history)",
     )
     tail.add_argument("--json", action="store_true", help="one JSON object per message per line")
-    _add_connection_options(tail, retries=10)
+    _add_connection_options(tail, retries=12)
     tail.set_defaults(handler=run_tail, func=run_tail)
 
 
@@ -144,20 +144,25 @@ def run_tail(args: argparse.Namespace) -> int:
 
 async def _tail(args: argparse.Namespace) -> int:
     rooms: list[str] = list(dict.fromkeys(args.room))
-    async with _client(args) as client:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(client.close()))
-        for room in rooms:
-            await _join(client, room, args.since)
-        async for event in client:
-            if isinstance(event, MessageFrame):
-                _write_line(sys.stdout, format_message(event, as_json=args.json))
-            elif isinstance(event, ErrorFrame):
-                if not client.rooms:
-                    raise RequestError(event)
-                print(f"chat tail: {event.code}: {event.detail}", file=sys.stderr, flush=True)
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, main.cancel)  # stop at any point, then exit 0
+    try:
+        async with _client(args) as client:
+            for room in rooms:
+                await _join(client, room, args.since)
+            async for event in client:
+                if isinstance(event, MessageFrame):
+                    _write_line(sys.stdout, format_message(event, as_json=args.json))
+                elif isinstance(event, ErrorFrame):
+                    if not client.rooms:
+                        raise RequestError(event)
+                    print(f"chat tail: {event.code}: {event.detail}", file=sys.stderr, flush=True)
+    except asyncio.CancelledError:
+        return 0
     return 0
 
 
@@ -196,7 +201,7 @@ def _client(args: argparse.Namespace) -> ChatClient:
             token=args.token,
             max_connect_attempts=max(1, args.retries),
             backoff_initial=0.25,
-            backoff_max=10.0,
+            backoff_max=5.0,
             request_timeout=30.0,
         )
     except ValueError as exc:

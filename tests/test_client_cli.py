@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +190,14 @@ def test_other_failures_are_one_line_and_non_zero(
     down = sh(f"{CHAT} send --url ws://127.0.0.1:{free_port()}/ws --retries 1 --room x hi", env)
     assert down.returncode == 1
     assert one_line(down.stderr).startswith("chat send: cannot connect to ws://127.0.0.1:")
+
+
+def test_tail_stops_cleanly_on_sigterm_even_while_connecting(
+    shell_env: dict[str, str], background: list[Background]
+) -> None:
+    env = {**shell_env, "CHAT_TOKEN": "whatever", "CHAT_URL": f"ws://127.0.0.1:{free_port()}/ws"}
+    tail = Background(f"{CHAT} tail --room x", env)  # keeps retrying: nothing listens
+    background.append(tail)
+    time.sleep(1.5)
+    assert tail.proc.poll() is None
+    assert tail.stop() == (0, "")
