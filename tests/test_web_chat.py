@@ -554,3 +554,29 @@ def test_unsent_messages_survive_a_reload(chat_pages: ChatPages, web_api: Api) -
     a.expect(pending).to_have_attribute("data-state", "sent")
     a.expect(pending).to_have_count(1)
     assert [m["body"] for m in web_api.history(alice, room, limit=100)] == stored
+
+
+def test_oversized_messages_are_refused_in_plain_words(chat_pages: ChatPages, web_api: Api) -> None:
+    alice = web_api.user()
+    room = web_api.room(alice)
+    a = chat_pages().sign_in(alice).open_room(room, me=alice.name)
+
+    box = a.page.locator("#message-input")
+    box.fill("a" * 32_001)  # the server's default limit is 32,000 characters
+    a.expect("#char-count").to_have_text("1 character too many")
+    box.press("Enter")
+    a.expect("#notices").to_contain_text("That message is too long")
+    a.expect("#scroller .messages > li").to_have_count(0)
+
+    # Within the character limit but over the frame limit (64 KiB) once UTF-8 encoded:
+    # refused on the page rather than sent (which would get the socket closed, 1009).
+    box.fill("€" * 30_000)
+    box.press("Enter")
+    failed = a.page.locator("#scroller .messages > li")
+    a.expect(failed).to_have_attribute("data-state", "failed")
+    a.expect(failed).to_contain_text("Not sent: That message is too large to send")
+    a.expect("#conn-pill").to_have_text("Online")
+    failed.get_by_role("button", name="Discard").click()
+    a.expect(failed).to_have_count(0)
+    a.say("a normal message still works")
+    a.expect(a.message("a normal message still works")).to_have_attribute("data-state", "sent")

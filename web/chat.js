@@ -4,7 +4,7 @@
 // lives in shared/client.js; this module renders it. User text only ever reaches the
 // page as text (shared/dom.js), never as HTML.
 
-import { ApiError, Connection, NetworkError, Session, State } from "./shared/client.js";
+import { ApiError, Connection, NetworkError, Session, State, bodyLength } from "./shared/client.js";
 import { byId, clear, h, hueClass, initials, linkify, setText, timeElement } from "./shared/dom.js";
 
 const HISTORY_PAGE = 50; // messages per history request
@@ -825,8 +825,9 @@ function sendCurrent() {
   const body = $.input.value.replace(/^\s*\n|\s+$/g, "");
   if (!body.trim()) return;
   const max = maxBody();
-  if (body.length > max) {
-    notice(`That message is too long: ${body.length.toLocaleString()} characters, and the limit is ${max.toLocaleString()}.`, "error");
+  const length = bodyLength(body);
+  if (length > max) {
+    notice(`That message is too long: ${length.toLocaleString()} characters, and the limit is ${max.toLocaleString()}.`, "error");
     return;
   }
   const ref = conn.send(view.name, body);
@@ -1014,7 +1015,7 @@ function errorWords({ code, detail, retry_after: retryAfter, op = {}, room }) {
         ? `You are sending messages too fast. Yours will go out in ${waitWords(retryAfter)}.`
         : `Slow down a little: try again in ${waitWords(retryAfter)}.`;
     case "too_large":
-      return `That message is too long (the limit is ${maxBody().toLocaleString()} characters).`;
+      return `That message is too large to send (the limit is ${maxBody().toLocaleString()} characters).`;
     case "forbidden":
       return op.type === "join" ? `You cannot join #${where}: it is a private room.` : "You are not allowed to do that here.";
     case "not_found":
@@ -1022,7 +1023,9 @@ function errorWords({ code, detail, retry_after: retryAfter, op = {}, room }) {
     case "not_joined":
       return "You were not in that room any more; rejoining and sending again.";
     case "bad_frame":
-      return `The server could not understand a request (${detail}). Reloading the page may help.`;
+      return op.type === "send"
+        ? `The server refused it: ${detail}.`
+        : `The server could not understand a request (${detail}). Reloading the page may help.`;
     case "resync_failed":
       return `Some messages missed in #${where} could not be loaded. Reload the page to see them.`;
     case "internal":
@@ -1074,12 +1077,13 @@ function maxBody() {
 }
 
 function updateCharCount() {
-  const length = $.input.value.length;
+  const length = bodyLength($.input.value);
   const max = maxBody();
   const near = length > max * 0.9;
   $.charCount.hidden = !near;
   $.charCount.classList.toggle("over", length > max);
-  if (near) setText($.charCount, length > max ? `${(length - max).toLocaleString()} characters too long` : `${(max - length).toLocaleString()} characters left`);
+  const chars = (n) => (n === 1 ? "1 character" : `${n.toLocaleString()} characters`);
+  if (near) setText($.charCount, length > max ? `${chars(length - max)} too many` : `${chars(max - length)} left`);
 }
 
 function isAtBottom() {

@@ -130,6 +130,20 @@ export function describeDetail(detail, fallback = "The request failed.") {
   return fallback;
 }
 
+const encoder = new TextEncoder();
+
+function frameBytes(text) {
+  // Cheap when every character is ASCII (the common case); exact otherwise.
+  return /^[\x00-\x7f]*$/.test(text) ? text.length : encoder.encode(text).length;
+}
+
+/** A body's length as the server counts it (code points, not UTF-16 units). */
+export function bodyLength(text) {
+  let n = 0;
+  for (const _ of text) n += 1;
+  return n;
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -567,7 +581,8 @@ export class Connection extends Emitter {
     this._outbox.push({ ref, room, body, sentEpoch: -1 });
     this._saveOutbox();
     this.emit("queue", this.pending());
-    this._flush();
+    // Later in this task, so the caller can render the message before any event about it.
+    queueMicrotask(() => this._flush());
     return ref;
   }
 
@@ -972,10 +987,28 @@ export class Connection extends Emitter {
       this._outboxTimer = setTimeout(() => this._flush(), wait);
       return;
     }
+    const tooBig = [];
     for (const item of this._outbox) {
       if (item.sentEpoch === this._epoch || !this.isJoined(item.room)) continue;
-      if (this._transmit({ type: "send", room: item.room, body: item.body, ref: item.ref })) {
+      const frame = JSON.stringify({ type: "send", room: item.room, body: item.body, ref: item.ref });
+      // The server closes the socket (1009) on a frame over its limit; resending it after
+      // the reconnect would loop forever, so refuse it here instead.
+      if (frameBytes(frame) > (Number(this.limits.max_frame_bytes) || Infinity)) {
+        tooBig.push(item);
+        continue;
+      }
+      if (this._ws?.readyState === WebSocket.OPEN) {
+        this._ws.send(frame);
         item.sentEpoch = this._epoch;
+      }
+    }
+    if (tooBig.length) {
+      this._outbox = this._outbox.filter((item) => !tooBig.includes(item));
+      this._saveOutbox();
+      this.emit("queue", this.pending());
+      for (const item of tooBig) {
+        const detail = `the message is larger than the server accepts (${this.limits.max_frame_bytes} bytes)`;
+        this.emit("sendfailed", { ...item, code: "too_large", detail });
       }
     }
   }
