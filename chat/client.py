@@ -96,6 +96,7 @@ TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
 
 HISTORY_PAGE: Final = 100
 _AUTH_STATUSES: Final = frozenset({401, 403})
+_INTERNAL_RETRIES: Final = 3  # `internal` errors a send is retried through
 _STABLE_AFTER: Final = 5.0  # seconds a connection must last to reset the backoff
 # Closes after which reconnecting at once (with a little jitter) is right:
 # going away, uvicorn's "service restart" (1012) and "too slow, resume" (4008).
@@ -215,6 +216,7 @@ class _PendingSend:
     data: str
     future: asyncio.Future[AckFrame]
     generation: int = -1  # the connection it was last transmitted on
+    internal_errors: int = 0
 
 
 # --- the client ----------------------------------------------------------------
@@ -849,8 +851,11 @@ class ChatClient:
             if frame.code == ErrorCode.RATE_LIMITED:
                 delay = frame.retry_after if frame.retry_after is not None else 1.0
                 self._paused_until = max(self._paused_until, time.monotonic() + delay)
-                pending.generation = -1  # a reconnect meanwhile retransmits it too
-                self._spawn(self._transmit(conn, pending))
+                self._retransmit_later(conn, pending, 0.0)
+            elif frame.code == ErrorCode.INTERNAL and pending.internal_errors < _INTERNAL_RETRIES:
+                # Nothing was stored (say, a database hiccup while the server stops).
+                pending.internal_errors += 1
+                self._retransmit_later(conn, pending, self._backoff(pending.internal_errors))
             elif not pending.future.done():
                 pending.future.set_exception(RequestError(frame))
             return
@@ -873,11 +878,14 @@ class ChatClient:
 
     # --- ending ----------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def run() -> None:
-            await coro
+    def _retransmit_later(self, conn: _Connection, pending: _PendingSend, delay: float) -> None:
+        pending.generation = -1  # a reconnect meanwhile retransmits it at once
 
-        task = asyncio.create_task(run())
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            await self._transmit(conn, pending)  # waits out a rate-limit pause
+
+        task = asyncio.create_task(later())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
