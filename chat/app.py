@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from chat import __version__
-from chat.api import admin, auth, ops, rooms, ws
+from chat.api import admin, auth, ops, rooms, tasks, ws
 from chat.config import Settings
 from chat.services import Services
 from chat.serving import install_drain_handlers
@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    for router in (auth.router, rooms.router, admin.router, ws.router, ops.router):
+    routers = (auth.router, rooms.router, admin.router, tasks.router, ws.router, ops.router)
+    for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=ops.WEB_DIR), name="static")
     return app

@@ -68,7 +68,15 @@ class Settings(BaseSettings):
     # Long-running tasks.
     task_concurrency: int = Field(2, gt=0)
     task_progress_interval: float = Field(0.25, ge=0)
+    task_heartbeat_interval: float = Field(5.0, gt=0, description="stale after 3 missed")
+    tasks_per_user: int = Field(3, gt=0, description="active tasks a non-admin may have")
     data_dir: Path | None = None
+
+    # Alerts: counted per process over a sliding window, raised once per window and key.
+    health_check_interval: float = Field(10.0, gt=0)
+    alert_window: float = Field(600.0, gt=0, description="seconds")
+    alert_rate_limit_closes: int = Field(3, gt=0, description="closes of one user")
+    alert_auth_failures: int = Field(10, gt=0, description="failures from one address")
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -112,10 +112,16 @@ class Task(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     result: Mapped[str | None] = mapped_column(Text)  # JSON
     error: Mapped[str | None] = mapped_column(Text)
-    started_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    started_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
+    # Migration 0002: which process runs it, its liveness, and cancel requests
+    # made on another process (the runner polls for them).
+    worker: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Alert(Base):

@@ -240,6 +240,11 @@ class TaskFrame(_Frame):
     progress: float
     detail: str | None = None
     ts: str
+    # Extensions (docs/tasks.md): who started it, when it ran, why it failed.
+    user: UserRef | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
 
 
 class AlertFrame(_Frame):

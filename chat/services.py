@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from chat.abuse import AbuseMonitor
 from chat.accounts import Accounts
+from chat.alerts import Alerts, HealthWatcher
 from chat.broker import Broker, create_broker
 from chat.config import Settings
 from chat.db import Database
@@ -14,6 +15,7 @@ from chat.hub import Hub
 from chat.ratelimit import Gate, LoginThrottle, RateLimiter
 from chat.security import PasswordService, TokenService, resolve_secret
 from chat.store import Store
+from chat.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ class Services:
     abuse: AbuseMonitor = field(default_factory=AbuseMonitor)
     login_throttle: LoginThrottle = field(init=False)
     login_gate: Gate = field(init=False)
+    alerts: Alerts = field(init=False)
+    tasks: TaskRunner = field(init=False)
+    health: HealthWatcher = field(init=False)
     draining: bool = False
 
     def __post_init__(self) -> None:
@@ -38,6 +43,17 @@ class Services:
             s.login_failures_per_account, s.login_failures_per_ip, s.login_failure_window
         )
         self.login_gate = Gate(s.hash_queue_max)
+        self.alerts = Alerts(
+            self.db,
+            self.hub,
+            window=s.alert_window,
+            rate_limit_closes=s.alert_rate_limit_closes,
+            auth_failures=s.alert_auth_failures,
+        )
+        self.abuse.subscribe(self.alerts.on_abuse)
+        self.tasks = TaskRunner(self)
+        probes = {"database": self.db.ping, "broker": self.broker.ping}
+        self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -58,7 +74,12 @@ class Services:
 
     async def start(self) -> None:
         await self.hub.start()
+        await self.tasks.start()
+        self.health.start()
 
     async def stop(self) -> None:
+        await self.health.stop()
+        await self.tasks.stop()
+        await self.alerts.stop()
         await self.hub.stop()
         await self.db.dispose()

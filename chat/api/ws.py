@@ -213,6 +213,7 @@ class Session:
                     )
                 )
             )
+            await self.services.tasks.greet(self.conn)  # active tasks' state, then live
             await self._receive_loop()
         finally:
             if self._expiry is not None:

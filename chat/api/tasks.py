@@ -1,0 +1,210 @@
+"""Task endpoints: start, poll, list, cancel, download the result; the alert list."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from chat.api.deps import Admin, Caller, ServicesDep
+from chat.task_kinds import MEDIA_TYPES, export_path
+from chat.tasks import REGISTRY, TaskRefused, TaskStatus, validation_detail
+
+router = APIRouter(prefix="/api", tags=["tasks"])
+
+MAX_BODY_BYTES = 4_000_000
+MAX_UPLOAD_BYTES = 2_000_000
+
+
+class TaskIn(BaseModel):
+    kind: str = Field(min_length=1, max_length=32, examples=["demo"])
+    params: dict[str, Any] = Field(default_factory=dict, examples=[{"steps": 5, "delay": 0.5}])
+
+
+def _refused(exc: TaskRefused) -> HTTPException:
+    return HTTPException(exc.status, exc.detail)
+
+
+START_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": TaskIn.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["kind"],
+                    "properties": {
+                        "kind": {"type": "string"},
+                        "params": {"type": "string", "description": "a JSON object"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "fills the kind's upload field (import_users: csv)",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, openapi_extra=START_BODY)
+async def start_task(request: Request, caller: Caller, services: ServicesDep) -> JSONResponse:
+    """Start a task `{kind, params}`; answers 202 at once with the stored task.
+
+    JSON, or multipart/form-data with `kind`, `params` (a JSON string) and a
+    `file` that fills the kind's upload field (the CSV of `import_users`).
+    Progress then arrives as `task` frames on /ws, or by polling `GET /api/tasks/{id}`.
+    """
+    kind, params = await _read_start(request)
+    try:
+        view = await services.tasks.submit(kind, params, caller.user)
+    except TaskRefused as exc:
+        raise _refused(exc) from None
+    return JSONResponse(
+        view, status_code=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/tasks/{view['id']}"}
+    )
+
+
+async def _read_start(request: Request) -> tuple[str, dict[str, Any]]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the request body is too large")
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return await _read_multipart(request)
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the request body is too large")
+    try:
+        task = TaskIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, validation_detail(exc, "body")
+        ) from None
+    return task.kind, task.params
+
+
+async def _read_multipart(request: Request) -> tuple[str, dict[str, Any]]:
+    async with request.form(max_files=1, max_fields=10, max_part_size=MAX_UPLOAD_BYTES) as form:
+        kind = form.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "form field `kind` is missing"
+            )
+        raw = form.get("params") or "{}"
+        try:
+            params = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            params = None
+        if not isinstance(params, dict):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "form field `params` must be a JSON object"
+            )
+        upload = form.get("file")
+        if isinstance(upload, UploadFile):
+            registered = REGISTRY.get(kind)
+            if registered is None or registered.upload_field is None:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT, f"task kind {kind[:40]!r} takes no file"
+                )
+            data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            if len(data) > MAX_UPLOAD_BYTES:
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the file is too large")
+            try:
+                params[registered.upload_field] = data.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT, "the file must be UTF-8 text"
+                ) from None
+    return kind, params
+
+
+@router.get("/tasks/kinds")
+async def task_kinds(caller: Caller) -> dict[str, Any]:
+    """The task kinds the caller may start, with their parameters' JSON Schema."""
+    admin = caller.user.role == "admin"
+    return {
+        "items": [
+            kind.describe()
+            for kind in sorted(REGISTRY.values(), key=lambda k: k.name)
+            if admin or not kind.admin_only
+        ]
+    }
+
+
+@router.get("/tasks")
+async def list_tasks(
+    caller: Caller,
+    services: ServicesDep,
+    active: Annotated[bool, Query(description="only queued and running tasks")] = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Tasks, newest first: every task for admins, the caller's own for others."""
+    return {"items": await services.tasks.list_tasks(caller.user, active=active, limit=limit)}
+
+
+@router.get("/tasks/{task_id}")
+async def get_task(task_id: str, caller: Caller, services: ServicesDep) -> dict[str, Any]:
+    """One task (its starter's or, for admins, any): status, progress, result or error."""
+    view = await services.tasks.view(task_id[:64], caller.user)
+    if view is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such task")
+    return view
+
+
+@router.post("/tasks/{task_id}/cancel")
+async def cancel_task(task_id: str, caller: Caller, services: ServicesDep) -> dict[str, Any]:
+    """Cancel a queued or running task; 409 when it has already finished."""
+    try:
+        return await services.tasks.cancel(task_id[:64], caller.user)
+    except TaskRefused as exc:
+        raise _refused(exc) from None
+
+
+@router.get(
+    "/tasks/{task_id}/result",
+    response_class=Response,
+    responses={200: {"content": {v: {} for v in MEDIA_TYPES.values()}}},
+)
+async def task_result(task_id: str, caller: Caller, services: ServicesDep) -> FileResponse:
+    """The file of a finished export, for anyone who may read the room it came from."""
+    task = await services.tasks.row(task_id[:64])
+    if task is None or task.kind != "export":
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such export task")
+    params = json.loads(task.params)
+    room = str(params.get("room", ""))
+    fmt = str(params.get("format", "jsonl"))
+    if await services.store.room_for(room, caller.user) is None:
+        # Same answer as for a missing task: do not confirm that it exists.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such export task")
+    if task.status != TaskStatus.SUCCEEDED:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the export is {task.status}, not finished")
+    path = export_path(services.settings.state_dir / "exports", task.id, fmt)
+    if fmt not in MEDIA_TYPES or not path.is_file():
+        raise HTTPException(status.HTTP_410_GONE, "the export file is no longer available")
+    safe_room = "".join(c if c.isalnum() or c in "-_." else "_" for c in room)[:60] or "room"
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES[fmt],
+        filename=f"{safe_room}-{task.id[:8]}.{fmt}",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/alerts", tags=["admin"])
+async def list_alerts(
+    _: Admin,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(description="an alert id: older ones only")] = None,
+) -> dict[str, Any]:
+    """Stored alerts, newest first (admins)."""
+    alerts = await services.alerts.recent(limit, before)
+    return {"items": [a.to_json() for a in alerts]}
