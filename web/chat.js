@@ -361,19 +361,24 @@ function wireChat() {
 function toggleDrawer(cls) {
   const open = !document.body.classList.contains(cls);
   closeDrawers();
-  if (open) {
-    document.body.classList.add(cls);
-    $.backdrop.hidden = false;
-  }
-  $.toggleRooms.setAttribute("aria-expanded", String(document.body.classList.contains("rooms-open")));
-  $.togglePeople.setAttribute("aria-expanded", String(document.body.classList.contains("people-open")));
+  if (!open) return;
+  document.body.classList.add(cls);
+  $.backdrop.hidden = false;
+  const rooms = cls === "rooms-open";
+  (rooms ? $.toggleRooms : $.togglePeople).setAttribute("aria-expanded", "true");
+  // Move focus into the drawer, to the current room or the close button.
+  const target = rooms ? $.roomList.querySelector("[aria-current]") ?? $.roomList.querySelector("button") ?? $.newRoomName : $.closePeople;
+  target?.focus();
 }
 
 function closeDrawers() {
+  const wasOpen = document.body.classList.contains("rooms-open") ? $.toggleRooms : document.body.classList.contains("people-open") ? $.togglePeople : null;
   document.body.classList.remove("rooms-open", "people-open");
   $.backdrop.hidden = true;
   $.toggleRooms.setAttribute("aria-expanded", "false");
   $.togglePeople.setAttribute("aria-expanded", "false");
+  // Give focus back to the button that opened the drawer, if focus was inside it.
+  if (wasOpen && (wasOpen === $.toggleRooms ? $.sidebar : $.people).contains(document.activeElement)) wasOpen.focus();
 }
 
 // --- connection state ------------------------------------------------------------------
