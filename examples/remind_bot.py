@@ -68,6 +68,7 @@ async def remind(client: ChatClient) -> None:
 
 
 async def main(room: str) -> None:
+    """Connect with `$CHAT_TOKEN` to `$CHAT_URL`, join `room` and serve it forever."""
     url = os.environ.get("CHAT_URL", "ws://127.0.0.1:8000/ws")
     async with ChatClient(url, token=os.environ["CHAT_TOKEN"]) as client:
         await client.join(room)
