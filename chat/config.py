@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(25.0, gt=0)
     heartbeat_timeout: float = Field(10.0, gt=0)
     presence_grace: float = Field(3.0, ge=0)
+    presence_ttl: float = Field(15.0, gt=0, description="shared presence entry lifetime (Redis)")
     drain_timeout: float = Field(20.0, gt=0)
     max_connections_per_user: int = Field(20, gt=0)
     max_rooms_per_connection: int = Field(100, gt=0)

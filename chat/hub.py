@@ -21,6 +21,7 @@ from typing import Any
 from chat import metrics
 from chat.broker import Broker, BrokerUnavailable
 from chat.presence import Presence
+from chat.presence_store import LocalPresenceStore, PresenceFactory, PresenceStore
 from chat.protocol import CloseCode, PresenceFrame, UserRef, encode
 from chat.reorder import Reorder
 
@@ -125,8 +126,12 @@ class Hub:
         *,
         room_seq: Callable[[str], Awaitable[int]] | None = None,
         reorder_window: float = 1.0,
+        presence: PresenceFactory | None = None,
     ) -> None:
         """`room_seq(room)` (the room's newest seq in the database) turns on reordering.
+
+        `presence` builds a shared presence store (Redis) given the hub's change
+        callback; by default presence is this process's own (`self.presence`).
 
         With several processes publishing to one room (a Redis broker), room
         messages can reach this process out of seq order: with `room_seq` given,
@@ -139,6 +144,9 @@ class Hub:
         )
         self._room_ready: dict[str, asyncio.Future[None]] = {}
         self.presence = Presence(presence_grace, self._presence_changed)
+        self.presence_store: PresenceStore = (
+            presence(self._presence_changed) if presence else LocalPresenceStore(self.presence)
+        )
         self.connections: set[Connection] = set()
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self._by_room: dict[str, set[Connection]] = defaultdict(set)
@@ -149,6 +157,7 @@ class Hub:
     async def start(self) -> None:
         await self.broker.start(self._dispatch)
         await self.broker.subscribe(ADMINS)
+        await self.presence_store.start()
 
     async def drain(self, code: int, reason: str, timeout: float) -> int:
         """Ask every connection to finish its frame, flush and close; wait up to `timeout`.
@@ -168,7 +177,7 @@ class Hub:
         return left
 
     async def stop(self) -> None:
-        self.presence.flush()
+        await self.presence_store.stop()
         for task in list(self._background):
             task.cancel()
         await self.broker.stop()
@@ -210,8 +219,8 @@ class Hub:
         if not already:
             self._by_room[room].add(conn)
             await self._watch_room(room)
-            self.presence.add(room, conn.user)
-        return self.presence.members(room)
+            await self.presence_store.add(room, conn.id, conn.user)
+        return await self.presence_store.members(room)
 
     def finish_replay(self, conn: Connection, room: str, after_seq: int) -> None:
         """Deliver events buffered during the join, skipping messages up to `after_seq`."""
@@ -237,7 +246,7 @@ class Hub:
                 if self._reorder is not None:
                     self._reorder.forget(room)
                 await self.broker.unsubscribe(room_channel(room))
-        self.presence.remove(room, conn.user)
+        await self.presence_store.remove(room, conn.id, conn.user)
         return True
 
     async def _watch_room(self, room: str) -> None:
@@ -345,4 +354,9 @@ class Hub:
         task.add_done_callback(self._background.discard)
 
     def local_presence(self) -> dict[str, list[UserRef]]:
+        """This process's own presence (empty when presence is shared through Redis)."""
         return self.presence.snapshot()
+
+    async def presence_snapshot(self) -> dict[str, list[UserRef]]:
+        """Every room with its present users, as the presence store sees it."""
+        return await self.presence_store.snapshot()

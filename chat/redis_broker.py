@@ -58,7 +58,7 @@ PUBLISH_FAIL_FAST = 1.0  # after a failed publish, refuse at once for this long
 OUTBOX_SIZE = 10_000  # publishes queued for the writer before `publish` waits
 BATCH_MAX = 500  # most publishes sent in one pipeline
 CONNECT_TIMEOUT = 2.0
-SOCKET_TIMEOUT = 5.0
+SOCKET_TIMEOUT = 2.0
 
 RECONNECTS = Counter("chat_broker_reconnects_total", "Redis subscriber reconnections")
 PUBLISH_FAILURES = Counter(
@@ -79,11 +79,13 @@ def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def redis_client(url: str) -> Redis:
-    """A client for `url` that fails fast: no hidden retries, short connect timeout.
+def redis_client(url: str, retries: int = 1) -> Redis:
+    """A client for `url` that fails fast: short timeouts, `retries` immediate retries.
 
-    Reconnection is this module's job (the listener's backoff); a command that
-    fails raises at once so callers can fall back.
+    One retry (the default) replaces a pooled connection that went stale when
+    Redis restarted; a Redis that is really down fails the command within
+    about the connect timeout so callers can fall back. The subscriber uses
+    `retries=0`: reconnecting it is the listener's job (with backoff).
     """
     return Redis.from_url(
         url,
@@ -92,7 +94,7 @@ def redis_client(url: str) -> Redis:
         socket_timeout=SOCKET_TIMEOUT,
         socket_keepalive=True,
         health_check_interval=0,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), retries),
     )
 
 
@@ -112,7 +114,8 @@ class RedisBroker:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self.client = redis_client(url)
+        self.client = redis_client(url)  # publishes, pings, presence and rate limit scripts
+        self._sub_client = redis_client(url, retries=0)  # the subscriber connection
         self._health_interval = health_interval
         self._backoff_cap = backoff_cap
         self._handler: Handler | None = None
@@ -165,6 +168,7 @@ class RedisBroker:
         self._handler = None
         self._channels.clear()
         await self.client.aclose()
+        await self._sub_client.aclose()
 
     # --- Broker protocol ------------------------------------------------------
 
@@ -281,11 +285,12 @@ class RedisBroker:
     async def _listen_loop(self) -> None:
         attempt = 0
         while True:
-            pubsub = self.client.pubsub()
+            pubsub = self._sub_client.pubsub()
             started = time.monotonic()
             try:
                 await self._connect(pubsub)
                 if attempt:
+                    self._refuse_until = 0.0  # Redis is back: publish again at once
                     self.reconnects += 1
                     RECONNECTS.inc()
                     log.info("redis subscriber reconnected after %d attempt(s)", attempt)

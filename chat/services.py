@@ -14,6 +14,7 @@ from chat.db import Database
 from chat.hub import Hub
 from chat.ratelimit import Gate, LoginThrottle, RateLimiter
 from chat.security import PasswordService, TokenService, resolve_secret
+from chat.shared import Limiter, shared_limiter, shared_presence
 from chat.store import Store
 from chat.tasks import TaskRunner
 
@@ -32,6 +33,7 @@ class Services:
     abuse: AbuseMonitor = field(default_factory=AbuseMonitor)
     login_throttle: LoginThrottle = field(init=False)
     login_gate: Gate = field(init=False)
+    frame_limits: Limiter = field(init=False)  # per-user frame buckets (Redis when set)
     alerts: Alerts = field(init=False)
     tasks: TaskRunner = field(init=False)
     health: HealthWatcher = field(init=False)
@@ -43,6 +45,7 @@ class Services:
             s.login_failures_per_account, s.login_failures_per_ip, s.login_failure_window
         )
         self.login_gate = Gate(s.hash_queue_max)
+        self.frame_limits = shared_limiter(s, self.broker, self.limiter)
         self.alerts = Alerts(
             self.db,
             self.hub,
@@ -69,7 +72,8 @@ class Services:
         broker = create_broker(settings.redis_url, settings.redis_prefix)
         # Several processes publish to one room only through Redis: order by seq then.
         room_seq = store.room_last_seq if settings.redis_url else None
-        hub = Hub(broker, settings.presence_grace, room_seq=room_seq)
+        presence = shared_presence(settings, broker)
+        hub = Hub(broker, settings.presence_grace, room_seq=room_seq, presence=presence)
         return cls(settings, db, store, accounts, broker, hub)
 
     async def start(self) -> None:

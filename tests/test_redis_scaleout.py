@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import Databases, ServerFactory, _pg_admin, need_service
 from tests.harness import (
+    Account,
     Api,
     ServerProcess,
     connect,
@@ -40,7 +42,17 @@ PG_URL = os.environ.get(
     "CHAT_TEST_PG_URL",
     os.environ.get("CHAT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
 )
-FAST = {"send_rate": 10_000, "send_burst": 10_000, "presence_grace": 0}
+# Users get small send buckets (to see that a user's limit is shared by both servers),
+# bots big ones (to flood); presence entries live 1.5 s so a killed server's users
+# leave quickly.
+SITE = {
+    "send_rate": 0.05,
+    "send_burst": 4,
+    "bot_send_rate": 10_000,
+    "bot_send_burst": 10_000,
+    "presence_grace": 0.5,
+    "presence_ttl": 1.5,
+}
 
 
 def _pg_database() -> str:
@@ -55,14 +67,22 @@ def _pg_database() -> str:
     return f"{base}/{name}"
 
 
+Site = tuple[ServerProcess, ServerProcess, str, str]  # A, B, database, prefix
+
+
 @pytest.fixture(scope="module")
-def pair(module_servers: ServerFactory, databases: Databases) -> tuple[ServerProcess, ...]:
+def site(module_servers: ServerFactory, databases: Databases) -> Site:
     """Servers A and B on one database (the session's default kind) and one Redis."""
     url, prefix = shared_redis_url(), unique_prefix()
     database = databases.new()
-    a = module_servers(database, redis_url=url, redis_prefix=prefix, **FAST)
-    b = module_servers(database, redis_url=url, redis_prefix=prefix, **FAST)
-    return a, b
+    a = module_servers(database, redis_url=url, redis_prefix=prefix, **SITE)
+    b = module_servers(database, redis_url=url, redis_prefix=prefix, **SITE)
+    return a, b, database, prefix
+
+
+@pytest.fixture(scope="module")
+def pair(site: Site) -> tuple[ServerProcess, ServerProcess]:
+    return site[0], site[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +90,11 @@ def api(pair: tuple[ServerProcess, ...]) -> Iterator[Api]:
     client = Api(pair[0])
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def admin(api: Api) -> Account:
+    return api.admin()
 
 
 async def _collect(ws: ClientConnection, count: int, timeout: float) -> list[dict[str, Any]]:
@@ -104,13 +129,15 @@ async def _flood(
     return [seqs[r] for r in refs]
 
 
-async def _ordering_run(a: ServerProcess, b: ServerProcess, api: Api, per_sender: int) -> None:
-    # Few accounts (each costs an argon2 hash), many connections: two senders with
-    # a connection on each server, and one reader with two connections on each.
-    alice, bob, reader = api.user(), api.user(), api.user()
-    room = api.room(alice)
+async def _ordering_run(
+    a: ServerProcess, b: ServerProcess, api: Api, admin: Account, per_sender: int
+) -> None:
+    # Few accounts (each costs an argon2 hash), many connections: two bots with a
+    # connection on each server, and one reader with two connections on each.
+    one, two, reader = api.bot(admin), api.bot(admin), api.user()
+    room = api.room(admin)
     reader_ws = [await connect(s, reader.token) for s in (a, a, b, b)]
-    sender_ws = [await connect(s, u.token) for s, u in ((a, alice), (b, alice), (a, bob), (b, bob))]
+    sender_ws = [await connect(s, u.token) for s, u in ((a, one), (b, one), (a, two), (b, two))]
     for ws in reader_ws + sender_ws:
         await join(ws, room)
     total = per_sender * len(sender_ws)
@@ -158,9 +185,9 @@ async def test_a_message_sent_on_a_reaches_a_client_on_b(
 
 
 async def test_concurrent_senders_on_both_servers_keep_one_gapless_order(
-    pair: tuple[ServerProcess, ...], api: Api
+    pair: tuple[ServerProcess, ...], api: Api, admin: Account
 ) -> None:
-    await _ordering_run(pair[0], pair[1], api, per_sender=60)
+    await _ordering_run(pair[0], pair[1], api, admin, per_sender=60)
 
 
 @pytest.mark.postgres
@@ -169,11 +196,11 @@ async def test_concurrent_senders_keep_one_order_on_postgresql(
 ) -> None:
     database = _pg_database()
     url, prefix = shared_redis_url(), unique_prefix()
-    a = make_server(database, redis_url=url, redis_prefix=prefix, **FAST)
-    b = make_server(database, redis_url=url, redis_prefix=prefix, **FAST)
+    a = make_server(database, redis_url=url, redis_prefix=prefix, **SITE)
+    b = make_server(database, redis_url=url, redis_prefix=prefix, **SITE)
     api = Api(a)
     try:
-        await _ordering_run(a, b, api, per_sender=60)
+        await _ordering_run(a, b, api, api.admin(), per_sender=60)
     finally:
         api.close()
         _pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{database.rpartition("/")[2]}" WITH (FORCE)')
@@ -219,13 +246,67 @@ async def test_logout_on_a_closes_sockets_on_b(pair: tuple[ServerProcess, ...], 
         await _closed_with(ws, 4003)
 
 
-async def test_ban_on_a_closes_sockets_on_b(pair: tuple[ServerProcess, ...], api: Api) -> None:
+async def test_ban_on_a_closes_sockets_on_b(
+    pair: tuple[ServerProcess, ...], api: Api, admin: Account
+) -> None:
     a, b = pair
-    admin, mallory = api.admin(), api.user()
+    mallory = api.user()
     ws = await connect(b, mallory.token)
     r = httpx.post(f"{a.http}/api/admin/users/{mallory.name}/ban", headers=admin.headers)
     assert r.status_code == 204
     await _closed_with(ws, 4003)
+
+
+async def test_a_users_send_limit_is_shared_by_every_server(
+    pair: tuple[ServerProcess, ...], api: Api
+) -> None:
+    a, b = pair
+    alice = api.user()
+    room = api.room(alice)
+    wa, wb = await connect(a, alice.token), await connect(b, alice.token)
+    await join(wa, room)
+    await join(wb, room)
+    for ws in (wa, wb, wa, wb):  # the burst (4) spent half on each server
+        await say(ws, room, "within the burst")
+    await wb.send(json.dumps({"type": "send", "room": room, "body": "one too many", "ref": "x"}))
+    refused = await recv_until(wb, "error", ref="x")
+    assert refused["code"] == "rate_limited" and refused["retry_after"] > 0
+    await wa.close()
+    await wb.close()
+
+
+async def test_admin_presence_lists_users_of_every_server(
+    pair: tuple[ServerProcess, ...], api: Api, admin: Account
+) -> None:
+    a, b = pair
+    alice, bob = api.user(), api.user()
+    room = api.room(alice)
+    wa, wb = await connect(a, alice.token), await connect(b, bob.token)
+    await join(wa, room)
+    await join(wb, room)
+    for server in pair:
+        r = httpx.get(f"{server.http}/api/admin/presence", headers=admin.headers)
+        rooms = {x["room"]: {u["name"] for u in x["users"]} for x in r.json()["rooms"]}
+        assert rooms[room] == {alice.name, bob.name}
+    await wa.close()
+    await wb.close()
+
+
+async def test_users_of_a_killed_server_leave_after_their_entries_expire(
+    site: Site, module_servers: ServerFactory, api: Api
+) -> None:
+    a, _, database, prefix = site
+    c = module_servers(database, redis_url=shared_redis_url(), redis_prefix=prefix, **SITE)
+    alice, bob = api.user(), api.user()
+    room = api.room(alice)
+    wa, wc = await connect(a, alice.token), await connect(c, bob.token)
+    await join(wa, room)
+    await join(wc, room)
+    await recv_until(wa, "presence", event="join")
+    c.stop(signal.SIGKILL)  # no goodbye: its presence entries just stop being refreshed
+    left = await recv_until(wa, "presence", event="leave", timeout=SITE["presence_ttl"] + 3)
+    assert left["user"]["name"] == bob.name
+    await wa.close()
 
 
 def test_readyz_reports_the_broker(pair: tuple[ServerProcess, ...]) -> None:
@@ -251,8 +332,8 @@ async def test_delivery_resumes_after_redis_restarts(
     redis = PrivateRedis(tmp_path).start()
     try:
         database = databases.new()
-        a = make_server(database, redis_url=redis.url, **FAST)
-        b = make_server(database, redis_url=redis.url, **FAST)
+        a = make_server(database, redis_url=redis.url, **SITE)
+        b = make_server(database, redis_url=redis.url, **SITE)
         api = Api(a)
         alice, bob = api.user(), api.user()
         room = api.room(alice)

@@ -72,8 +72,8 @@ async def unban(username: str, _: Admin, services: ServicesDep) -> None:
 
 @router.get("/admin/presence")
 async def presence(_: Admin, services: ServicesDep) -> dict[str, Any]:
-    """Who is online in which room (as seen by this process's hub)."""
-    snapshot = services.hub.local_presence()
+    """Who is online in which room (on every process when presence is shared in Redis)."""
+    snapshot = await services.hub.presence_snapshot()
     return {
         "rooms": [
             {"room": room, "users": [u.model_dump() for u in users]}

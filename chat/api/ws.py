@@ -340,7 +340,7 @@ class Session:
         if problem:
             raise FrameError(ErrorCode.BAD_FRAME, problem, frame.ref)
         bot = self.user.role == "bot"
-        self._rate_limit(
+        await self._rate_limit(
             "send",
             self.settings.bot_send_rate if bot else self.settings.send_rate,
             self.settings.bot_send_burst if bot else self.settings.send_burst,
@@ -362,7 +362,9 @@ class Session:
 
     async def _typing(self, frame: TypingIn) -> None:
         self._require_joined(frame.room, frame.ref)
-        self._rate_limit("typing", self.settings.typing_rate, self.settings.typing_burst, frame.ref)
+        await self._rate_limit(
+            "typing", self.settings.typing_rate, self.settings.typing_burst, frame.ref
+        )
         payload = encode(TypingFrame(room=frame.room, user=self.user))
         await self.services.hub.publish_room(frame.room, payload, exclude_user=self.user.id)
 
@@ -391,13 +393,13 @@ class Session:
         if room not in self.conn.rooms:
             raise FrameError(ErrorCode.NOT_JOINED, "join the room first", ref)
 
-    def _rate_limit(self, action: str, rate: float, burst: int, ref: str | None) -> None:
-        limiter = self.services.limiter
-        wait = limiter.take(action, self.user.id, rate, burst)
+    async def _rate_limit(self, action: str, rate: float, burst: int, ref: str | None) -> None:
+        # Per user, across every process when CHAT_REDIS_URL is set.
+        wait, refused = await self.services.frame_limits.hit(action, self.user.id, rate, burst)
         if wait is None:
             return
         metrics.RATE_LIMITED.labels(action).inc()
-        if limiter.refused_in_a_row(action, self.user.id) >= self.settings.rate_limit_close_after:
+        if refused >= self.settings.rate_limit_close_after:
             self.conn.abort(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
             self.services.abuse.report(
                 AbuseEvent(
