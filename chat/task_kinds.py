@@ -45,12 +45,13 @@ class _Params(BaseModel):
 
 
 class DemoParams(_Params):
-    steps: int = Field(10, ge=1, le=10_000, description="how many steps")
-    delay: float = Field(0.5, ge=0, le=60, description="seconds per step")
+    steps: int = Field(10, ge=1, le=10_000, title="Steps", description="how many steps")
+    delay: float = Field(0.5, ge=0, le=60, title="Delay", description="seconds per step")
     fail_at: float | None = Field(
         None,
         ge=0,
         le=1,
+        title="Fail at",
         description="for testing: fail once progress reaches this fraction (0.6 = 60 %)",
     )
 
@@ -63,7 +64,7 @@ class DemoParams(_Params):
 
 @task_kind("demo", DemoParams)
 async def demo(ctx: TaskContext, params: DemoParams) -> dict[str, Any]:
-    """Sleep through `steps` steps of `delay` seconds, reporting each; `fail_at` fails on purpose.
+    """Sleep through N steps of a delay each, reporting every step (for trying the console).
 
     `fail_at` is the test hook for failing tasks: the task fails with a readable
     error once its progress reaches that fraction (0 fails before the first step).
@@ -85,8 +86,8 @@ async def demo(ctx: TaskContext, params: DemoParams) -> dict[str, Any]:
 
 
 class ExportParams(_Params):
-    room: str = Field(min_length=1, max_length=200)
-    format: Literal["jsonl", "csv"] = "jsonl"
+    room: str = Field(min_length=1, max_length=200, title="Room")
+    format: Literal["jsonl", "csv"] = Field("jsonl", title="Format")
 
 
 CSV_COLUMNS = ("room", "seq", "id", "ts", "user_id", "user", "body")
@@ -204,8 +205,12 @@ def _write_batch(out: IO[str], fmt: str, room: str, rows: list[tuple[Any, ...]])
 
 
 class PurgeParams(_Params):
-    older_than_days: float = Field(ge=0, le=36_500, description="delete messages older than this")
-    room: str | None = Field(None, max_length=200, description="only this room (default: all)")
+    older_than_days: float = Field(
+        ge=0, le=36_500, title="Older than (days)", description="delete messages older than this"
+    )
+    room: str | None = Field(
+        None, max_length=200, title="Room", description="only this room (default: every room)"
+    )
 
 
 async def _purge_room_exists(services: Services, user: UserRef, params: PurgeParams) -> None:
@@ -259,6 +264,7 @@ async def purge(ctx: TaskContext, params: PurgeParams) -> dict[str, Any]:
 class ImportParams(_Params):
     csv: str = Field(
         max_length=IMPORT_MAX_BYTES,
+        title="Users (CSV)",
         description="CSV text: username,password[,role] per line; a header line is optional",
     )
 

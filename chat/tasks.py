@@ -151,7 +151,7 @@ def task_kind(
     def register(fn: Run[P]) -> Run[P]:
         if name in REGISTRY:
             raise ValueError(f"task kind {name!r} is registered twice")
-        doc = (fn.__doc__ or "").strip().split("\n\n", 1)[0].replace("\n", " ")
+        doc = (fn.__doc__ or "").strip().split("\n\n", 1)[0].replace("`", "")
         REGISTRY[name] = TaskKind(
             name, params, fn, admin_only, check, stored, upload_field, " ".join(doc.split())
         )

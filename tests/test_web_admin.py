@@ -1,0 +1,350 @@
+"""The admin console (`/admin`) in headless Chromium, driven by Playwright, against a real server.
+
+Covers: a non-admin is turned away; an admin starts an export from the form, watches
+the bar go to 100 % and downloads the file; a failing task raises an alert in the
+feed; cancel stops a running task; kick and ban from the online list; the
+connection indicator through a server restart (reconnect with backoff).
+
+Screenshots land in `test-output/screenshots/admin-*.png` for review. Chromium comes
+from the system (`/usr/bin/chromium`, or `CHAT_CHROMIUM`); nothing is downloaded.
+Without it the module skips, or fails under `CHAT_REQUIRE_SERVICES=1`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from tests.conftest import ServerFactory, need_service
+from tests.dbseed import seed_messages
+from tests.harness import ROOT, Account, Api, ServerProcess, unique
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path(os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = ROOT / "test-output" / "screenshots"
+TIMEOUT = 15_000  # ms, for every wait on the page
+EXPORT_ROWS = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    need_service("Chromium", CHROMIUM.exists(), f"{CHROMIUM} is not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need_service("Playwright", False, "the playwright package is not installed")
+        raise
+    with sync_playwright() as pw:
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=TIMEOUT)
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def admin_server(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers(task_progress_interval=0.1, task_concurrency=4)
+
+
+@pytest.fixture(scope="module")
+def admin_api(admin_server: ServerProcess) -> Iterator[Api]:
+    client = Api(admin_server)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def boss(admin_api: Api) -> Account:
+    return admin_api.admin(unique("boss"))
+
+
+class Console:
+    """One browser context on /admin, with steps that read like what an admin does."""
+
+    def __init__(self, context: Any, base: str) -> None:
+        self.context = context
+        self.base = base
+        self.page = context.new_page()
+        self.page.set_default_timeout(TIMEOUT)
+        self.problems: list[str] = []
+        self.page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
+        self.page.on("console", self._console)
+
+    def _console(self, message: Any) -> None:
+        text = message.text
+        if message.type == "error" and ("Content Security Policy" in text or "Uncaught" in text):
+            self.problems.append(f"console: {text}")
+
+    def expect(self, target: Any) -> Any:
+        from playwright.sync_api import expect
+
+        return expect(self.page.locator(target) if isinstance(target, str) else target)
+
+    def shot(self, name: str, full_page: bool = True) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"admin-{name}.png"), full_page=full_page)
+
+    def sign_in(self, account: Account) -> Console:
+        self.page.goto(self.base + "/admin")
+        self.page.locator("#signin-view").wait_for()
+        self.page.fill("#signin-username", account.name)
+        self.page.fill("#signin-password", account.password)
+        self.page.click("#signin-submit")
+        return self
+
+    def open(self, account: Account) -> Console:
+        self.sign_in(account)
+        self.page.locator("#console-view").wait_for()
+        self.expect("#conn-text").to_have_text("Live")
+        return self
+
+    def start_task(self, kind: str, **params: Any) -> Any:
+        """Fill the form for `kind` and start it; returns the new task's list item."""
+        before = set(
+            self.page.eval_on_selector_all("#task-list > li", "els => els.map(e => e.dataset.id)")
+        )
+        self.page.select_option("#task-kind", kind)
+        for name, value in params.items():
+            field = self.page.locator(f"#param-{name}")
+            if field.evaluate("el => el.tagName") == "SELECT":
+                field.select_option(str(value))
+            else:
+                field.fill(str(value))
+        self.page.click("#task-start")
+        self.expect("#task-form-error").to_be_hidden()
+        self.page.wait_for_function(
+            "n => document.querySelectorAll('#task-list > li').length > n", arg=len(before)
+        )
+        new_id = next(
+            i
+            for i in self.page.eval_on_selector_all(
+                "#task-list > li", "els => els.map(e => e.dataset.id)"
+            )
+            if i not in before
+        )
+        return self.page.locator(f'#task-list > li[data-id="{new_id}"]')
+
+
+Consoles = Callable[..., Console]
+
+
+def in_thread(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to the end (Playwright's sync API owns this thread's event loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(timeout=120)
+
+
+@pytest.fixture
+def consoles(browser: Any, admin_server: ServerProcess) -> Iterator[Consoles]:
+    opened: list[Console] = []
+
+    def make(width: int = 1360, height: int = 900) -> Console:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, accept_downloads=True
+        )
+        console = Console(context, admin_server.http)
+        opened.append(console)
+        return console
+
+    yield make
+    problems = [p for c in opened for p in c.problems]
+    for c in opened:
+        c.context.close()
+    assert not problems, problems
+
+
+# --- tests -------------------------------------------------------------------------------
+
+
+def test_a_non_admin_is_told_they_are_not_an_admin(consoles: Consoles, admin_api: Api) -> None:
+    user = admin_api.user()
+    console = consoles()
+    console.page.goto(console.base + "/admin")
+    console.page.locator("#signin-view").wait_for()
+    console.shot("01-sign-in", full_page=False)
+    console.sign_in(user)
+    console.expect("#signin-notice").to_contain_text(
+        f"signed in as {user.name}, who is not an admin"
+    )
+    console.expect("#console-view").to_be_hidden()
+    console.shot("02-not-an-admin", full_page=False)
+
+
+def test_an_admin_exports_a_room_watches_it_finish_and_downloads_it(
+    consoles: Consoles, admin_api: Api, admin_server: ServerProcess, boss: Account, tmp_path: Path
+) -> None:
+    owner = admin_api.user()
+    room = admin_api.room(owner, unique("busy"))
+    bodies = [f'message {i} with <b>markup</b> & "quotes"' for i in range(EXPORT_ROWS)]
+    in_thread(seed_messages(admin_server.database_url, room, owner.name, bodies))
+
+    console = consoles().open(boss)
+    # Record every value the export's bar takes, as the page renders it.
+    console.page.evaluate(
+        """() => {
+            window.__bars = [];
+            new MutationObserver(() => {
+                for (const li of document.querySelectorAll('#task-list > li[data-kind=export]')) {
+                    const bar = li.querySelector('progress');
+                    if (bar) window.__bars.push([li.dataset.status, bar.value]);
+                }
+            }).observe(document.getElementById('task-list'), {subtree: true, childList: true});
+        }"""
+    )
+    task = console.start_task("export", room=room, format="jsonl")
+    console.expect(task.locator(".status")).to_have_text("succeeded")
+    console.expect(task.locator(".pct")).to_have_text("100 %")
+    assert task.locator("progress").evaluate("el => el.value") == 1
+    seen = console.page.evaluate("window.__bars")
+    assert any(status == "running" and 0 < value < 1 for status, value in seen), seen
+    values = [value for _, value in seen]
+    assert values == sorted(values), "the bar never goes back"
+    console.expect(task.locator(".task-result")).to_have_text(
+        re.compile(rf"^{EXPORT_ROWS} messages")
+    )
+    console.shot("03-export-done")
+
+    with console.page.expect_download() as info:
+        task.locator("button.download").click()
+    download = info.value
+    assert download.suggested_filename.endswith(".jsonl") and room in download.suggested_filename
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == EXPORT_ROWS
+    first, last = json.loads(lines[0]), json.loads(lines[-1])
+    assert (first["seq"], first["body"], first["user"]["name"]) == (1, bodies[0], owner.name)
+    assert (last["seq"], last["body"]) == (EXPORT_ROWS, bodies[-1])
+
+
+def test_a_failing_task_shows_an_alert(consoles: Consoles, boss: Account) -> None:
+    console = consoles().open(boss)
+    task = console.start_task("demo", steps=10, delay=0.05, fail_at=0.6)
+    console.expect(task.locator(".status")).to_have_text("failed")
+    console.expect(task.locator(".task-error")).to_contain_text("demo failure requested at 60%")
+    console.expect(task.locator(".pct")).to_have_text("60 %")
+    task_id = task.get_attribute("data-id")
+    alert = console.page.locator("#alert-list > li.alert", has_text=task_id[:8])
+    console.expect(alert).to_have_count(1)
+    console.expect(alert).to_have_attribute("data-level", "error")
+    console.expect("#alerts-new").to_be_visible()
+    console.shot("04-failed-task-alert")
+    # A console opened later shows the stored alert and the failed task.
+    later = consoles().open(boss)
+    console.expect(
+        later.page.locator("#alert-list > li.alert", has_text=task_id[:8])
+    ).to_have_count(1)
+    later.expect(later.page.locator(f'#task-list > li[data-id="{task_id}"] .status')).to_have_text(
+        "failed"
+    )
+
+
+def test_cancel_stops_a_running_task(consoles: Consoles, admin_api: Api, boss: Account) -> None:
+    console = consoles().open(boss)
+    task = console.start_task("demo", steps=100, delay=0.2)
+    console.expect(task.locator(".status")).to_have_text("running")
+    console.expect(task.locator(".elapsed")).to_have_text(re.compile(r"^running \d+s$"))
+    console.shot("05-running-task")
+    task.locator("button.cancel").click()
+    console.expect(task.locator(".status")).to_have_text("cancelled")
+    console.expect(task.locator("button.cancel")).to_have_count(0)
+    task_id = task.get_attribute("data-id")
+    r = admin_api.client.get(f"/api/tasks/{task_id}", headers=boss.headers)
+    assert r.json()["status"] == "cancelled" and r.json()["progress"] < 0.5
+    progress = task.locator("progress").evaluate("el => el.value")
+    console.page.wait_for_timeout(700)
+    assert task.locator("progress").evaluate("el => el.value") == progress  # it stopped
+
+
+def test_kick_and_ban_from_the_online_list(
+    consoles: Consoles, admin_api: Api, admin_server: ServerProcess, boss: Account
+) -> None:
+    alice, mallory = admin_api.user(unique("alice")), admin_api.user(unique("mallory"))
+    room = admin_api.room(alice, unique("lobby"))
+    sockets = {}
+    stack = contextlib.ExitStack()
+    for who in (alice, mallory):
+        ws = stack.enter_context(
+            ws_connect(admin_server.ws, additional_headers={"Authorization": f"Bearer {who.token}"})
+        )
+        ws.recv(timeout=5)  # hello
+        ws.send(json.dumps({"type": "join", "room": room}))
+        sockets[who.name] = ws
+    console = consoles().open(boss)
+    console.page.click("#online-refresh")
+    block = console.page.locator(f'.room-block[data-room="{room}"]')
+    console.expect(block.locator(".person")).to_have_count(2)
+    console.shot("06-online")
+
+    ban = block.locator(f'.person[data-user="{mallory.name}"] button[data-action="ban"]')
+    ban.click()
+    console.expect(ban).to_have_text("Ban?")  # asks once more
+    ban.click()
+    console.expect("#moderate-status").to_have_text(f"{mallory.name} was banned.")
+    assert closed_with(sockets[mallory.name]) == 4003
+    r = admin_api.client.post(
+        "/api/auth/token", data={"username": mallory.name, "password": mallory.password}
+    )
+    assert r.status_code in (401, 403)
+
+    kick = block.locator(f'.person[data-user="{alice.name}"] button[data-action="kick"]')
+    kick.click()
+    kick.click()
+    console.expect("#moderate-status").to_have_text(
+        re.compile(f"^{re.escape(alice.name)} was kicked")
+    )
+    assert closed_with(sockets[alice.name]) == 4003
+    console.expect(console.page.locator(f'.room-block[data-room="{room}"]')).to_have_count(0)
+
+    # Unban by name.
+    console.page.fill("#moderate-name", mallory.name)
+    console.page.click("#moderate-unban")
+    console.expect("#moderate-status").to_have_text(f"{mallory.name} was unbanned.")
+    assert admin_api.login(mallory.name, mallory.password)["access_token"]
+    stack.close()
+
+
+def closed_with(ws: Any) -> int | None:
+    try:
+        while True:
+            ws.recv(timeout=5)
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+    except TimeoutError:
+        return None
+
+
+def test_the_console_reconnects_after_a_server_restart(
+    consoles: Consoles, admin_server: ServerProcess, boss: Account
+) -> None:
+    console = consoles().open(boss)
+    admin_server.stop()
+    console.expect("#conn").not_to_have_attribute("data-state", "online")
+    console.expect("#conn-text").to_have_text(re.compile(r"Disconnected|Reconnecting|Connecting"))
+    console.shot("07-disconnected", full_page=False)
+    admin_server.start()
+    console.expect("#conn-text").to_have_text("Live", timeout=40_000)
+    console.expect("#conn").to_have_attribute("data-state", "online")

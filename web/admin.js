@@ -1,0 +1,798 @@
+// admin.js — the admin console (`/admin`): tasks with live progress, alerts, who is online.
+//
+// Uses the shared browser client (auth, reconnecting WebSocket) and DOM helpers; every
+// piece of server data reaches the page as text (textContent), never as HTML, and
+// nothing is styled inline (the Content-Security-Policy forbids it): progress bars are
+// <progress> elements, states are data attributes that admin.css styles.
+//
+// Data flow: on start (and after every reconnect) the task list, the recent alerts and
+// the presence snapshot are loaded over HTTP; after that `task` and `alert` frames keep
+// them current. A task frame never moves a task backwards (a final status is final and
+// progress only grows), so a snapshot racing a live frame cannot undo it.
+
+import { ApiError, Connection, NetworkError, Session, State } from "/static/shared/client.js";
+import { byId, clear, h, setText, timeElement } from "/static/shared/dom.js";
+
+const ACTIVE = new Set(["queued", "running"]);
+const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, cancelled: 2 };
+const MAX_TASKS = 100;
+const MAX_ALERTS = 100;
+const PRESENCE_EVERY = 5000;
+const CONFIRM_FOR = 4000;
+
+const session = new Session();
+let conn = null;
+let me = null;
+let kinds = [];
+const tasks = new Map(); // id -> {data, el}
+const alertIds = new Set();
+let presenceTimer = null;
+let tickTimer = null;
+let rooms = [];
+
+const $ = {
+  splash: byId("splash"),
+  signin: byId("signin-view"),
+  signinForm: byId("signin-form"),
+  signinNotice: byId("signin-notice"),
+  signinError: byId("signin-error"),
+  signinSubmit: byId("signin-submit"),
+  username: byId("signin-username"),
+  password: byId("signin-password"),
+  console: byId("console-view"),
+  meName: byId("me-name"),
+  signout: byId("signout"),
+  conn: byId("conn"),
+  connText: byId("conn-text"),
+  connRetry: byId("conn-retry"),
+  taskForm: byId("task-form"),
+  taskKind: byId("task-kind"),
+  taskParams: byId("task-params"),
+  taskHelp: byId("task-kind-help"),
+  taskStart: byId("task-start"),
+  taskError: byId("task-form-error"),
+  taskList: byId("task-list"),
+  tasksEmpty: byId("tasks-empty"),
+  tasksCount: byId("tasks-count"),
+  alertList: byId("alert-list"),
+  alertsEmpty: byId("alerts-empty"),
+  alertsNew: byId("alerts-new"),
+  onlineRooms: byId("online-rooms"),
+  onlineStatus: byId("online-status"),
+  onlineRefresh: byId("online-refresh"),
+  moderateForm: byId("moderate-form"),
+  moderateName: byId("moderate-name"),
+  moderateUnban: byId("moderate-unban"),
+  moderateStatus: byId("moderate-status"),
+};
+
+// --- signing in ---------------------------------------------------------------------------
+
+function showSignIn(notice = "") {
+  stopConsole();
+  $.splash.hidden = true;
+  $.console.hidden = true;
+  $.signin.hidden = false;
+  setText($.signinNotice, notice);
+  $.signinNotice.hidden = !notice;
+  $.signinError.hidden = true;
+  $.signinSubmit.disabled = false;
+  (notice ? $.username : $.username).focus();
+}
+
+function explain(err) {
+  if (err instanceof NetworkError) return "The server cannot be reached. Check that it is running and try again.";
+  if (err instanceof ApiError) {
+    if (err.status === 401) return "Wrong username or password.";
+    if (err.status === 429 && err.retryAfter) return `${err.detail} (try again in ${Math.ceil(err.retryAfter)} s)`;
+    return err.detail;
+  }
+  return String(err?.message ?? err);
+}
+
+$.signinForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const username = $.username.value.trim();
+  const password = $.password.value;
+  if (!username || !password) {
+    setText($.signinError, "Enter your username and password.");
+    $.signinError.hidden = false;
+    return;
+  }
+  $.signinSubmit.disabled = true;
+  $.signinError.hidden = true;
+  try {
+    const user = await session.signIn(username, password);
+    $.password.value = "";
+    enter(user);
+  } catch (err) {
+    setText($.signinError, explain(err));
+    $.signinError.hidden = false;
+    $.signinSubmit.disabled = false;
+  }
+});
+
+$.signout.addEventListener("click", async () => {
+  $.signout.disabled = true;
+  stopConsole();
+  await session.signOut();
+  $.signout.disabled = false;
+  showSignIn("You have signed out.");
+});
+
+session.on("signedout", ({ reason }) => {
+  if (reason === "signout" || $.console.hidden) return;
+  showSignIn(
+    reason === "revoked"
+      ? "Your session was ended (signed out elsewhere, kicked or banned). Sign in again."
+      : "Your session has expired. Sign in again.",
+  );
+});
+
+function enter(user) {
+  if (user.role !== "admin") {
+    // Keep their session (the chat in this tab still uses it); just refuse the console.
+    showSignIn(`You are signed in as ${user.name}, who is not an admin. Sign in with an admin account to use the console.`);
+    $.username.value = "";
+    return;
+  }
+  me = user;
+  $.splash.hidden = true;
+  $.signin.hidden = true;
+  $.console.hidden = false;
+  setText($.meName, user.name);
+  startConsole();
+}
+
+// --- the console's life ---------------------------------------------------------------
+
+function startConsole() {
+  stopConsole();
+  tasks.clear();
+  clear($.taskList);
+  alertIds.clear();
+  clear($.alertList);
+  loadKinds();
+  loadTasks();
+  loadAlerts();
+  loadPresence();
+  conn = new Connection(session);
+  conn.on("state", renderConn);
+  conn.on("hello", () => {
+    // After a reconnect: catch up on what finished or was raised meanwhile.
+    loadTasks();
+    loadAlerts();
+    loadPresence();
+  });
+  conn.on("task", (frame) => upsertTask(frame, "frame"));
+  conn.on("alert", (frame) => addAlert(frame, true));
+  conn.start();
+  presenceTimer = setInterval(loadPresence, PRESENCE_EVERY);
+  tickTimer = setInterval(tick, 1000);
+}
+
+function stopConsole() {
+  clearInterval(presenceTimer);
+  clearInterval(tickTimer);
+  presenceTimer = tickTimer = null;
+  if (conn) {
+    conn.dispose();
+    conn = null;
+  }
+  renderConn({ state: State.IDLE });
+}
+
+// --- connection state -----------------------------------------------------------------
+
+let connInfo = { state: State.IDLE };
+
+function renderConn(info) {
+  connInfo = info;
+  const { state } = info;
+  $.conn.dataset.state = state;
+  $.connRetry.hidden = !(state === State.WAITING || state === State.OFFLINE);
+  let text;
+  switch (state) {
+    case State.ONLINE:
+      text = "Live";
+      break;
+    case State.CONNECTING:
+      text = "Connecting…";
+      break;
+    case State.WAITING: {
+      const secs = info.retryAt ? Math.max(0, Math.ceil((info.retryAt - Date.now()) / 1000)) : 0;
+      text = secs > 0 ? `Disconnected, retrying in ${secs} s` : "Reconnecting…";
+      break;
+    }
+    case State.OFFLINE:
+      text = "Offline: waiting for the network";
+      break;
+    case State.SIGNED_OUT:
+      text = "Signed out";
+      break;
+    default:
+      text = "Not connected";
+  }
+  setText($.connText, text);
+  $.conn.title = info.reason ? `Last close: ${info.code ?? ""} ${info.reason}`.trim() : "";
+}
+
+$.connRetry.addEventListener("click", () => conn?.retryNow());
+
+// --- tasks: the form ------------------------------------------------------------------
+
+async function loadKinds() {
+  try {
+    const body = await session.api("/api/tasks/kinds");
+    kinds = body.items ?? [];
+  } catch (err) {
+    showTaskError(`Could not load the task kinds: ${explain(err)}`);
+    return;
+  }
+  clear($.taskKind);
+  for (const kind of kinds) $.taskKind.append(h("option", { value: kind.kind, text: kind.kind }));
+  renderParams();
+  loadRooms();
+}
+
+async function loadRooms() {
+  try {
+    const body = await session.api("/api/rooms");
+    rooms = (body.items ?? body.rooms ?? body ?? []).map((r) => r.name).filter(Boolean);
+  } catch {
+    rooms = [];
+  }
+  const list = document.getElementById("room-options");
+  if (list) {
+    clear(list);
+    for (const name of rooms) list.append(h("option", { value: name }));
+  }
+}
+
+$.taskKind.addEventListener("change", renderParams);
+
+/** The schema of one parameter, with `anyOf: [X, null]` (optional) unwrapped. */
+function unwrap(schema) {
+  if (Array.isArray(schema.anyOf)) {
+    const real = schema.anyOf.find((s) => s.type !== "null");
+    if (real) return { ...real, ...schema, anyOf: undefined, nullable: true };
+  }
+  return schema;
+}
+
+function renderParams() {
+  clear($.taskParams);
+  $.taskError.hidden = true;
+  const kind = kinds.find((k) => k.kind === $.taskKind.value);
+  if (!kind) return;
+  setText($.taskHelp, kind.description || "");
+  const schema = kind.params ?? {};
+  const required = new Set(schema.required ?? []);
+  for (const [name, raw] of Object.entries(schema.properties ?? {})) {
+    $.taskParams.append(paramField(name, unwrap(raw), required.has(name), kind));
+  }
+}
+
+function paramField(name, schema, required, kind) {
+  const id = `param-${name}`;
+  const label = schema.title ?? name;
+  const field = h("div", { class: "field", data: { param: name } });
+  field.append(
+    h("label", { attrs: { for: id } }, label, required ? null : h("span", { class: "optional", text: "optional" })),
+  );
+  let input;
+  if (name === kind.upload_field) {
+    input = h("textarea", {
+      id,
+      name,
+      rows: 4,
+      attrs: { placeholder: "username,password[,role]\nalice,a long password,user" },
+    });
+    const file = h("input", { type: "file", id: `${id}-file`, attrs: { accept: ".csv,text/csv,text/plain", "aria-label": `${label} file` } });
+    field.classList.add("wide");
+    field.append(input, h("div", { class: "file-row" }, h("span", { class: "muted", text: "or upload a file: " }), file));
+  } else if (Array.isArray(schema.enum)) {
+    input = h("select", { id, name });
+    for (const option of schema.enum) input.append(h("option", { value: option, text: option }));
+    if (schema.default !== undefined) input.value = schema.default;
+  } else if (schema.type === "integer" || schema.type === "number") {
+    input = h("input", {
+      id,
+      name,
+      type: "number",
+      attrs: {
+        min: schema.minimum ?? schema.exclusiveMinimum,
+        max: schema.maximum ?? schema.exclusiveMaximum,
+        step: schema.type === "integer" ? 1 : "any",
+        placeholder: schema.default === null || schema.default === undefined ? "" : String(schema.default),
+      },
+    });
+    if (schema.default !== undefined && schema.default !== null) input.value = String(schema.default);
+  } else {
+    input = h("input", { id, name, type: "text", attrs: { maxlength: schema.maxLength, autocomplete: "off" } });
+    if (name === "room") {
+      input.setAttribute("list", "room-options");
+      field.append(h("datalist", { id: "room-options" }, rooms.map((r) => h("option", { value: r }))));
+    }
+    if (schema.default) input.value = schema.default;
+  }
+  input.dataset.kind = schema.type ?? "string";
+  if (schema.nullable) input.dataset.nullable = "1";
+  field.insertBefore(input, field.children[1] ?? null);
+  if (schema.description) field.append(h("p", { class: "hint", text: schema.description }));
+  return field;
+}
+
+function showTaskError(text) {
+  setText($.taskError, text);
+  $.taskError.hidden = !text;
+}
+
+$.taskForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const kind = kinds.find((k) => k.kind === $.taskKind.value);
+  if (!kind) return;
+  const params = {};
+  let file = null;
+  for (const field of $.taskParams.querySelectorAll("[data-param]")) {
+    const name = field.dataset.param;
+    const input = field.querySelector("input:not([type=file]), select, textarea");
+    const picker = field.querySelector("input[type=file]");
+    if (picker?.files?.length) file = picker.files[0];
+    const value = input.value;
+    if (value === "") continue; // the server's default
+    params[name] = input.dataset.kind === "integer" || input.dataset.kind === "number" ? Number(value) : value;
+  }
+  $.taskStart.disabled = true;
+  showTaskError("");
+  try {
+    let view;
+    if (file && kind.upload_field) {
+      delete params[kind.upload_field];
+      const form = new FormData();
+      form.set("kind", kind.kind);
+      form.set("params", JSON.stringify(params));
+      form.set("file", file);
+      view = await session.api("/api/tasks", { method: "POST", form });
+    } else {
+      view = await session.api("/api/tasks", { method: "POST", json: { kind: kind.kind, params } });
+    }
+    upsertTask(view, "view");
+    const picker = $.taskParams.querySelector("input[type=file]");
+    if (picker) picker.value = "";
+  } catch (err) {
+    showTaskError(explain(err));
+  } finally {
+    $.taskStart.disabled = false;
+  }
+});
+
+// --- tasks: the list ------------------------------------------------------------------
+
+async function loadTasks() {
+  try {
+    const body = await session.api("/api/tasks", { query: { limit: 50 } });
+    // Oldest first, so the newest ends up on top.
+    for (const view of (body.items ?? []).slice().reverse()) upsertTask(view, "view");
+  } catch (err) {
+    if (!(err instanceof NetworkError)) showTaskError(`Could not load tasks: ${explain(err)}`);
+  }
+  renderCount();
+}
+
+/** Merge a task view (HTTP) or frame (WebSocket) into the list; never move it backwards. */
+function upsertTask(incoming, source) {
+  const entry = tasks.get(incoming.id);
+  if (!entry) {
+    const data = { created_at: incoming.created_at ?? incoming.ts, ...incoming };
+    const el = h("li", { class: "task", data: { id: incoming.id } });
+    tasks.set(incoming.id, { data, el });
+    $.taskList.prepend(el);
+    trimTasks();
+    renderTask(tasks.get(incoming.id));
+    if (!ACTIVE.has(data.status) && source === "frame") fetchTask(incoming.id);
+    renderCount();
+    return;
+  }
+  const old = entry.data;
+  const oldRank = RANK[old.status] ?? 0;
+  const newRank = RANK[incoming.status] ?? 0;
+  if (newRank < oldRank) return; // a late or stale state: ignore
+  if (oldRank === 2 && newRank === 2 && old.status !== incoming.status) return;
+  const merged = { ...old };
+  for (const [key, value] of Object.entries(incoming)) {
+    if (value !== undefined && value !== null) merged[key] = value;
+  }
+  if (newRank === oldRank && newRank === 1 && (incoming.progress ?? 0) < (old.progress ?? 0)) {
+    merged.progress = old.progress;
+    merged.detail = old.detail;
+  }
+  entry.data = merged;
+  renderTask(entry);
+  if (newRank === 2 && oldRank < 2) {
+    renderCount();
+    if (source === "frame") fetchTask(incoming.id); // the result is not in the frame
+  }
+}
+
+async function fetchTask(id) {
+  try {
+    upsertTask(await session.api(`/api/tasks/${encodeURIComponent(id)}`), "view");
+  } catch {
+    /* the frame's data stays; a reload will fill in the rest */
+  }
+}
+
+function trimTasks() {
+  if (tasks.size <= MAX_TASKS) return;
+  for (const [id, entry] of [...tasks.entries()].reverse()) {
+    if (tasks.size <= MAX_TASKS) break;
+    if (ACTIVE.has(entry.data.status)) continue;
+    entry.el.remove();
+    tasks.delete(id);
+  }
+}
+
+function renderCount() {
+  const active = [...tasks.values()].filter((t) => ACTIVE.has(t.data.status)).length;
+  setText($.tasksCount, tasks.size ? `${active} active · ${tasks.size} shown` : "");
+  $.tasksEmpty.hidden = tasks.size > 0;
+}
+
+function percent(progress) {
+  return `${Math.floor((progress ?? 0) * 100)} %`;
+}
+
+function renderTask(entry) {
+  const t = entry.data;
+  const el = entry.el;
+  el.dataset.status = t.status;
+  el.dataset.kind = t.kind;
+  const statusText = t.status === "running" && t.cancel_requested ? "cancelling" : t.status;
+  const head = h(
+    "div",
+    { class: "task-head" },
+    h("span", { class: "task-kind", text: t.kind }),
+    h("code", { class: "task-id", text: t.id.slice(0, 8), attrs: { title: t.id } }),
+    t.user?.name ? h("span", { class: "task-user muted", text: `by ${t.user.name}` }) : null,
+    summaryOfParams(t),
+    h("span", { class: "status", data: { status: t.status }, text: statusText }),
+  );
+  const bar = h("progress", {
+    class: "bar",
+    max: 1,
+    value: t.progress ?? 0,
+    attrs: { "aria-label": `${t.kind} ${t.id.slice(0, 8)} progress` },
+  });
+  const meta = h(
+    "div",
+    { class: "task-meta" },
+    h("span", { class: "pct", text: percent(t.progress) }),
+    h("span", { class: "elapsed", text: elapsedText(t) }),
+    t.detail ? h("span", { class: "detail", text: t.detail }) : null,
+  );
+  const actions = h("div", { class: "task-actions" });
+  if (ACTIVE.has(t.status)) {
+    actions.append(
+      h("button", {
+        type: "button",
+        class: "btn small subtle cancel",
+        text: t.cancel_requested ? "Cancelling…" : "Cancel",
+        disabled: Boolean(t.cancel_requested),
+        on: { click: (e) => cancelTask(t.id, e.currentTarget) },
+      }),
+    );
+  }
+  if (t.status === "succeeded" && t.kind === "export") {
+    actions.append(
+      h("button", {
+        type: "button",
+        class: "btn small primary download",
+        text: "Download",
+        on: { click: (e) => download(t, e.currentTarget) },
+      }),
+    );
+  }
+  const parts = [h("div", { class: "task-row" }, head, actions), bar, meta];
+  if (t.error) parts.push(h("p", { class: "task-error", text: t.error }));
+  const result = resultOf(t);
+  if (result) parts.push(result);
+  el.replaceChildren(...parts);
+}
+
+function summaryOfParams(t) {
+  const p = t.params;
+  if (!p) return null;
+  let text = "";
+  if (t.kind === "export") text = `#${p.room} · ${p.format}`;
+  else if (t.kind === "purge") text = `older than ${p.older_than_days} d${p.room ? ` · #${p.room}` : ""}`;
+  else if (t.kind === "demo") text = `${p.steps} × ${p.delay} s${p.fail_at != null ? ` · fails at ${Math.round(p.fail_at * 100)} %` : ""}`;
+  return text ? h("span", { class: "task-params muted", text }) : null;
+}
+
+function resultOf(t) {
+  const r = t.result;
+  if (!r || t.status !== "succeeded") return null;
+  if (t.kind === "export") {
+    return h("p", { class: "task-result", text: `${r.rows} messages · ${formatBytes(r.bytes)}` });
+  }
+  if (t.kind === "purge") return h("p", { class: "task-result", text: `${r.deleted} messages deleted` });
+  if (t.kind === "import_users") {
+    const box = h("div", { class: "task-result" });
+    box.append(h("p", { text: `${r.created} created, ${r.failed} failed of ${r.total} rows` }));
+    if (r.errors?.length) {
+      const list = h("ul", { class: "row-errors" });
+      for (const e of r.errors) {
+        list.append(h("li", {}, h("span", { class: "line", text: `line ${e.line}` }), ` ${e.username || "(no name)"}: ${e.error}`));
+      }
+      if (r.errors_truncated) list.append(h("li", { class: "muted", text: "… more rows failed" }));
+      box.append(h("details", {}, h("summary", { text: `Rows that failed (${r.failed})` }), list));
+    }
+    return box;
+  }
+  return null;
+}
+
+function formatBytes(n) {
+  if (!Number.isFinite(n)) return "";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function seconds(iso) {
+  const t = iso ? Date.parse(iso) : NaN;
+  return Number.isNaN(t) ? null : t / 1000;
+}
+
+function duration(raw, precise = false) {
+  const exact = Math.max(0, raw);
+  const secs = Math.round(exact);
+  const h_ = Math.floor(secs / 3600);
+  const m = Math.floor((secs % 3600) / 60);
+  const s = secs % 60;
+  if (precise && exact < 10) return `${exact.toFixed(1)}s`;
+  if (h_) return `${h_}h ${String(m).padStart(2, "0")}m`;
+  if (m) return `${m}m ${String(s).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+function elapsedText(t) {
+  const now = Date.now() / 1000;
+  const started = seconds(t.started_at);
+  const finished = seconds(t.finished_at);
+  if (t.status === "queued") {
+    const created = seconds(t.created_at);
+    return created ? `waiting ${duration(now - created)}` : "waiting";
+  }
+  if (!started) return "";
+  if (finished) return `took ${duration(finished - started, true)}`;
+  return `running ${duration(now - started)}`;
+}
+
+function tick() {
+  for (const entry of tasks.values()) {
+    if (ACTIVE.has(entry.data.status)) {
+      const el = entry.el.querySelector(".elapsed");
+      if (el) setText(el, elapsedText(entry.data));
+    }
+  }
+  if (connInfo.state === State.WAITING) renderConn(connInfo);
+}
+
+async function cancelTask(id, button) {
+  button.disabled = true;
+  setText(button, "Cancelling…");
+  try {
+    upsertTask(await session.api(`/api/tasks/${encodeURIComponent(id)}/cancel`, { method: "POST" }), "view");
+  } catch (err) {
+    button.disabled = false;
+    setText(button, "Cancel");
+    if (err instanceof ApiError && err.status === 409) fetchTask(id);
+    else showTaskError(`Could not cancel: ${explain(err)}`);
+  }
+}
+
+/** Fetch the export with the bearer token and save it (a plain link could not authenticate). */
+async function download(t, button) {
+  button.disabled = true;
+  const label = button.textContent;
+  setText(button, "Downloading…");
+  try {
+    const response = await session.fetch(`/api/tasks/${encodeURIComponent(t.id)}/result`);
+    if (!response.ok) await Session.parse(response); // throws ApiError with the detail
+    const blob = await response.blob();
+    const url = URL.createObjectURL(blob);
+    const link = h("a", { href: url, download: filenameOf(response, t), hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 30_000);
+  } catch (err) {
+    showTaskError(`Could not download: ${explain(err)}`);
+  } finally {
+    button.disabled = false;
+    setText(button, label);
+  }
+}
+
+function filenameOf(response, t) {
+  const header = response.headers.get("Content-Disposition") ?? "";
+  const star = header.match(/filename\*=utf-8''([^;]+)/i);
+  if (star) {
+    try {
+      return decodeURIComponent(star[1]);
+    } catch {
+      /* fall through */
+    }
+  }
+  const plain = header.match(/filename="?([^";]+)"?/i);
+  return plain ? plain[1] : `export-${t.id.slice(0, 8)}.${t.params?.format ?? "jsonl"}`;
+}
+
+// --- alerts -------------------------------------------------------------------------
+
+async function loadAlerts() {
+  try {
+    const body = await session.api("/api/alerts", { query: { limit: 50 } });
+    for (const alert of (body.items ?? []).slice().reverse()) addAlert(alert, false);
+  } catch {
+    /* shown as empty; the next reconnect retries */
+  }
+  $.alertsEmpty.hidden = $.alertList.children.length > 0;
+}
+
+function addAlert(alert, live) {
+  if (alert.id !== undefined && alert.id !== null) {
+    if (alertIds.has(alert.id)) return;
+    alertIds.add(alert.id);
+  }
+  const item = h(
+    "li",
+    { class: ["alert", live ? "fresh" : ""], data: { level: alert.level } },
+    h("span", { class: "level", text: alert.level }),
+    h("span", { class: "alert-text", text: alert.text }),
+    timeElement(alert.ts, "alert-time"),
+  );
+  $.alertList.prepend(item);
+  while ($.alertList.children.length > MAX_ALERTS) $.alertList.lastElementChild.remove();
+  $.alertsEmpty.hidden = true;
+  if (live) {
+    const fresh = $.alertList.querySelectorAll(".alert.fresh").length;
+    setText($.alertsNew, `${fresh} new`);
+    $.alertsNew.hidden = false;
+    setTimeout(() => {
+      item.classList.remove("fresh");
+      const left = $.alertList.querySelectorAll(".alert.fresh").length;
+      setText($.alertsNew, `${left} new`);
+      $.alertsNew.hidden = left === 0;
+    }, 15_000);
+  }
+}
+
+// --- who is online ----------------------------------------------------------------------
+
+async function loadPresence() {
+  if ($.console.hidden) return;
+  try {
+    const body = await session.api("/api/admin/presence");
+    renderPresence(body.rooms ?? []);
+    setText($.onlineStatus, `Updated ${new Date().toLocaleTimeString()}`);
+  } catch (err) {
+    setText($.onlineStatus, `Could not load presence: ${explain(err)}`);
+  }
+}
+
+function renderPresence(list) {
+  clear($.onlineRooms);
+  const people = new Set(list.flatMap((r) => r.users.map((u) => u.id)));
+  if (list.length === 0) {
+    $.onlineRooms.append(h("p", { class: "empty", text: "Nobody is in a room right now." }));
+    return;
+  }
+  $.onlineRooms.append(h("p", { class: "muted small", text: `${people.size} ${people.size === 1 ? "person" : "people"} in ${list.length} ${list.length === 1 ? "room" : "rooms"}` }));
+  for (const room of list) {
+    const users = h("ul", { class: "people" });
+    for (const user of room.users) users.append(personRow(user));
+    $.onlineRooms.append(
+      h(
+        "div",
+        { class: "room-block", data: { room: room.room } },
+        h("h3", {}, h("span", { text: `# ${room.room}` }), h("span", { class: "count", text: String(room.users.length) })),
+        users,
+      ),
+    );
+  }
+}
+
+function personRow(user) {
+  const row = h(
+    "li",
+    { class: "person", data: { user: user.name } },
+    h("span", { class: "person-name", text: user.name }),
+    user.role !== "user" ? h("span", { class: "role", data: { role: user.role }, text: user.role }) : null,
+  );
+  if (user.id !== me?.id) {
+    row.append(
+      h(
+        "span",
+        { class: "person-actions" },
+        confirmButton("Kick", "Kick?", "subtle", () => moderate(user.name, "kick")),
+        confirmButton("Ban", "Ban?", "danger-outline", () => moderate(user.name, "ban")),
+      ),
+    );
+  } else {
+    row.append(h("span", { class: "muted small", text: "you" }));
+  }
+  return row;
+}
+
+/** A button that asks for a second click within a few seconds before acting. */
+function confirmButton(label, confirmLabel, style, action) {
+  let armed = null;
+  const button = h("button", {
+    type: "button",
+    class: `btn small ${style}`,
+    text: label,
+    attrs: { "data-action": label.toLowerCase() },
+    on: {
+      click: async () => {
+        if (!armed) {
+          setText(button, confirmLabel);
+          button.classList.add("confirming");
+          armed = setTimeout(() => {
+            armed = null;
+            setText(button, label);
+            button.classList.remove("confirming");
+          }, CONFIRM_FOR);
+          return;
+        }
+        clearTimeout(armed);
+        armed = null;
+        button.disabled = true;
+        await action();
+      },
+    },
+  });
+  return button;
+}
+
+async function moderate(username, action) {
+  const words = { kick: "kicked (every session closed)", ban: "banned", unban: "unbanned" };
+  try {
+    await session.api(`/api/admin/users/${encodeURIComponent(username)}/${action}`, { method: "POST" });
+    setText($.moderateStatus, `${username} was ${words[action]}.`);
+  } catch (err) {
+    setText($.moderateStatus, `Could not ${action} ${username}: ${explain(err)}`);
+  }
+  setTimeout(loadPresence, 500);
+}
+
+$.onlineRefresh.addEventListener("click", loadPresence);
+
+$.moderateForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $.moderateName.value.trim();
+  if (name) moderate(name, "ban");
+});
+
+$.moderateUnban.addEventListener("click", () => {
+  const name = $.moderateName.value.trim();
+  if (name) moderate(name, "unban");
+});
+
+// --- start --------------------------------------------------------------------------
+
+async function boot() {
+  let user = null;
+  try {
+    user = await session.resume();
+  } catch (err) {
+    showSignIn(explain(err));
+    return;
+  }
+  if (user) enter(user);
+  else showSignIn();
+}
+
+boot();
