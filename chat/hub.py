@@ -73,6 +73,26 @@ class Connection:
             metrics.SLOW_CONSUMERS.inc()
             self.abort(CloseCode.SLOW_CONSUMER, "too slow: reconnect and resume with since")
 
+    async def put(self, payload: str) -> None:
+        """Queue a frame, waiting while the queue is full (never used by fan-out).
+
+        For long answers to this connection's own request (a join's replay):
+        they wait for the socket instead of overflowing the queue. Returns
+        without queueing once the connection is closing.
+        """
+        if self.closing:
+            return
+        if not self._queue.full():
+            self._queue.put_nowait(payload)
+            return
+        put = asyncio.ensure_future(self._queue.put(payload))
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait({put, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            put.cancel()
+            closed.cancel()
+
     def abort(self, code: int, reason: str) -> None:
         """Close the socket with `code` soon; frames still queued are dropped."""
         if self.closing:

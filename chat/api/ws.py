@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 # Longer than any access token lives: bot tokens are revoked, not expired.
 EXPIRY_WATCH_LIMIT = 7 * 24 * 3600.0
+CLOSE_WAIT = 5.0  # seconds a session waits for its close frame to be handed over
 
 
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
@@ -219,6 +221,10 @@ class Session:
             if self._expiry is not None:
                 self._expiry.cancel()
             await hub.unregister(self.conn)
+            if self.conn.closing:
+                # Returning drops the socket: let the close frame (and its code) go first.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.conn.closed.wait(), CLOSE_WAIT)
 
     async def _receive_loop(self) -> None:
         stop = asyncio.ensure_future(self._stopped())
@@ -319,8 +325,8 @@ class Session:
                 )
             )
         )
-        for message in replay:
-            self.conn.push(encode(message))
+        for message in replay:  # waits for the socket rather than overflowing the queue
+            await self.conn.put(encode(message))
         hub.finish_replay(self.conn, room.name, last_seq)
 
     async def _leave(self, frame: LeaveIn) -> None:
