@@ -177,7 +177,7 @@ class TokenService:
         if token_type not in allowed:
             raise TokenError("wrong kind of token for this use")
         try:
-            return Claims(
+            claims = Claims(
                 user_id=int(payload["sub"]),
                 role=str(payload["role"]),
                 type=token_type,
@@ -188,3 +188,8 @@ class TokenService:
             )
         except (KeyError, TypeError, ValueError):
             raise TokenError("token claims are malformed") from None
+        # python-jose compares `exp` with the current time in whole seconds: without
+        # this, a token stays valid for up to a second after it expired.
+        if claims.expires_at <= time.time():
+            raise TokenError("token has expired")
+        return claims
