@@ -87,6 +87,15 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             self.stop_keepalive()
             self._send_close(CloseCode.GOING_AWAY, "server shutting down")
             return
+        if self.close_sent and self.transport.get_write_buffer_size():
+            # Closing already, behind data the peer does not read: the drain waited
+            # for it once, do not let uvicorn wait again (`close()` waits for a flush).
+            self.stop_keepalive()
+            if self.close_timer is not None:
+                self.close_timer.cancel()
+                self.close_timer = None
+            self.transport.abort()
+            return
         super().shutdown()
 
     async def send(self, message: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Any
@@ -105,7 +106,7 @@ async def checked_password(
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "too many failed sign-in attempts; try again later",
-            headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
     try:
         with services.login_gate:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 from fastapi import APIRouter, WebSocket
@@ -75,7 +76,7 @@ def client_address(websocket: WebSocket) -> str | None:
 async def refuse(websocket: WebSocket, status: int, detail: str, retry_after: float) -> None:
     """Answer the handshake with an HTTP error and `Retry-After` instead of upgrading."""
     response = PlainTextResponse(
-        detail, status_code=status, headers={"Retry-After": str(max(1, round(retry_after + 0.5)))}
+        detail, status_code=status, headers={"Retry-After": str(max(1, math.ceil(retry_after)))}
     )
     await websocket.send_denial_response(response)
 
