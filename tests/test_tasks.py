@@ -592,3 +592,53 @@ def test_repeat_counter_fires_once_per_window() -> None:
     assert counter.hit("k", 13)  # still flooding once the window has passed: again
     assert [counter.hit("k", t) for t in (30, 31, 32)] == [False, False, True]
     assert [counter.hit("slow", t) for t in (0, 11, 22, 33)] == [False] * 4
+
+
+# --- several processes (Redis) -----------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_tasks_across_processes_frames_cancel_and_orphans(
+    make_server: ServerFactory, databases: Any
+) -> None:
+    from tests.redis_support import shared_redis_url, unique_prefix
+
+    site = {
+        "redis_url": shared_redis_url(),
+        "redis_prefix": unique_prefix(),
+        "task_heartbeat_interval": 0.3,
+        "task_progress_interval": 0.1,
+    }
+    database = databases.new()
+    a = make_server(database, **site)
+    b = make_server(database, **site)
+    api_a, api_b = Api(a), Api(b)
+    boss = api_a.admin()
+    user = api_a.user()
+    # Progress of a task running on A reaches an admin and the starter connected to B.
+    watcher = await connect(b, boss.token)
+    starter = await connect(b, user.token)
+    task = start(api_a, user, "demo", steps=100, delay=0.1)
+    running = await recv_until(watcher, "task", id=task["id"], status="running")
+    await recv_until(starter, "task", id=task["id"], status="running")
+    # A console opening on B sees it at once; a cancel made on B stops it on A.
+    late = await connect(b, boss.token)
+    first = await recv(late, timeout=2)
+    assert first["id"] == task["id"] and first["status"] == "running", first
+    r = api_b.client.post(f"/api/tasks/{task['id']}/cancel", headers=user.headers)
+    assert r.status_code == 200 and r.json()["cancel_requested"], r.text
+    final = await recv_until(watcher, "task", id=task["id"], status="cancelled", timeout=5)
+    assert final["started_at"] == running["started_at"]
+    assert get(api_b, user, task["id"])["status"] == "cancelled"
+    # A process that dies leaves its tasks to the survivors, who mark them interrupted.
+    doomed = start(api_a, boss, "demo", steps=100, delay=0.1)
+    await recv_until(watcher, "task", id=doomed["id"], status="running")
+    a.stop(signal.SIGKILL)
+    failed = await recv_until(watcher, "task", id=doomed["id"], status="failed", timeout=10)
+    assert failed["error"].startswith("interrupted")
+    alert = await recv_until(watcher, "alert", timeout=5)
+    assert doomed["id"][:8] in alert["text"] and "running" in alert["text"]
+    for ws in (watcher, starter, late):
+        await ws.close()
+    api_a.close()
+    api_b.close()
