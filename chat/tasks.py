@@ -61,6 +61,7 @@ CANCEL_POLL = 1.0  # seconds between looks for cancels made on other processes
 CANCEL_WAIT = 5.0  # how long `cancel` waits for a local task to stop
 STOP_WAIT = 5.0  # how long shutdown waits for running tasks to unwind
 STALE_AFTER = 3  # heartbeat intervals without a beat before a task counts as orphaned
+PRUNE_EVERY = 3600.0  # seconds between sweeps of old export files
 
 
 class TaskStatus(StrEnum):
@@ -693,6 +694,7 @@ class TaskRunner:
         beat_every = self.settings.task_heartbeat_interval
         poll_every = min(CANCEL_POLL, beat_every)
         last_beat = last_sweep = time.monotonic()
+        last_prune = -math.inf
         while True:
             await asyncio.sleep(poll_every)
             try:
@@ -704,8 +706,31 @@ class TaskRunner:
                 if now - last_sweep >= beat_every * STALE_AFTER:
                     last_sweep = now
                     await self.sweep_orphans()
+                if now - last_prune >= PRUNE_EVERY:
+                    last_prune = now
+                    await asyncio.to_thread(self.prune_exports)
             except Exception:
                 log.exception("task watcher iteration failed")
+
+    def prune_exports(self) -> int:
+        """Delete export files older than `export_retention_days` (and stale partials)."""
+        folder = self.settings.state_dir / "exports"
+        cutoff = time.time() - self.settings.export_retention_days * 86400
+        removed = 0
+        try:
+            entries = list(folder.iterdir())
+        except FileNotFoundError:
+            return 0
+        for path in entries:
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError as exc:
+                log.warning("could not prune %s: %r", path.name, exc)
+        if removed:
+            log.info("pruned %d export file(s) older than the retention", removed)
+        return removed
 
     async def _pick_up_cancels(self) -> None:
         running = [i for i, live in self._live.items() if live.status == TaskStatus.RUNNING]

@@ -12,9 +12,11 @@ import asyncio
 import csv
 import io
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -642,3 +644,23 @@ async def test_tasks_across_processes_frames_cancel_and_orphans(
         await ws.close()
     api_a.close()
     api_b.close()
+
+
+def test_old_export_files_are_pruned(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from chat.config import Settings
+    from chat.tasks import TaskRunner
+
+    settings = Settings(data_dir=tmp_path, export_retention_days=1, jwt_secret="s" * 32)
+    runner = TaskRunner(SimpleNamespace(settings=settings, db=None))  # type: ignore[arg-type]
+    exports = tmp_path / "exports"
+    assert runner.prune_exports() == 0  # no folder yet
+    exports.mkdir()
+    old, fresh = exports / "old.jsonl", exports / "fresh.csv"
+    old.write_text("{}\n")
+    fresh.write_text("a\n")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    assert runner.prune_exports() == 1
+    assert not old.exists() and fresh.exists()
