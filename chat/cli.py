@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_client_commands(commands)
+    from chat.tasks_cli import add_task_commands
+
+    add_task_commands(commands)
     return parser
 
 

@@ -43,7 +43,7 @@ DEMO_MAX_SECONDS = 3600.0
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
+    model_config = ConfigDict(extra="forbid", strict=False, coerce_numbers_to_str=True)
 
 
 # --- demo -------------------------------------------------------------------------

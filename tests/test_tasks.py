@@ -664,3 +664,28 @@ def test_old_export_files_are_pruned(tmp_path: Path) -> None:
     os.utime(old, (two_days_ago, two_days_ago))
     assert runner.prune_exports() == 1
     assert not old.exists() and fresh.exists()
+
+
+async def test_the_cli_starts_follows_and_downloads_tasks(
+    tserver: ServerProcess, tapi: Api, admin: Account, tmp_path: Path
+) -> None:
+    user = tapi.user()
+    room = tapi.room(user, f"1{time.time_ns() % 10**9}")  # a name that parses as a number
+    await seed_messages(tserver.database_url, room, user.name, ["one", "two, three"])
+    auth = ("--url", tserver.ws, "--token", user.token)  # the WebSocket URL works too
+    done = tserver.cli("tasks", "start", "export", "-p", f"room={room}", "-p", "format=csv",
+                       "--wait", "--json", *auth)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    task = json.loads(done.stdout.splitlines()[-1])
+    assert task["status"] == "succeeded" and task["result"]["rows"] == 2
+    out = tmp_path / "room.csv"
+    done = tserver.cli("tasks", "download", task["id"], "-o", str(out), *auth)
+    assert done.returncode == 0, done.stderr
+    assert list(csv.reader(io.StringIO(out.read_text())))[1:][1][6] == "two, three"
+    done = tserver.cli("tasks", "start", "demo", "--params", '{"steps": 2, "fail_at": 0.5}',
+                       "--wait", *auth)  # fmt: skip
+    assert done.returncode == 1 and "error: demo failure requested at 50%" in done.stdout
+    done = tserver.cli("tasks", "start", "purge", "-p", "older_than_days=1", *auth)
+    assert done.returncode == 1 and "only admins" in done.stderr
+    done = tserver.cli("tasks", "list", "--url", tserver.http, "--token", "nonsense")
+    assert done.returncode == 3, done.stderr
