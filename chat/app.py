@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
 from chat import __version__
-from chat.api import admin, auth, ops, rooms, tasks, ws
+from chat.api import admin, auth, errors, ops, rooms, tasks, ws
 from chat.config import Settings
 from chat.services import Services
 from chat.serving import install_drain_handlers
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.stop()
 
     app = FastAPI(title="chat", version=__version__, lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, errors.invalid_request)
 
     @app.middleware("http")
     async def security_headers(

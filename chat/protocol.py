@@ -7,6 +7,7 @@ Shared by the server and by `chat.client`. Client frames are parsed strictly
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -122,6 +123,9 @@ def parse_client_frame(raw: str | dict[str, Any]) -> ClientFrame:
             data = json.loads(raw)
         except (ValueError, RecursionError):
             raise FrameError(ErrorCode.BAD_FRAME, "frame is not valid JSON") from None
+        # `"\ud800"` is valid JSON but no valid text: it could be neither stored nor echoed.
+        if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(data):
+            raise FrameError(ErrorCode.BAD_FRAME, "strings must not contain lone surrogates")
     else:
         data = raw
     if not isinstance(data, dict):
@@ -136,6 +140,20 @@ def parse_client_frame(raw: str | dict[str, Any]) -> ClientFrame:
         return _client_adapter.validate_python(data)
     except (ValidationError, RecursionError) as exc:
         raise FrameError(ErrorCode.BAD_FRAME, _describe(exc), ref) from None
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(data: object) -> bool:
+    """True when every string in `data` can be encoded (has no lone surrogate)."""
+    import json
+
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _describe(exc: Exception) -> str:

@@ -82,6 +82,43 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         # The peer did not answer a ping: it will not read a close frame either.
         self.transport.abort()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            # websockets refused the request itself (a header line over 8 KiB: 431, a
+            # request line too long: 414, not HTTP at all: no answer) and queued its
+            # answer, but uvicorn only writes answers to requests it saw: send and close.
+            log.info("refused a malformed handshake from %s", _peer(self.client))
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.handshake_complete = True
+            self.close_sent = True
+            self.transport.close()
+
+    def send_receive_event_to_app(self) -> None:
+        # As uvicorn's, but invalid UTF-8 is a client's mistake, not a server error:
+        # close 1007 with a one-line log instead of logging a traceback.
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            try:
+                text = bytes(data).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                log.info("closing %s: a text frame was not valid UTF-8", _peer(self.client))
+                try:
+                    self.conn.send_close(1007, "text frames must be valid UTF-8")
+                except InvalidState:
+                    self.transport.close()
+                    return
+                self.handle_parser_exception()
+                return
+            self.frames = []
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+            if not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()
+            return
+        super().send_receive_event_to_app()
+
     def shutdown(self) -> None:
         if self._open():
             self.stop_keepalive()
@@ -96,7 +133,11 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.close_timer = None
             self.transport.abort()
             return
-        super().shutdown()
+        try:
+            super().shutdown()
+        except Exception:  # never let one odd connection stop the shutdown of the rest
+            log.exception("shutting down a connection failed; dropping it")
+            self.transport.abort()
 
     async def send(self, message: Any) -> None:
         # uvicorn waits for the transport to be writable before a close too,

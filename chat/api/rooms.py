@@ -12,6 +12,7 @@ from chat.store import Conflict, InputError, RoomView, normalize_room_name
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 NOT_FOUND = "no such room, or you may not read it"
+MAX_SEQ = 2**63 - 1  # the database's integer range: larger numbers are a 422, not a 500
 
 
 class RoomIn(BaseModel):
@@ -70,9 +71,9 @@ async def history(
     room: str,
     caller: Caller,
     services: ServicesDep,
-    before: Annotated[int | None, Query(ge=1)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int, Query(ge=1)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_SEQ)] = 50,
 ) -> dict[str, Any]:
     """Newest first before `before` (exclusive); with `after`, oldest first after it."""
     if before is not None and after is not None:
