@@ -57,6 +57,7 @@ async def sockets_of(server: ServerProcess, account: Account, room: str) -> list
 
 async def assert_revoked(socks: list[ClientConnection], reason: str) -> None:
     results = await asyncio.gather(*(closed_code(ws, REVOKE_WITHIN) for ws in socks))
+    print(f"\n{reason}: sockets closed in {', '.join(f'{t * 1000:.0f} ms' for _, t in results)}")
     for code, took in results:
         assert code == 4003, (reason, code)
         assert took <= REVOKE_WITHIN, (reason, took)
