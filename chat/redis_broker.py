@@ -79,6 +79,20 @@ def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it is done, cancelling again if it swallowed one.
+
+    Python 3.11's `asyncio.wait_for` (which redis-py uses around socket writes)
+    can drop a cancellation that lands as its inner operation completes, so a
+    single `cancel()` may leave a loop running.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("task %s ended with %r", task.get_name(), task.exception())
+
+
 def redis_client(url: str, retries: int = 1) -> Redis:
     """A client for `url` that fails fast: short timeouts, `retries` immediate retries.
 
@@ -155,10 +169,7 @@ class RedisBroker:
         """Stop the tasks, fail queued publishes and close both connections."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self._outbox is not None:
             while not self._outbox.empty():
                 _, _, future = self._outbox.get_nowait()
@@ -247,10 +258,13 @@ class RedisBroker:
             if not live:
                 continue
             try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for channel, payload, _ in live:
-                        pipe.publish(channel, payload)
-                    await pipe.execute()
+                if len(live) == 1:  # the common case when idle: skip the pipeline's overhead
+                    await self.client.publish(live[0][0], live[0][1])
+                else:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for channel, payload, _ in live:
+                            pipe.publish(channel, payload)
+                        await pipe.execute()
             except REDIS_DOWN as exc:
                 self._refuse_until = time.monotonic() + PUBLISH_FAIL_FAST
                 PUBLISH_FAILURES.inc(len(live))
@@ -298,6 +312,8 @@ class RedisBroker:
             except REDIS_DOWN as exc:
                 level = logging.WARNING if attempt == 0 else logging.DEBUG
                 log.log(level, "redis subscriber connection lost: %r", exc)
+            except Exception:  # a bug, or redis-py surprising us: never stop listening
+                log.exception("redis subscriber failed; reconnecting")
             finally:
                 await self._disconnect(pubsub)
             if time.monotonic() - started > self._backoff_cap * 2:

@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 
 from chat.presence import PresenceCallback
 from chat.protocol import UserRef
-from chat.redis_broker import REDIS_DOWN
+from chat.redis_broker import REDIS_DOWN, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,7 @@ class RedisPresence:
         restart then shows no "leave, join" flicker).
         """
         if self._beat is not None:
-            self._beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
+            await cancel_and_wait(self._beat)
         for timer in self._timers:
             timer.cancel()
         for task in list(self._tasks):
