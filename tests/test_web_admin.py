@@ -66,7 +66,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def admin_server(module_servers: ServerFactory) -> ServerProcess:
-    return module_servers(task_progress_interval=0.1, task_concurrency=4)
+    # No presence grace: a kicked user leaves the online list at once.
+    return module_servers(task_progress_interval=0.1, task_concurrency=4, presence_grace=0)
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +349,23 @@ def test_the_console_reconnects_after_a_server_restart(
     admin_server.start()
     console.expect("#conn-text").to_have_text("Live", timeout=40_000)
     console.expect("#conn").to_have_attribute("data-state", "online")
+
+
+def test_task_and_alert_text_is_shown_as_text_and_fits_a_phone(
+    consoles: Consoles, admin_api: Api, admin_server: ServerProcess, boss: Account
+) -> None:
+    user = admin_api.user()
+    room = admin_api.room(user, "<img src=x onerror=window.__pwned=1> " + unique("r"))
+    in_thread(seed_messages(admin_server.database_url, room, user.name, ["<b>hi</b>"] * 3))
+    r = admin_api.client.post(
+        "/api/tasks", json={"kind": "export", "params": {"room": room}}, headers=user.headers
+    )
+    assert r.status_code == 202, r.text
+    console = consoles(width=420, height=900).open(boss)
+    row = console.page.locator(f'#task-list > li[data-id="{r.json()["id"]}"]')
+    console.expect(row.locator(".task-params")).to_contain_text(f"#{room}")
+    console.expect(row.locator(".status")).to_have_text("succeeded")
+    assert console.page.locator("#task-list img, #alert-list img").count() == 0
+    console.page.wait_for_timeout(200)
+    assert console.page.evaluate("window.__pwned") is None
+    console.shot("08-phone")
