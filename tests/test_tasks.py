@@ -692,3 +692,31 @@ async def test_the_cli_starts_follows_and_downloads_tasks(
     assert done.returncode == 1 and "error: demo failure requested at 50%" in done.stdout
     done = tserver.cli("tasks", "list", "--url", tserver.http, "--token", "nonsense")
     assert done.returncode == 3, done.stderr
+
+
+@pytest.mark.redis
+async def test_an_unreachable_broker_raises_an_alert(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    from tests.redis_support import PrivateRedis
+
+    redis = PrivateRedis(tmp_path).start()
+    try:
+        server = make_server(redis_url=redis.url, health_check_interval=0.3)
+        api = Api(server)
+        boss = api.admin()
+        a = await connect(server, boss.token)
+        redis.kill()
+        down = await recv_until(a, "alert", timeout=10)
+        assert down["level"] == "critical" and down["text"].startswith("broker unreachable")
+        redis.start()
+        up = await recv_until(a, "alert", timeout=15)
+        assert (up["level"], up["text"]) == ("info", "broker reachable again")
+        texts = [
+            x["text"] for x in api.client.get("/api/alerts", headers=boss.headers).json()["items"]
+        ]
+        assert texts[:2] == ["broker reachable again", down["text"]]
+        await a.close()
+        api.close()
+    finally:
+        redis.kill()
