@@ -257,7 +257,7 @@ class TaskRunner:
         Raises `TaskRefused` (422 unknown kind or bad params, 403 admin-only kind,
         404 unreadable room, 429 too many active tasks, 503 shutting down).
         """
-        if self._stopping:
+        if self._stopping or self.services.draining:
             raise TaskRefused(503, "the server is shutting down; try again shortly")
         kind = REGISTRY.get(kind_name)
         if kind is None:
