@@ -77,13 +77,13 @@ function showSignIn(notice = "") {
   $.signinNotice.hidden = !notice;
   $.signinError.hidden = true;
   $.signinSubmit.disabled = false;
-  (notice ? $.username : $.username).focus();
+  $.username.focus();
 }
 
-function explain(err) {
+function explain(err, { signingIn = false } = {}) {
   if (err instanceof NetworkError) return "The server cannot be reached. Check that it is running and try again.";
   if (err instanceof ApiError) {
-    if (err.status === 401) return "Wrong username or password.";
+    if (err.status === 401) return signingIn ? "Wrong username or password." : "Your session has ended: sign in again.";
     if (err.status === 429 && err.retryAfter) return `${err.detail} (try again in ${Math.ceil(err.retryAfter)} s)`;
     return err.detail;
   }
@@ -106,7 +106,7 @@ $.signinForm.addEventListener("submit", async (event) => {
     $.password.value = "";
     enter(user);
   } catch (err) {
-    setText($.signinError, explain(err));
+    setText($.signinError, explain(err, { signingIn: true }));
     $.signinError.hidden = false;
     $.signinSubmit.disabled = false;
   }
@@ -238,7 +238,7 @@ async function loadKinds() {
 async function loadRooms() {
   try {
     const body = await session.api("/api/rooms");
-    rooms = (body.items ?? body.rooms ?? body ?? []).map((r) => r.name).filter(Boolean);
+    rooms = (body?.items ?? []).map((r) => r.name).filter(Boolean);
   } catch {
     rooms = [];
   }
