@@ -552,7 +552,8 @@ async def test_failed_tasks_and_repeated_abuse_raise_alerts(
                 await send(ws, type="send", room=room, body=f"flood {i}", ref=f"f{time.time_ns()}")
             except Exception:
                 break
-        await asyncio.wait_for(ws.wait_closed(), 5)  # closed for flooding (4029)
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 4029  # closed for flooding
     alert = await recv_until(a, "alert", timeout=5)
     assert flooder.name in alert["text"] and "rate limits" in alert["text"]
     stored = tapi.client.get("/api/alerts", params={"limit": 3}, headers=admin.headers).json()
