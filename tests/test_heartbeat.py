@@ -49,7 +49,7 @@ async def test_server_pings_are_jittered_and_answering_keeps_the_connection(
     raw = await RawClient.connect(hb.port, {"Authorization": f"Bearer {alice.token}"})
     assert raw.status == 101
     seen: list[float] = []
-    deadline = time.monotonic() + 7 * INTERVAL
+    deadline = time.monotonic() + 5.5 * INTERVAL
     while time.monotonic() < deadline:
         opcode, payload = await raw.read_frame(timeout=3 * INTERVAL)
         if opcode == PING:
@@ -59,7 +59,7 @@ async def test_server_pings_are_jittered_and_answering_keeps_the_connection(
     pong = await raw.read_json()
     assert pong["type"] == "pong", "answering pings keeps the connection open"
     gaps = [b - a for a, b in itertools.pairwise(seen)]
-    assert len(gaps) >= 4, seen
+    assert len(gaps) >= 3, seen
     # Each ping waits a random 75-100 % of the interval (plus scheduling noise).
     assert all(0.7 * INTERVAL <= g <= INTERVAL + 0.35 for g in gaps), gaps
     assert statistics.pstdev(gaps) > 0.01, f"pings are not jittered: {gaps}"

