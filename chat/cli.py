@@ -107,8 +107,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The app drains first (up to drain_timeout, on the signal); this is what is left.
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
         log_level="info",
+        log_config=serve_log_config(),
     )
     return 0
+
+
+def serve_log_config() -> dict[str, object]:
+    """uvicorn's logging plus our `chat` loggers, applied in every worker process.
+
+    (`logging.basicConfig` in `main` only reaches the first process: workers are
+    spawned and configure logging from this dictionary alone.)
+    """
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, object] = copy.deepcopy(LOGGING_CONFIG)
+    formatters = config["formatters"]
+    handlers = config["handlers"]
+    loggers = config["loggers"]
+    assert isinstance(formatters, dict) and isinstance(handlers, dict)
+    assert isinstance(loggers, dict)
+    formatters["chat"] = {"format": LOG_FORMAT}
+    handlers["chat"] = {
+        "formatter": "chat",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    loggers["chat"] = {"handlers": ["chat"], "level": "INFO", "propagate": False}
+    return config
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
