@@ -158,7 +158,8 @@ class Store:
         """Mark a refresh token used. Reuse of a used one revokes its whole family."""
         now = time.time()
         async with self.db.write() as s:
-            token = await s.get(RefreshToken, jti)
+            # Row lock on PostgreSQL: two racing refreshes cannot both use one token.
+            token = await s.get(RefreshToken, jti, with_for_update=True)
             if token is None:
                 return None
             if token.used_at is not None or token.revoked_at is not None:

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 from jose import jwt
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -254,3 +255,18 @@ def test_cli_users_and_bots(server: ServerProcess, api: Api) -> None:
         api.client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).json()["role"]
         == "bot"
     )
+
+
+def test_concurrent_refreshes_with_one_token_yield_one_pair(api: Api) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice = api.user()
+
+    def attempt(_: int) -> int:
+        with httpx.Client(base_url=api.server.http, timeout=10) as client:
+            r = client.post("/api/auth/refresh", json={"refresh_token": alice.refresh_token})
+            return r.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(attempt, range(8)))
+    assert codes.count(200) == 1, codes
