@@ -860,6 +860,11 @@ class ChatClient:
                 pending.future.set_exception(RequestError(frame))
             return
         if ref is not None and (room := self._join_refs.pop(ref, None)) is not None:
+            if frame.code == ErrorCode.RATE_LIMITED and room in self._rooms:
+                # Not refused for good (many rooms rejoined at once): join again later.
+                delay = frame.retry_after if frame.retry_after is not None else 1.0
+                self._rejoin_later(conn, room, delay)
+                return
             self._rooms.pop(room, None)
             self._last_seq.pop(room, None)
             waiters = [w for w in self._join_waiters.pop(room, []) if not w.done()]
@@ -884,6 +889,18 @@ class ChatClient:
         async def later() -> None:
             await asyncio.sleep(delay)
             await self._transmit(conn, pending)  # waits out a rate-limit pause
+
+        task = asyncio.create_task(later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _rejoin_later(self, conn: _Connection, room: str, delay: float) -> None:
+        conn.joins_sent.discard(room)  # a reconnect meanwhile rejoins it at once
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if self._conn is conn and room in self._rooms and room not in conn.joins_sent:
+                await self._send_join(conn, room)
 
         task = asyncio.create_task(later())
         self._background.add(task)

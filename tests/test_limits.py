@@ -32,6 +32,7 @@ from tests.harness import (
 
 SEND_BURST = 10
 CLOSE_AFTER = 30
+JOIN_BURST = 8
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,8 @@ def server(module_servers: ServerFactory) -> ServerProcess:
         send_burst=SEND_BURST,
         typing_rate=1,
         typing_burst=3,
+        join_rate=2,
+        join_burst=JOIN_BURST,
         rate_limit_close_after=CLOSE_AFTER,
         max_connections_per_user=3,
         max_rooms_per_connection=3,
@@ -134,6 +137,53 @@ async def test_typing_is_rate_limited_too(server: ServerProcess, api: Api) -> No
     await expect_no_frame(w, 0.3, kind="typing")
     await t.close()
     await w.close()
+
+
+async def test_join_flood_is_refused_without_replay_then_closed_4029(
+    server: ServerProcess, api: Api
+) -> None:
+    owner, flooder = api.user(), api.user()
+    room = api.room(owner)
+    o = await connect(server, owner.token)
+    await join(o, room)
+    for i in range(3):
+        await say(o, room, f"history {i}")
+    f = await connect(server, flooder.token)
+    total = JOIN_BURST + CLOSE_AFTER + 10
+    for i in range(total):  # join {since: 0} replays the whole room each time
+        try:
+            await f.send(json.dumps({"type": "join", "room": room, "since": 0, "ref": f"j{i}"}))
+        except ConnectionClosed:
+            break
+    frames = await until_closed(f)
+    assert f.close_code == 4029, f.close_code
+    joined = [x for x in frames if x["type"] == "joined"]
+    refused = [x for x in frames if x["type"] == "error"]
+    replayed = [x for x in frames if x["type"] == "message"]
+    assert JOIN_BURST <= len(joined) <= JOIN_BURST + 1, len(joined)  # + what refilled
+    assert [x["ref"] for x in joined] == [f"j{i}" for i in range(len(joined))]
+    assert {x["code"] for x in refused} == {"rate_limited"}
+    assert all(x["retry_after"] > 0 for x in refused)
+    assert CLOSE_AFTER - 1 <= len(refused) <= CLOSE_AFTER
+    # Only the allowed joins replayed anything: three messages each.
+    assert len(replayed) == 3 * len(joined)
+    # The owner's connection is untouched.
+    await o.send(json.dumps({"type": "ping", "ref": "p"}))
+    assert (await recv_until(o, "pong"))["ref"] == "p"
+    await o.close()
+
+
+async def test_leave_shares_the_join_bucket(server: ServerProcess, api: Api) -> None:
+    alice = api.user()
+    room = api.room(alice)
+    ws = await connect(server, alice.token)
+    for i in range(JOIN_BURST // 2 + 1):
+        await ws.send(json.dumps({"type": "join", "room": room, "ref": f"j{i}"}))
+        await ws.send(json.dumps({"type": "leave", "room": room, "ref": f"l{i}"}))
+    error = await recv_until(ws, "error")
+    assert error["code"] == "rate_limited" and error["retry_after"] > 0, error
+    assert error["ref"] in {f"j{JOIN_BURST // 2}", f"l{JOIN_BURST // 2}"}, error
+    await ws.close()
 
 
 async def test_the_bucket_is_shared_by_all_connections_of_a_user(

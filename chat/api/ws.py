@@ -305,6 +305,8 @@ class Session:
                 f"at most {self.settings.max_rooms_per_connection} rooms per connection",
                 frame.ref,
             )
+        # Before any database work: a join may replay `replay_cap` messages.
+        await self._rate_limit("join", self.settings.join_rate, self.settings.join_burst, frame.ref)
         room = await self._room(frame.room, frame.ref)
         presence = await hub.join(self.conn, room.name)
         last_seq = await store.last_seq(room.id)
@@ -331,6 +333,14 @@ class Session:
         hub.finish_replay(self.conn, room.name, last_seq)
 
     async def _leave(self, frame: LeaveIn) -> None:
+        # The join bucket: a join/leave loop pays for both halves.
+        await self._rate_limit(
+            "join",
+            self.settings.join_rate,
+            self.settings.join_burst,
+            frame.ref,
+            "too many join and leave frames",
+        )
         if not await self.services.hub.leave(self.conn, frame.room):
             raise FrameError(ErrorCode.NOT_JOINED, "you have not joined that room", frame.ref)
         self.conn.push(encode(LeftFrame(room=frame.room, ref=frame.ref)))
@@ -400,7 +410,9 @@ class Session:
         if room not in self.conn.rooms:
             raise FrameError(ErrorCode.NOT_JOINED, "join the room first", ref)
 
-    async def _rate_limit(self, action: str, rate: float, burst: int, ref: str | None) -> None:
+    async def _rate_limit(
+        self, action: str, rate: float, burst: int, ref: str | None, detail: str | None = None
+    ) -> None:
         # Per user, across every process when CHAT_REDIS_URL is set.
         wait, refused = await self.services.frame_limits.hit(action, self.user.id, rate, burst)
         if wait is None:
@@ -417,7 +429,8 @@ class Session:
                     detail=action,
                 )
             )
-        raise FrameError(ErrorCode.RATE_LIMITED, f"too many {action} frames", ref, wait)
+        detail = detail or f"too many {action} frames"
+        raise FrameError(ErrorCode.RATE_LIMITED, detail, ref, wait)
 
     def _error(
         self, code: str, detail: str, ref: str | None = None, retry_after: float | None = None

@@ -940,6 +940,14 @@ export class Connection extends Emitter {
       this._closed(CloseCode.POLICY, frame.detail);
       return;
     }
+    if (op?.type === "join" && frame.code === "rate_limited" && this._rooms.has(op.room)) {
+      // Not refused for good (many rooms rejoined at once): join again after the wait.
+      const epoch = this._epoch;
+      const wait = Math.max(0.5, Number(frame.retry_after) || 1) * 1000;
+      setTimeout(() => {
+        if (this._epoch === epoch && this._rooms.has(op.room)) this._sendJoin(op.room);
+      }, wait);
+    }
     if (op?.type === "join" && (frame.code === "forbidden" || frame.code === "not_found")) {
       this._rooms.delete(op.room);
       const refused = this._outbox.filter((item) => item.room === op.room);
