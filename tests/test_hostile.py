@@ -378,6 +378,22 @@ async def test_hostile_since_values(server: ServerProcess, api: Api, alice: Acco
         await c.close()
 
 
+def test_out_of_range_ids_over_http_are_a_422(api: Api) -> None:
+    admin = api.admin()
+    huge = "99999999999999999999999"
+    for method, path in (
+        ("GET", f"/api/alerts?before={huge}"),
+        ("GET", f"/api/alerts?before=-{huge}"),
+        ("DELETE", f"/api/bots/{huge}"),
+        ("DELETE", f"/api/bots/-{huge}"),
+    ):
+        r = api.client.request(method, path, headers=admin.headers)
+        assert r.status_code == 422, (method, path, r.status_code, r.text[:200])
+    # In range, still answered normally.
+    assert api.client.get("/api/alerts?before=1", headers=admin.headers).status_code == 200
+    assert api.client.delete(f"/api/bots/{2**63 - 1}", headers=admin.headers).status_code == 404
+
+
 def test_lone_surrogates_over_http_are_a_422(api: Api, alice: Account) -> None:
     for path, body, headers in (
         ("/api/rooms", '{"name": "x\\ud800"}', alice.headers),

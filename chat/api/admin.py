@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
 from chat.api.deps import Admin, ServicesDep
+from chat.api.rooms import MAX_SEQ
 from chat.protocol import CloseCode
 from chat.store import Conflict, InputError
 
@@ -31,7 +32,9 @@ async def create_bot(body: BotIn, _: Admin, services: ServicesDep) -> dict[str, 
 
 
 @router.delete("/bots/{bot_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_bot(bot_id: int, _: Admin, services: ServicesDep) -> None:
+async def revoke_bot(
+    bot_id: Annotated[int, Path(ge=1, le=MAX_SEQ)], _: Admin, services: ServicesDep
+) -> None:
     """Revoke every token of a bot and close its sockets."""
     if not await services.store.revoke_bot(bot_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such bot")

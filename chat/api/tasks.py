@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from chat.api.deps import Admin, Caller, ServicesDep
+from chat.api.rooms import MAX_SEQ
 from chat.task_kinds import MEDIA_TYPES, export_path
 from chat.tasks import REGISTRY, TaskRefused, TaskStatus, validation_detail
 
@@ -203,7 +204,9 @@ async def list_alerts(
     _: Admin,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(description="an alert id: older ones only")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_SEQ, description="an alert id: older ones only")
+    ] = None,
 ) -> dict[str, Any]:
     """Stored alerts, newest first (admins)."""
     alerts = await services.alerts.recent(limit, before)
