@@ -86,6 +86,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from chat.migrate import upgrade
 
     settings = Settings()
+    if args.workers > 1 and not settings.redis_url:
+        print(
+            "chat serve: warning: several workers without CHAT_REDIS_URL do not share rooms, "
+            "presence or rate limits (see docs/scaling.md)",
+            file=sys.stderr,
+        )
     upgrade(settings.database_url)
     # Resolve (and maybe generate) the dev secret once, before workers start.
     from chat.security import resolve_secret
