@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from chat import __version__
 from chat.api import admin, auth, errors, ops, rooms, tasks, ws
+from chat.bodylimit import BodyLimit
 from chat.config import Settings
 from chat.services import Services
 from chat.serving import install_drain_handlers
@@ -57,6 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
+
+    # Outermost: oversized bodies are refused before anything reads them.
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_request_bytes,
+        larger={("POST", "/api/tasks"): settings.max_upload_request_bytes},
+    )
 
     routers = (auth.router, rooms.router, admin.router, tasks.router, ws.router, ops.router)
     for router in routers:

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     max_room_name_chars: int = Field(64, gt=0)
     replay_cap: int = Field(500, gt=0, description="most messages a join's `since` replays")
     history_page_max: int = Field(200, ge=100)
+    max_request_bytes: int = Field(64 * 1024, ge=1024, description="HTTP request body bound")
+    max_upload_request_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="the bound for POST /api/tasks (CSV uploads)"
+    )
 
     # Connections.
     auth_timeout: float = Field(5.0, gt=0)
