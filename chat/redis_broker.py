@@ -293,6 +293,8 @@ class RedisBroker:
         except REDIS_DOWN as exc:  # the listener notices and resubscribes everything
             log.debug("SUBSCRIBE %s failed: %r", channel, exc)
             self._confirm[full].remove(waiter)
+            if not self._confirm[full]:
+                del self._confirm[full]
             return None
         return waiter
 
@@ -369,9 +371,12 @@ class RedisBroker:
         elif kind in ("subscribe", "unsubscribe"):
             self._server_channels = int(message["data"])
             if kind == "subscribe":
-                waiters = self._confirm.get(str(message["channel"]))
+                channel = str(message["channel"])
+                waiters = self._confirm.get(channel)
                 if waiters:
                     waiter = waiters.pop(0)
+                    if not waiters:
+                        del self._confirm[channel]
                     if not waiter.done():
                         waiter.set_result(None)
 
