@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     login_failure_window: float = Field(300.0, gt=0)
     hash_concurrency: int = Field(2, gt=0)
     hash_queue_max: int = Field(64, gt=0, description="password checks running or waiting")
+    registrations_per_ip: int = Field(5, gt=0, description="per registration_window")
+    registration_window: float = Field(300.0, gt=0, description="seconds")
 
     # Long-running tasks.
     task_concurrency: int = Field(2, gt=0)

@@ -12,7 +12,7 @@ from chat.broker import Broker, create_broker
 from chat.config import Settings
 from chat.db import Database
 from chat.hub import Hub
-from chat.ratelimit import Gate, LoginThrottle, RateLimiter
+from chat.ratelimit import FailureWindow, Gate, LoginThrottle, RateLimiter
 from chat.security import PasswordService, TokenService, resolve_secret
 from chat.shared import Limiter, shared_limiter, shared_presence
 from chat.store import Store
@@ -33,6 +33,7 @@ class Services:
     abuse: AbuseMonitor = field(default_factory=AbuseMonitor)
     login_throttle: LoginThrottle = field(init=False)
     login_gate: Gate = field(init=False)
+    registrations: FailureWindow = field(init=False)  # registration attempts per address
     frame_limits: Limiter = field(init=False)  # per-user frame buckets (Redis when set)
     alerts: Alerts = field(init=False)
     tasks: TaskRunner = field(init=False)
@@ -45,6 +46,7 @@ class Services:
             s.login_failures_per_account, s.login_failures_per_ip, s.login_failure_window
         )
         self.login_gate = Gate(s.hash_queue_max)
+        self.registrations = FailureWindow(s.registrations_per_ip, s.registration_window)
         self.frame_limits = shared_limiter(s, self.broker, self.limiter)
         self.alerts = Alerts(
             self.db,

@@ -28,6 +28,10 @@ from websockets.asyncio.client import ClientConnection
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-" + "x" * 32
 _names = itertools.count(1)
+# Limits that the suite as a whole would trip (every test registers from 127.0.0.1,
+# module-wide users join many rooms quickly): lifted unless a test sets them (the
+# limit tests do) or the environment does.
+TEST_DEFAULTS: dict[str, Any] = {"registrations_per_ip": 1_000_000, "join_burst": 1000}
 
 
 def free_port() -> int:
@@ -56,6 +60,8 @@ class ServerProcess:
             "PYTHONUNBUFFERED": "1",
         }
         self.env.pop("CHAT_REDIS_URL", None)
+        for key, value in TEST_DEFAULTS.items():
+            self.env.setdefault(f"CHAT_{key.upper()}", str(value))
         for key, value in settings.items():
             if value is None:  # `jwt_secret=None` runs the server without the variable
                 self.env.pop(f"CHAT_{key.upper()}", None)

@@ -241,6 +241,30 @@ def test_registration_can_be_disabled(make_server: Any) -> None:
     local.close()
 
 
+def test_registrations_per_address_are_limited(make_server: Any) -> None:
+    server = make_server(registrations_per_ip=3, registration_window=120)
+    local = Api(server)
+    first = local.user()  # 1
+    taken = local.client.post(  # 2: a refused attempt counts too
+        "/api/auth/register", json={"username": first.name, "password": "x" * 12}
+    )
+    assert taken.status_code == 409
+    local.user()  # 3
+    r = local.client.post("/api/auth/register", json={"username": "late_one", "password": "x" * 12})
+    assert r.status_code == 429, r.text
+    assert 1 <= int(r.headers["Retry-After"]) <= 120
+    assert "registrations" in r.json()["detail"]
+    # Nothing was created, and signing in is not affected.
+    assert (
+        local.client.post(
+            "/api/auth/token", data={"username": "late_one", "password": "x" * 12}
+        ).status_code
+        == 401
+    )
+    assert local.login(first.name, first.password)["access_token"]
+    local.close()
+
+
 def test_cli_users_and_bots(server: ServerProcess, api: Api) -> None:
     done = server.cli("users", "create", "cli_user_1", "--password-stdin", stdin="pass phrase 1\n")
     assert done.returncode == 0, done.stderr

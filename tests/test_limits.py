@@ -471,6 +471,20 @@ async def test_login_flood_is_bounded_and_the_loop_stays_responsive(
     assert set(codes) <= {200, 503}
     assert codes.count(200) >= 16
     assert busy and all(r.headers["Retry-After"] == "1" for r in busy)
+    # Registrations hash too: they go through the same gate.
+    async with httpx.AsyncClient(base_url=server.http, timeout=60) as client:
+        registered = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/auth/register", json={"username": unique("r"), "password": "x" * 12}
+                )
+                for _ in range(40)
+            )
+        )
+    reg_codes = [r.status_code for r in registered]
+    assert set(reg_codes) <= {201, 503}, reg_codes
+    assert reg_codes.count(201) >= 16 and 503 in reg_codes, reg_codes
+    assert all(r.headers["Retry-After"] == "1" for r in registered if r.status_code == 503)
     # The tail is the shared test machine's as much as ours: bound it loosely.
     assert pct(health, 0.95) < 0.25 and max(health) < 2.0
     api.close()

@@ -46,13 +46,44 @@ class TokenOut(BaseModel):
     refresh_token: str
 
 
-@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-async def register(body: Credentials, services: ServicesDep) -> UserOut:
-    """Create an account (refused with 403 when registration is disabled)."""
+@router.post(
+    "/auth/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses={
+        429: {"description": "too many registrations from this address (Retry-After)"},
+        503: {"description": "too many password hashes in flight (Retry-After)"},
+    },
+)
+async def register(request: Request, body: Credentials, services: ServicesDep) -> UserOut:
+    """Create an account (refused with 403 when registration is disabled).
+
+    At most `registrations_per_ip` attempts per address per `registration_window`
+    (429 with `Retry-After`); the hashing shares the sign-in gate (503 when full).
+    """
     if not services.settings.registration_enabled:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "registration is disabled")
+    address = client_address(request)
+    if address is not None:
+        wait = services.registrations.blocked(address)
+        if wait is not None:
+            metrics.THROTTLED.labels("register").inc()
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "too many registrations from this address; try again later",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        services.registrations.fail(address)  # every attempt counts, whatever its outcome
     try:
-        user = await services.accounts.register(body.username, body.password)
+        with services.login_gate:
+            user = await services.accounts.register(body.username, body.password)
+    except Busy:
+        metrics.THROTTLED.labels("login_busy").inc()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "too many sign-ins in progress; try again shortly",
+            headers={"Retry-After": "1"},
+        ) from None
     except InputError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Conflict as exc:
