@@ -117,7 +117,13 @@ class FailureWindow:
 
 
 class LoginThrottle:
-    """Failed logins counted per account and per address; either limit blocks a login."""
+    """Failed logins counted per (account, address) and per address; either limit blocks.
+
+    The account count is kept per address so that strangers cannot lock an
+    account for everyone: failures from one address block that account only
+    from that address. The per-address limit still caps one attacker across
+    every account it tries.
+    """
 
     def __init__(self, per_account: int, per_address: int, window: float) -> None:
         self.accounts = FailureWindow(per_account, window)
@@ -125,20 +131,20 @@ class LoginThrottle:
 
     def blocked(self, account: str, address: str | None) -> float | None:
         """Seconds until a login for `account` from `address` may be tried again, or None."""
-        waits = [self.accounts.blocked(account)]
+        waits = [self.accounts.blocked((account, address))]
         if address is not None:
             waits.append(self.addresses.blocked(address))
         found = [w for w in waits if w is not None]
         return max(found) if found else None
 
     def failed(self, account: str, address: str | None) -> None:
-        self.accounts.fail(account)
+        self.accounts.fail((account, address))
         if address is not None:
             self.addresses.fail(address)
 
-    def succeeded(self, account: str) -> None:
-        """A right password clears the account's count (not the address's)."""
-        self.accounts.clear(account)
+    def succeeded(self, account: str, address: str | None) -> None:
+        """A right password clears the account's count from that address (not the address's)."""
+        self.accounts.clear((account, address))
 
 
 class Busy(Exception):

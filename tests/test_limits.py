@@ -399,6 +399,14 @@ def test_failed_logins_are_throttled_per_account_then_per_address(
         assert "detail" in blocked.json()
     # Even the right password waits: the throttle answers before any hashing.
     assert login(api.client, alice.name, alice.password).status_code == 429
+    # ... but only from this address: strangers cannot lock alice out everywhere.
+    other = httpx.Client(
+        base_url=server.http, transport=httpx.HTTPTransport(local_address="127.0.0.2")
+    )
+    assert other.get("/api/me").status_code == 401  # (reachable from 127.0.0.2)
+    assert login(other, alice.name, alice.password).status_code == 200
+    other.close()
+    assert login(api.client, alice.name, alice.password).status_code == 429
     # Six failures from this address: now every account is refused from here.
     assert login(api.client, bob.name, bob.password).status_code == 429
     time.sleep(window + 0.1)

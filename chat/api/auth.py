@@ -125,8 +125,8 @@ async def checked_password(
 ) -> TokenPair | None:
     """Run one password check under the login throttle and the hashing gate.
 
-    Refused with 429 while the account or the address has too many recent
-    failures (before any hashing), 503 when too many checks are in flight.
+    Refused with 429 while the account (from this address) or the address has
+    too many recent failures (before any hashing), 503 when too many checks are in flight.
     A failure is counted and reported; a success clears the account's count.
     """
     address = client_address(request)
@@ -155,7 +155,7 @@ async def checked_password(
             AbuseEvent("auth_failure", address, username=username[:64], detail="password")
         )
         return None
-    services.login_throttle.succeeded(account)
+    services.login_throttle.succeeded(account, address)
     return pair
 
 
