@@ -185,11 +185,22 @@ async def export(ctx: TaskContext, params: ExportParams) -> dict[str, Any]:
     }
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """`value` for a CSV cell: a leading `'` defuses what would start a formula."""
+    return "'" + value if value[:1] in FORMULA_STARTS else value
+
+
 def _write_batch(out: IO[str], fmt: str, room: str, rows: list[tuple[Any, ...]]) -> None:
     if fmt == "csv":
         writer = csv.writer(out)
+        safe_room = csv_cell(room)
         writer.writerows(
-            (room, seq, mid, iso(ts), uid, name, body) for seq, mid, ts, body, uid, name in rows
+            (safe_room, seq, mid, iso(ts), uid, csv_cell(name), csv_cell(body))
+            for seq, mid, ts, body, uid, name in rows
         )
         return
     out.write(

