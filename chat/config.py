@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(20.0, gt=0)
     max_connections_per_user: int = Field(20, gt=0)
     max_rooms_per_connection: int = Field(100, gt=0)
+    room_creations_per_user: int = Field(10, gt=0, description="per room_creation_window")
+    room_creation_window: float = Field(3600.0, gt=0, description="seconds")
+    max_rooms_per_user: int = Field(100, gt=0, description="rooms a non-admin may own")
     handshakes_per_ip_per_second: float = Field(20.0, gt=0)
     handshakes_per_ip_burst: int = Field(40, gt=0)
 

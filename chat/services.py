@@ -34,6 +34,7 @@ class Services:
     login_throttle: LoginThrottle = field(init=False)
     login_gate: Gate = field(init=False)
     registrations: FailureWindow = field(init=False)  # registration attempts per address
+    room_creations: FailureWindow = field(init=False)  # rooms created per user
     frame_limits: Limiter = field(init=False)  # per-user frame buckets (Redis when set)
     alerts: Alerts = field(init=False)
     tasks: TaskRunner = field(init=False)
@@ -47,6 +48,7 @@ class Services:
         )
         self.login_gate = Gate(s.hash_queue_max)
         self.registrations = FailureWindow(s.registrations_per_ip, s.registration_window)
+        self.room_creations = FailureWindow(s.room_creations_per_user, s.room_creation_window)
         self.frame_limits = shared_limiter(s, self.broker, self.limiter)
         self.alerts = Alerts(
             self.db,

@@ -219,6 +219,11 @@ class Store:
             raise Conflict("a room with that name exists") from None
         return RoomView(room.id, room.name, private, owner, 0, True, room.created_at)
 
+    async def rooms_owned(self, user_id: int) -> int:
+        async with self.db.read() as s:
+            count = await s.scalar(select(func.count(Room.id)).where(Room.owner_id == user_id))
+        return int(count or 0)
+
     async def room_for(self, name: str, user: UserRef) -> RoomView | None:
         """The room if `user` may read it; None both when absent and when forbidden."""
         views = await self._rooms(user, Room.name == name)

@@ -31,7 +31,11 @@ _names = itertools.count(1)
 # Limits that the suite as a whole would trip (every test registers from 127.0.0.1,
 # module-wide users join many rooms quickly): lifted unless a test sets them (the
 # limit tests do) or the environment does.
-TEST_DEFAULTS: dict[str, Any] = {"registrations_per_ip": 1_000_000, "join_burst": 1000}
+TEST_DEFAULTS: dict[str, Any] = {
+    "registrations_per_ip": 1_000_000,
+    "join_burst": 1000,
+    "room_creations_per_user": 1_000_000,
+}
 
 
 def free_port() -> int:

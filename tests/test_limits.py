@@ -281,6 +281,33 @@ async def test_connections_per_user_cap_closes_4009(server: ServerProcess, api: 
         await ws.close()
 
 
+def test_room_creation_is_rate_limited_and_ownership_capped(
+    make_server: ServerFactory,
+) -> None:
+    window = 2
+    server = make_server(
+        room_creations_per_user=3, room_creation_window=window, max_rooms_per_user=4
+    )
+    api = Api(server)
+    alice, admin = api.user(), api.admin()
+    for _ in range(3):
+        api.room(alice)
+    r = api.client.post("/api/rooms", json={"name": unique("room")}, headers=alice.headers)
+    assert r.status_code == 429, r.text
+    assert 1 <= int(r.headers["Retry-After"]) <= window
+    time.sleep(window + 0.1)
+    api.room(alice)  # the fourth: the most one user may own
+    r = api.client.post("/api/rooms", json={"name": unique("room")}, headers=alice.headers)
+    assert r.status_code == 403, r.text
+    assert "4 rooms" in r.json()["detail"]
+    # Admins are exempt from both.
+    for _ in range(6):
+        api.room(admin)
+    listed = api.client.get("/api/rooms", headers=alice.headers).json()["items"]
+    assert sum(room["owner"]["name"] == alice.name for room in listed) == 4
+    api.close()
+
+
 async def test_rooms_per_connection_cap(server: ServerProcess, api: Api) -> None:
     alice = api.user()
     rooms = [api.room(alice) for _ in range(4)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -38,16 +39,45 @@ async def list_rooms(caller: Caller, services: ServicesDep) -> dict[str, Any]:
     return {"items": [r.to_json() for r in await services.store.rooms_for(caller.user)]}
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        403: {"description": "the caller owns `max_rooms_per_user` rooms already"},
+        429: {"description": "too many rooms created recently (Retry-After)"},
+    },
+)
 async def create_room(body: RoomIn, caller: Caller, services: ServicesDep) -> dict[str, Any]:
-    """Create a room owned by the caller (409 when the name is taken)."""
+    """Create a room owned by the caller (409 when the name is taken).
+
+    Non-admins may create `room_creations_per_user` rooms per `room_creation_window`
+    (429 with `Retry-After`) and own at most `max_rooms_per_user` (403).
+    """
+    settings = services.settings
+    limited = caller.user.role != "admin"
+    if limited:
+        wait = services.room_creations.blocked(caller.user.id)
+        if wait is not None:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"at most {settings.room_creations_per_user} new rooms per "
+                f"{settings.room_creation_window:g} s; try again later",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        if await services.store.rooms_owned(caller.user.id) >= settings.max_rooms_per_user:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"you own {settings.max_rooms_per_user} rooms, the most allowed per user",
+            )
     try:
-        name = normalize_room_name(body.name, services.settings.max_room_name_chars)
+        name = normalize_room_name(body.name, settings.max_room_name_chars)
         view = await services.store.create_room(name, body.private, caller.user)
     except InputError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    if limited:
+        services.room_creations.fail(caller.user.id)  # counts one created room
     return view.to_json()
 
 
