@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     task_progress_interval: float = Field(0.25, ge=0)
     task_heartbeat_interval: float = Field(5.0, gt=0, description="stale after 3 missed")
     tasks_per_user: int = Field(3, gt=0, description="active tasks a non-admin may have")
+    demo_max_seconds_user: float = Field(
+        60.0, gt=0, description="longest demo (steps * delay) a non-admin may start"
+    )
     export_retention_days: float = Field(7.0, gt=0, description="export files are then deleted")
     data_dir: Path | None = None
 

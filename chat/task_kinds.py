@@ -67,7 +67,13 @@ class DemoParams(_Params):
         return self
 
 
-@task_kind("demo", DemoParams)
+async def _demo_allowed(services: Services, user: UserRef, params: DemoParams) -> None:
+    limit = services.settings.demo_max_seconds_user
+    if user.role != "admin" and params.steps * params.delay > limit:
+        raise TaskRefused(422, f"steps * delay must be at most {limit:g} seconds (non-admins)")
+
+
+@task_kind("demo", DemoParams, check=_demo_allowed)
 async def demo(ctx: TaskContext, params: DemoParams) -> dict[str, Any]:
     """Sleep through N steps of a delay each, reporting every step (for trying the console).
 

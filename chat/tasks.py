@@ -8,7 +8,9 @@ kind sees `CancelledError` at its next `await` (every `progress` call is one).
 
 The `tasks` row is the source of truth from the first moment: `submit` inserts
 it `queued` before answering. Each process runs at most `task_concurrency` tasks;
-the rest wait `queued` in order. A running process heartbeats its tasks; a task
+the rest wait `queued`, admins' tasks first, then oldest first, and a non-admin
+runs at most one task at a time (so a user's long tasks cannot hold every slot
+while an admin's purge waits). A running process heartbeats its tasks; a task
 whose heartbeat is older than three intervals belongs to a dead process and is
 marked `failed` (interrupted) by whichever process notices first, at start-up or
 later, with an alert. A cancel made on another process is stored
@@ -169,6 +171,10 @@ def validation_detail(exc: ValidationError, prefix: str = "params") -> list[dict
     ]
 
 
+def _queue_order(live: _Live) -> tuple[bool, float]:
+    return (live.user.role != "admin", live.created_at)
+
+
 @dataclass(eq=False)
 class _Live:
     """A task this process owns (queued or running)."""
@@ -311,17 +317,36 @@ class TaskRunner:
         return view
 
     def _pump(self) -> None:
-        while (
-            not self._stopping
-            and self._queue
-            and len(self._running) < self.settings.task_concurrency
-        ):
-            task_id = self._queue.popleft()
+        while not self._stopping and len(self._running) < self.settings.task_concurrency:
+            live = self._next_queued()
+            if live is None:
+                return
+            self._queue.remove(live.id)
+            self._running.add(live.id)
+            live.runner = asyncio.create_task(self._run(live), name=f"task-{live.id}")
+
+    def _next_queued(self) -> _Live | None:
+        """The queued task to run next: admins' first, then the oldest.
+
+        A non-admin runs at most one task at a time (in this process); their
+        others wait, so one user cannot fill every slot and starve the rest.
+        """
+        busy = {
+            live.user.id
+            for task_id in self._running
+            if (live := self._live.get(task_id)) is not None and live.user.role != "admin"
+        }
+        best: _Live | None = None
+        for task_id in list(self._queue):
             live = self._live.get(task_id)
             if live is None or live.status != TaskStatus.QUEUED:
+                self._queue.remove(task_id)
                 continue
-            self._running.add(task_id)
-            live.runner = asyncio.create_task(self._run(live), name=f"task-{task_id}")
+            if live.user.role != "admin" and live.user.id in busy:
+                continue
+            if best is None or _queue_order(live) < _queue_order(best):
+                best = live
+        return best
 
     async def _run(self, live: _Live) -> None:
         try:

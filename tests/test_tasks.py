@@ -280,6 +280,24 @@ async def test_excess_tasks_wait_queued_under_the_concurrency_limit(
     await a.close()
 
 
+def test_admin_tasks_jump_the_queue_and_users_run_one_at_a_time(
+    one_slot: tuple[ServerProcess, Api, Account],
+) -> None:
+    _, api, boss = one_slot
+    u1, u2 = api.user(), api.user()
+    a = start(api, u1, "demo", steps=10, delay=0.1)  # takes the one slot for ~1 s
+    b = start(api, u1, "demo", steps=1, delay=0.05)
+    c = start(api, u2, "demo", steps=1, delay=0.05)
+    d = start(api, boss, "demo", steps=1, delay=0.05)  # the admin's comes last...
+    done = {
+        name: wait_done(api, boss, t["id"]) for name, t in zip("abcd", (a, b, c, d), strict=True)
+    }
+    assert all(t["status"] == "succeeded" for t in done.values()), done
+    # ... and runs first once the slot is free; then the users' tasks, oldest first.
+    order = sorted(done, key=lambda name: done[name]["started_at"])
+    assert order == ["a", "d", "b", "c"], {n: t["started_at"] for n, t in done.items()}
+
+
 async def test_tasks_cut_short_by_a_crash_or_a_shutdown_are_marked_interrupted(
     one_slot: tuple[ServerProcess, Api, Account],
 ) -> None:
@@ -491,6 +509,14 @@ def test_bad_requests_get_clear_422s(tapi: Api, admin: Account) -> None:
     assert locs == {("params", "steps"), ("params", "colour")}
     r = post({"kind": "demo", "params": {"steps": 10_000, "delay": 60}})
     assert r.status_code == 422 and "at most 3600 seconds" in r.text
+    # Non-admins' demos are shorter still; admins may go up to the hour.
+    long_demo = {"kind": "demo", "params": {"steps": 61, "delay": 1}}
+    user = tapi.user()
+    r = tapi.client.post("/api/tasks", json=long_demo, headers=user.headers)
+    assert r.status_code == 422 and "at most 60 seconds" in r.text
+    r = post(long_demo)
+    assert r.status_code == 202, r.text
+    tapi.client.post(f"/api/tasks/{r.json()['id']}/cancel", headers=admin.headers)
     r = post({"kind": "export", "params": {"room": "x", "format": "xml"}})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["params", "format"]
     r = post({"params": {}})
@@ -529,6 +555,12 @@ def test_a_user_may_have_only_a_few_unfinished_tasks(tapi: Api, admin: Account) 
     r = tapi.client.post("/api/tasks", json={"kind": "demo", "params": {}}, headers=user.headers)
     assert r.status_code == 429 and "unfinished" in r.json()["detail"]
     start(tapi, admin, "demo", steps=1, delay=0)  # admins are not capped
+    # Free slots or not (the module's server has four), a user runs one task at a time.
+    deadline = time.monotonic() + 5
+    while get(tapi, user, ids[0])["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert [get(tapi, user, i)["status"] for i in ids] == ["running", "queued", "queued"]
     for task_id in ids:
         tapi.client.post(f"/api/tasks/{task_id}/cancel", headers=user.headers)
 
