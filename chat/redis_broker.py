@@ -274,6 +274,11 @@ class RedisBroker:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            except BaseException:  # cancelled by `stop`: nobody must wait for these forever
+                for _, _, future in live:
+                    if not future.done():
+                        future.set_exception(BrokerUnavailable("broker stopped"))
+                raise
             for _, _, future in live:
                 if not future.done():
                     future.set_result(None)
