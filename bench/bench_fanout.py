@@ -179,8 +179,9 @@ async def server_phase(
             pass
         return ws
 
-    readers = [await connect(receiver_url, user_token) for _ in range(receivers)]
-    sender = await connect(sender_url, bot_token)
+    async with asyncio.timeout(60):  # fail loudly rather than hang on a stuck join
+        readers = [await connect(receiver_url, user_token) for _ in range(receivers)]
+        sender = await connect(sender_url, bot_token)
     sent: dict[str, float] = {}
     latencies: list[float] = []
     last = 0.0
@@ -216,7 +217,7 @@ async def server_phase(
             await asyncio.sleep(max(0.0, started + (i + 1) / pace - time.perf_counter()))
         elif i % 50 == 49:
             await asyncio.sleep(0)  # let the readers keep up with the socket
-    await asyncio.wait_for(asyncio.gather(acking, *reading), 300)
+    await asyncio.wait_for(asyncio.gather(acking, *reading), 120)
     for ws in [*readers, sender]:
         await ws.close()
     return last - started, latencies
