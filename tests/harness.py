@@ -209,6 +209,16 @@ class Api:
         self.client.close()
 
 
+def all_messages(api: Api, account: Account, room: str) -> list[dict[str, Any]]:
+    """Every message of a room, oldest first, paging forward with `after`."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = api.history(account, room, after=out[-1]["seq"] if out else 0, limit=200)
+        if not page:
+            return out
+        out.extend(page)
+
+
 async def connect(
     server: ServerProcess, token: str | None = None, *, frame_auth: bool = False, **kwargs: Any
 ) -> ClientConnection:
@@ -216,6 +226,10 @@ async def connect(
     headers = dict(kwargs.pop("additional_headers", {}) or {})
     if token is not None and not frame_auth:
         headers["Authorization"] = f"Bearer {token}"
+    # Unbounded: a test that leaves frames unread must not stall the closing
+    # handshake (a full queue stops reading, so close() would wait 10 s).
+    # Tests of clients that stop reading use `transport.pause_reading()`.
+    kwargs.setdefault("max_queue", None)
     ws = await websockets.connect(server.ws, additional_headers=headers, **kwargs)
     if token is not None:
         if frame_auth:
