@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,42 +25,21 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from tests.conftest import ServerFactory, need_service
+from tests.browser import BrowserPage, launch_chromium
+from tests.conftest import ServerFactory
 from tests.dbseed import seed_messages
-from tests.harness import ROOT, Account, Api, ServerProcess, unique
+from tests.harness import Account, Api, ServerProcess, unique
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path(os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = ROOT / "test-output" / "screenshots"
 TIMEOUT = 15_000  # ms, for every wait on the page
 EXPORT_ROWS = 20_000
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    need_service("Chromium", CHROMIUM.exists(), f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need_service("Playwright", False, "the playwright package is not installed")
-        raise
-    with sync_playwright() as pw:
-        from playwright.sync_api import expect
-
-        expect.set_options(timeout=TIMEOUT)
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launch_chromium(TIMEOUT) as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -82,31 +60,12 @@ def boss(admin_api: Api) -> Account:
     return admin_api.admin(unique("boss"))
 
 
-class Console:
+class Console(BrowserPage):
     """One browser context on /admin, with steps that read like what an admin does."""
 
-    def __init__(self, context: Any, base: str) -> None:
-        self.context = context
-        self.base = base
-        self.page = context.new_page()
-        self.page.set_default_timeout(TIMEOUT)
-        self.problems: list[str] = []
-        self.page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
-        self.page.on("console", self._console)
-
-    def _console(self, message: Any) -> None:
-        text = message.text
-        if message.type == "error" and ("Content Security Policy" in text or "Uncaught" in text):
-            self.problems.append(f"console: {text}")
-
-    def expect(self, target: Any) -> Any:
-        from playwright.sync_api import expect
-
-        return expect(self.page.locator(target) if isinstance(target, str) else target)
-
-    def shot(self, name: str, full_page: bool = True) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"admin-{name}.png"), full_page=full_page)
+    timeout = TIMEOUT
+    shot_prefix = "admin-"
+    full_page_shots = True
 
     def sign_in(self, account: Account) -> Console:
         self.page.goto(self.base + "/admin")

@@ -14,32 +14,20 @@ downloaded. Without it the module skips, or fails under `CHAT_REQUIRE_SERVICES=1
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ServerFactory, need_service
-from tests.harness import ROOT, Account, Api, ServerProcess, connect, join, say, unique
+from tests.browser import BrowserPage, launch_chromium
+from tests.conftest import ServerFactory
+from tests.harness import Account, Api, ServerProcess, connect, join, say, unique
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path(os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = ROOT / "test-output" / "screenshots"
 TIMEOUT = 10_000  # ms, for every wait on the page
 PASSWORD = "correct horse battery"
 
@@ -49,19 +37,8 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    need_service("Chromium", CHROMIUM.exists(), f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need_service("Playwright", False, "the playwright package is not installed")
-        raise
-    with sync_playwright() as pw:
-        from playwright.sync_api import expect
-
-        expect.set_options(timeout=TIMEOUT)
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launch_chromium(TIMEOUT) as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -77,22 +54,10 @@ def web_api(web_server: ServerProcess) -> Iterator[Api]:
     client.close()
 
 
-class ChatPage:
+class ChatPage(BrowserPage):
     """One browser context (one person) on the chat page, with helpers that read like steps."""
 
-    def __init__(self, context: Any, base: str) -> None:
-        self.context = context
-        self.base = base
-        self.page = context.new_page()
-        self.page.set_default_timeout(TIMEOUT)
-        self.problems: list[str] = []
-        self.page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
-        self.page.on("console", self._console)
-
-    def _console(self, message: Any) -> None:
-        text = message.text
-        if message.type == "error" and ("Content Security Policy" in text or "Uncaught" in text):
-            self.problems.append(f"console: {text}")
+    timeout = TIMEOUT
 
     # sign in
 
@@ -173,16 +138,6 @@ class ChatPage:
         return self.page.locator("#scroller .messages > li").filter(
             has=self.page.locator(".msg-body", has_text=re.compile(f"^{re.escape(body)}$"))
         )
-
-    def expect(self, target: Any) -> Any:
-        """Playwright's `expect` for a selector string or a locator."""
-        from playwright.sync_api import expect
-
-        return expect(self.page.locator(target) if isinstance(target, str) else target)
-
-    def shot(self, name: str, full_page: bool = False) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
 
 ChatPages = Callable[..., ChatPage]

@@ -1,0 +1,86 @@
+"""Headless Chromium for the browser tests (`test_web_chat`, `test_web_admin`), via Playwright.
+
+Chromium comes from the system (`/usr/bin/chromium`, or `CHAT_CHROMIUM`); nothing is
+downloaded. Without it (or without Playwright) the caller skips, or fails under
+`CHAT_REQUIRE_SERVICES=1`. Screenshots land in `test-output/screenshots/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import need_service
+from tests.harness import ROOT
+
+CHROMIUM = Path(os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = ROOT / "test-output" / "screenshots"
+
+
+@contextlib.contextmanager
+def launch_chromium(timeout: int) -> Iterator[Any]:
+    """The system Chromium, with Playwright's `expect` waiting `timeout` ms."""
+    need_service("Chromium", CHROMIUM.exists(), f"{CHROMIUM} is not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need_service("Playwright", False, "the playwright package is not installed")
+        raise
+    with sync_playwright() as pw:
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=timeout)
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class BrowserPage:
+    """One browser context on one page; script errors and CSP hits collect in `problems`.
+
+    Subclasses set `timeout` (ms, for every wait on the page), and for `shot` the file
+    name prefix and whether a screenshot takes the full page by default.
+    """
+
+    timeout = 10_000
+    shot_prefix = ""
+    full_page_shots = False
+
+    def __init__(self, context: Any, base: str) -> None:
+        self.context = context
+        self.base = base
+        self.page = context.new_page()
+        self.page.set_default_timeout(self.timeout)
+        self.problems: list[str] = []
+        self.page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
+        self.page.on("console", self._console)
+
+    def _console(self, message: Any) -> None:
+        text = message.text
+        if message.type == "error" and ("Content Security Policy" in text or "Uncaught" in text):
+            self.problems.append(f"console: {text}")
+
+    def expect(self, target: Any) -> Any:
+        """Playwright's `expect` for a selector string or a locator."""
+        from playwright.sync_api import expect
+
+        return expect(self.page.locator(target) if isinstance(target, str) else target)
+
+    def shot(self, name: str, full_page: bool | None = None) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        if full_page is None:
+            full_page = self.full_page_shots
+        path = SHOTS / f"{self.shot_prefix}{name}.png"
+        self.page.screenshot(path=str(path), full_page=full_page)
