@@ -685,28 +685,27 @@ export class Connection extends Emitter {
         this._signedOut();
         return;
       }
-      this.session
-        .refresh()
-        .then(() => this._retry({ code, reason, delay: 0 }))
-        .catch((err) => {
-          if (err instanceof NetworkError) this._retry({ code, reason });
-          else this._signedOut();
-        });
+      this._refreshAndRetry(code, reason);
       return;
     }
     if (code === CloseCode.TOKEN_EXPIRED) {
-      this.session
-        .refresh()
-        .then(() => this._retry({ code, reason, delay: 0 }))
-        .catch((err) => {
-          if (err instanceof NetworkError) this._retry({ code, reason });
-          else this._signedOut();
-        });
+      this._refreshAndRetry(code, reason);
       return;
     }
     let minDelay = 0;
     if (code === CloseCode.TOO_MANY_CONNECTIONS || code === CloseCode.RATE_LIMITED) minDelay = 5000;
     this._retry({ code, reason, minDelay });
+  }
+
+  // A fresh token, then reconnect at once; a network failure retries with backoff.
+  _refreshAndRetry(code, reason) {
+    this.session
+      .refresh()
+      .then(() => this._retry({ code, reason, delay: 0 }))
+      .catch((err) => {
+        if (err instanceof NetworkError) this._retry({ code, reason });
+        else this._signedOut();
+      });
   }
 
   _retry({ code = null, reason = "", delay = null, minDelay = 0 }) {
