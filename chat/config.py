@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     login_failures_per_ip: int = Field(20, gt=0)
     login_failure_window: float = Field(300.0, gt=0)
     hash_concurrency: int = Field(2, gt=0)
+    # argon2id cost (argon2-cffi's defaults). Tests lower them: they test logic, not cost.
+    password_hash_time_cost: int = Field(3, ge=1)
+    password_hash_memory_kib: int = Field(64 * 1024, ge=8)
+    password_hash_parallelism: int = Field(4, ge=1)
     hash_queue_max: int = Field(64, gt=0, description="password checks running or waiting")
     registrations_per_ip: int = Field(5, gt=0, description="per registration_window")
     registration_window: float = Field(300.0, gt=0, description="seconds")

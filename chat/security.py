@@ -60,8 +60,12 @@ class PasswordService:
     64 MiB hashing jobs; a dummy hash keeps timing equal for unknown users.
     """
 
-    def __init__(self, concurrency: int) -> None:
-        self._hasher = PasswordHasher()
+    def __init__(
+        self, concurrency: int, time_cost: int = 3, memory_kib: int = 65536, parallelism: int = 4
+    ) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+        )
         self._slots = asyncio.Semaphore(concurrency)
         # Hashing threads of their own, at a lower CPU priority: under a login flood
         # the cores go to the event loop first, and logins wait instead of chat.

@@ -72,7 +72,16 @@ class Services:
             settings.access_token_ttl,
             settings.refresh_token_ttl,
         )
-        accounts = Accounts(store, tokens, PasswordService(settings.hash_concurrency))
+        accounts = Accounts(
+            store,
+            tokens,
+            PasswordService(
+                settings.hash_concurrency,
+                settings.password_hash_time_cost,
+                settings.password_hash_memory_kib,
+                settings.password_hash_parallelism,
+            ),
+        )
         broker = create_broker(settings.redis_url, settings.redis_prefix)
         # Several processes publish to one room only through Redis: order by seq then.
         room_seq = store.room_last_seq if settings.redis_url else None

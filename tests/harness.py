@@ -35,6 +35,16 @@ TEST_DEFAULTS: dict[str, Any] = {
     "registrations_per_ip": 1_000_000,
     "join_burst": 1000,
     "room_creations_per_user": 1_000_000,
+    # Cheap argon2: about 100 users are registered and signed in per module.
+    "password_hash_time_cost": 1,
+    "password_hash_memory_kib": 1024,
+    "password_hash_parallelism": 1,
+}
+# For the tests that measure hashing under load: the production cost.
+REAL_HASHING: dict[str, Any] = {
+    "password_hash_time_cost": 3,
+    "password_hash_memory_kib": 64 * 1024,
+    "password_hash_parallelism": 4,
 }
 
 

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import ServerFactory
 from tests.harness import (
+    REAL_HASHING,
     ROOT,
     Api,
     ServerProcess,
@@ -47,6 +48,7 @@ def server(module_servers: ServerFactory) -> ServerProcess:
         rate_limit_close_after=CLOSE_AFTER,
         max_connections_per_user=3,
         max_rooms_per_connection=3,
+        **REAL_HASHING,  # the login timing test compares real hashing costs
     )
 
 
@@ -469,7 +471,7 @@ def test_unknown_user_answer_and_timing_match_a_wrong_password(api: Api) -> None
 async def test_login_flood_is_bounded_and_the_loop_stays_responsive(
     make_server: ServerFactory,
 ) -> None:
-    server = make_server(hash_concurrency=2, hash_queue_max=16)
+    server = make_server(hash_concurrency=2, hash_queue_max=16, **REAL_HASHING)
     api = Api(server)
     alice = api.user()
     health: list[float] = []
