@@ -283,10 +283,15 @@ async def join(ws: ClientConnection, room: str, since: int | None = None) -> dic
 
 
 async def say(ws: ClientConnection, room: str, body: str, ref: str | None = None) -> dict[str, Any]:
-    """Send a message and return its ack (skipping other frames)."""
+    """Send a message and return its ack (skipping other frames); an error for it fails."""
     ref = ref or uuid.uuid4().hex
     await ws.send(json.dumps({"type": "send", "room": room, "body": body, "ref": ref}))
-    return await recv_until(ws, "ack", ref=ref)
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while True:
+        frame = await recv(ws, deadline - asyncio.get_running_loop().time())
+        if frame.get("ref") == ref and frame["type"] in ("ack", "error"):
+            assert frame["type"] == "ack", f"send refused: {frame}"
+            return frame
 
 
 async def expect_no_frame(ws: ClientConnection, wait: float = 0.3, kind: str | None = None) -> None:

@@ -39,7 +39,8 @@ from tests.rawws import RawClient
 
 @pytest.fixture(scope="module")
 def server(module_servers: ServerFactory) -> ServerProcess:
-    return module_servers(auth_timeout=1)
+    # The module's shared accounts send a lot: rate limits are tested in test_limits.
+    return module_servers(auth_timeout=1, send_rate=1000, send_burst=1000)
 
 
 @pytest.fixture(scope="module")
