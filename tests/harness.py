@@ -249,6 +249,23 @@ async def connect(
     return ws
 
 
+async def open_with_small_buffer(server: ServerProcess, token: str) -> ClientConnection:
+    """A client whose socket takes little before TCP pushes back: stalls show up sooner."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    ws = await websockets.connect(
+        server.ws,
+        sock=sock,
+        additional_headers={"Authorization": f"Bearer {token}"},
+        ping_interval=None,
+        max_size=None,
+    )
+    assert (await recv(ws))["type"] == "hello"
+    return ws
+
+
 async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
     """The next frame as a dict."""
     raw = await asyncio.wait_for(ws.recv(), timeout)

@@ -7,29 +7,25 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import time
-from typing import Any
 
 import httpx
 import pytest
-import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import ServerFactory
-from tests.harness import Account, Api, connect, join, recv, recv_until
+from tests.harness import (
+    Api,
+    all_messages,
+    connect,
+    join,
+    open_with_small_buffer,
+    recv,
+    recv_until,
+)
 
 SHUTDOWN_GRACE = 5.0  # chat.serving.SHUTDOWN_GRACE: uvicorn's own wait after our drain
-
-
-def all_messages(api: Api, account: Account, room: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while True:
-        page = api.history(account, room, after=out[-1]["seq"] if out else 0, limit=200)
-        if not page:
-            return out
-        out.extend(page)
 
 
 class Burst:
@@ -147,18 +143,7 @@ async def test_drain_refuses_new_sockets_and_is_bounded_by_a_stuck_client(
     await join(a, room)
     calm = await connect(server, calm_user.token, max_size=None)
     # A member that stopped reading with frames still queued for it holds the drain.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-    stuck = await websockets.connect(
-        server.ws,
-        sock=sock,
-        additional_headers={"Authorization": f"Bearer {stuck_user.token}"},
-        max_size=None,
-        ping_interval=None,
-    )
-    assert (await recv(stuck))["type"] == "hello"
+    stuck = await open_with_small_buffer(server, stuck_user.token)
     await join(stuck, room)
     stuck.transport.pause_reading()
     for i in range(200):  # ~6 MB of incompressible text: more than the socket buffers hold
@@ -190,6 +175,5 @@ async def test_drain_refuses_new_sockets_and_is_bounded_by_a_stuck_client(
         f"\ndrain with a stuck client: exit {exit_code} after {took:.2f}s (drain_timeout {drain})"
     )
     assert drain - 0.5 <= took <= drain + 2  # uvicorn does not wait for it again
-    stuck.transport.abort()
-    sock.close()
+    stuck.transport.abort()  # closes its socket too
     api.close()

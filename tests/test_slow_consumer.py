@@ -9,18 +9,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import time
 from typing import Any
 
 import pytest
-import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ServerFactory
-from tests.harness import Api, ServerProcess, connect, join, recv, recv_until, say
+from tests.harness import (
+    Api,
+    ServerProcess,
+    connect,
+    join,
+    open_with_small_buffer,
+    recv,
+    recv_until,
+    say,
+)
 
 # Big, incompressible bodies (permessage-deflate is on) fill socket buffers quickly.
 BODY_CHARS = 30_000
@@ -36,23 +43,6 @@ def metric(api: Api, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-async def open_with_small_buffer(server: ServerProcess, token: str) -> ClientConnection:
-    """A client whose socket takes little before TCP pushes back: stalls show up sooner."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-    ws = await websockets.connect(
-        server.ws,
-        sock=sock,
-        additional_headers={"Authorization": f"Bearer {token}"},
-        ping_interval=None,
-        max_size=None,
-    )
-    assert (await recv(ws))["type"] == "hello"
-    return ws
 
 
 class Watcher:
