@@ -78,12 +78,7 @@ async def register(request: Request, body: Credentials, services: ServicesDep) -
         with services.login_gate:
             user = await services.accounts.register(body.username, body.password)
     except Busy:
-        metrics.THROTTLED.labels("login_busy").inc()
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "too many sign-ins in progress; try again shortly",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise hashing_busy() from None
     except InputError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Conflict as exc:
@@ -101,6 +96,16 @@ THROTTLED: dict[int | str, dict[str, Any]] = {
     429: {"description": "too many failed attempts for this account or address (Retry-After)"},
     503: {"description": "too many password checks in flight (Retry-After)"},
 }
+
+
+def hashing_busy() -> HTTPException:
+    """503 for a request refused because too many password hashes are in flight."""
+    metrics.THROTTLED.labels("login_busy").inc()
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "too many sign-ins in progress; try again shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def client_address(request: Request) -> str | None:
@@ -143,12 +148,7 @@ async def checked_password(
         with services.login_gate:
             pair = await attempt()
     except Busy:
-        metrics.THROTTLED.labels("login_busy").inc()
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "too many sign-ins in progress; try again shortly",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise hashing_busy() from None
     if pair is None:
         services.login_throttle.failed(account, address)
         services.abuse.report(
