@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 Handler = Callable[[str, str], Awaitable[None] | None]
+# Called with the wall-clock time the subscription was lost, once it is back.
+Resubscribed = Callable[[float], None]
 
 
 class BrokerUnavailable(ConnectionError):
@@ -21,8 +23,12 @@ class BrokerUnavailable(ConnectionError):
 class Broker(Protocol):
     """What the hub needs from a message bus. Payloads are already-encoded text."""
 
-    async def start(self, handler: Handler) -> None:
-        """Begin delivering messages of subscribed channels to `handler(channel, payload)`."""
+    async def start(self, handler: Handler, on_resubscribed: Resubscribed | None = None) -> None:
+        """Begin delivering messages of subscribed channels to `handler(channel, payload)`.
+
+        `on_resubscribed(lost_at)` runs after the subscription came back from
+        an outage: anything published in between was not delivered.
+        """
 
     async def stop(self) -> None:
         """Stop delivering and release connections."""
@@ -50,8 +56,8 @@ class MemoryBroker:
         self._handler: Handler | None = None
         self._channels: set[str] = set()
 
-    async def start(self, handler: Handler) -> None:
-        self._handler = handler
+    async def start(self, handler: Handler, on_resubscribed: Resubscribed | None = None) -> None:
+        self._handler = handler  # nothing is ever lost in process: no resubscription
 
     async def stop(self) -> None:
         self._handler = None

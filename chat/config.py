@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(10.0, gt=0)
     presence_grace: float = Field(3.0, ge=0)
     presence_ttl: float = Field(15.0, gt=0, description="shared presence entry lifetime (Redis)")
+    # Several processes (Redis): how long an out-of-order room message waits for
+    # the seqs before it, and how often every watched room is checked, before
+    # the missing seqs are read back from the database.
+    reorder_window: float = Field(0.25, gt=0, description="seconds")
+    gap_check_interval: float = Field(2.0, gt=0, description="seconds")
     drain_timeout: float = Field(20.0, gt=0)
     max_connections_per_user: int = Field(20, gt=0)
     max_rooms_per_connection: int = Field(100, gt=0)

@@ -5,6 +5,16 @@ Every event is encoded once and published to the broker on a channel
 delivers it to its local connections by putting the same string on each
 connection's bounded queue. Fan-out never awaits a socket: a connection whose
 queue is full is closed (4008) and resumes with `join ... since`.
+
+Exactly once per connection: each connection remembers, per joined room, the
+highest seq it has been given; a room message at or below it is dropped before
+it is queued, whether it comes from a join's replay, the reorder buffer, a gap
+fill or live delivery.
+
+No silent gaps across processes (with a `RoomLog`, i.e. Redis): a seq missing
+from the broker's stream is read back from the database, once per room and gap,
+when the reorder window passes, when the broker's subscription reconnects, and
+by a periodic check (for a publisher that died between commit and publish).
 """
 
 from __future__ import annotations
@@ -15,14 +25,14 @@ import itertools
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from chat import metrics
 from chat.broker import Broker, BrokerUnavailable
 from chat.presence import Presence
 from chat.presence_store import LocalPresenceStore, PresenceFactory, PresenceStore
-from chat.protocol import CloseCode, PresenceFrame, UserRef, encode
+from chat.protocol import CloseCode, MessageFrame, PresenceFrame, UserRef, encode
 from chat.reorder import Reorder
 
 log = logging.getLogger(__name__)
@@ -31,6 +41,19 @@ _ids = itertools.count(1)
 SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 ADMINS = "admins"
+FILL_PAGE = 500  # messages read per query when filling a gap
+
+
+class RoomLog(Protocol):
+    """What the hub reads back from the database to fill gaps in a room's stream."""
+
+    async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
+        """Each named room's newest seq (rooms that do not exist are left out)."""
+
+    async def messages_between(
+        self, room: str, after: int, upto: int, limit: int
+    ) -> Sequence[MessageFrame]:
+        """The room's messages with `after` < seq <= `upto`, oldest first, at most `limit`."""
 
 
 def room_channel(room: str) -> str:
@@ -49,6 +72,8 @@ class Connection:
         self.user = user
         # Joined rooms; a list buffers live events while the join's replay is sent.
         self.rooms: dict[str, list[tuple[int | None, str]] | None] = {}
+        # Per joined room, the highest seq given to this connection: never repeated.
+        self.seen: dict[str, int] = {}
         self.closed = asyncio.Event()
         # Set at shutdown: stop reading after the frame in hand, flush, close.
         self.halt = asyncio.Event()
@@ -72,6 +97,19 @@ class Connection:
         except asyncio.QueueFull:
             metrics.SLOW_CONSUMERS.inc()
             self.abort(CloseCode.SLOW_CONSUMER, "too slow: reconnect and resume with since")
+
+    def claim(self, room: str, seq: int) -> bool:
+        """Record that `seq` of `room` goes to this connection; False if it went already."""
+        if seq <= self.seen.get(room, 0):
+            metrics.REPEATS_DROPPED.inc()
+            return False
+        self.seen[room] = seq
+        return True
+
+    def push_seq(self, room: str, seq: int, payload: str) -> None:
+        """Queue a room message unless this connection was given that seq already."""
+        if self.claim(room, seq):
+            self.push(payload)
 
     async def put(self, payload: str) -> None:
         """Queue a frame, waiting while the queue is full (never used by fan-out).
@@ -144,25 +182,35 @@ class Hub:
         broker: Broker,
         presence_grace: float,
         *,
-        room_seq: Callable[[str], Awaitable[int]] | None = None,
-        reorder_window: float = 1.0,
+        room_log: RoomLog | None = None,
+        reorder_window: float = 0.25,
+        gap_check_interval: float = 2.0,
         presence: PresenceFactory | None = None,
     ) -> None:
-        """`room_seq(room)` (the room's newest seq in the database) turns on reordering.
+        """`room_log` (the database) turns on reordering and gap filling.
 
         `presence` builds a shared presence store (Redis) given the hub's change
         callback; by default presence is this process's own (`self.presence`).
 
         With several processes publishing to one room (a Redis broker), room
-        messages can reach this process out of seq order: with `room_seq` given,
-        they are released in seq order per room (see `chat.reorder`).
+        messages can reach this process out of seq order, or not at all: with
+        `room_log` given, they are released in seq order per room (see
+        `chat.reorder`), and a seq still missing `reorder_window` seconds later
+        is read from the database; every `gap_check_interval` seconds, and
+        whenever the broker resubscribes, each watched room's newest seq is
+        compared with the last one delivered here.
         """
         self.broker = broker
-        self._room_seq = room_seq
+        self._log = room_log
+        self._gap_check_interval = gap_check_interval
         self._reorder: Reorder[tuple[str, int | None]] | None = (
-            Reorder(self._release_room, reorder_window) if room_seq is not None else None
+            Reorder(self._release_room, reorder_window, on_gap=self._on_gap)
+            if room_log is not None
+            else None
         )
         self._room_ready: dict[str, asyncio.Future[None]] = {}
+        self._fill_locks: dict[str, asyncio.Lock] = {}
+        self._resync_listeners: list[Callable[[float], Awaitable[None]]] = []
         self.presence = Presence(presence_grace, self._presence_changed)
         self.presence_store: PresenceStore = (
             presence(self._presence_changed) if presence else LocalPresenceStore(self.presence)
@@ -171,13 +219,24 @@ class Hub:
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self._by_room: dict[str, set[Connection]] = defaultdict(set)
         self._room_locks: dict[str, asyncio.Lock] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[object]] = set()
         self.halting = False
 
     async def start(self) -> None:
-        await self.broker.start(self._dispatch)
+        await self.broker.start(self._dispatch, on_resubscribed=self._on_resubscribed)
         await self.broker.subscribe(ADMINS)
         await self.presence_store.start()
+        if self._log is not None:
+            self._spawn(self._check_gaps_forever())
+
+    def on_resync(self, listener: Callable[[float], Awaitable[None]]) -> None:
+        """Call `listener(lost_at)` after the broker resubscribed following an outage.
+
+        For whole-state frames (tasks) that the outage may have swallowed: the
+        listener re-sends what changed since `lost_at` (a wall-clock time) to
+        this process's own connections.
+        """
+        self._resync_listeners.append(listener)
 
     async def drain(self, code: int, reason: str, timeout: float) -> int:
         """Ask every connection to finish its frame, flush and close; wait up to `timeout`.
@@ -242,27 +301,36 @@ class Hub:
             await self.presence_store.add(room, conn.id, conn.user)
         return await self.presence_store.members(room)
 
-    def finish_replay(self, conn: Connection, room: str, after_seq: int) -> None:
-        """Deliver events buffered during the join, skipping messages up to `after_seq`."""
+    def finish_replay(self, conn: Connection, room: str, last_seq: int) -> None:
+        """End the join: deliver events buffered meanwhile, skipping seqs up to `last_seq`.
+
+        Everything up to `last_seq` (the `joined` frame's) was replayed or is
+        for the client to page, so the connection counts it as given.
+        """
         buffered = conn.rooms.get(room)
         if buffered is None:
             return
         conn.rooms[room] = None
+        conn.seen[room] = max(conn.seen.get(room, 0), last_seq)
         for seq, payload in buffered:
-            if seq is None or seq > after_seq:
+            if seq is None:
                 conn.push(payload)
+            else:
+                conn.push_seq(room, seq, payload)
 
     async def leave(self, conn: Connection, room: str) -> bool:
         """Remove `conn` from `room`; False when it had not joined."""
         if room not in conn.rooms:
             return False
         del conn.rooms[room]
+        conn.seen.pop(room, None)
         members = self._by_room.get(room)
         if members is not None:
             members.discard(conn)
             if not members:
                 del self._by_room[room]
                 self._room_ready.pop(room, None)
+                self._fill_locks.pop(room, None)
                 if self._reorder is not None:
                     self._reorder.forget(room)
                 await self.broker.unsubscribe(room_channel(room))
@@ -282,9 +350,10 @@ class Hub:
         ready = self._room_ready[room] = asyncio.get_running_loop().create_future()
         try:
             await self.broker.subscribe(room_channel(room))
-            if self._reorder is not None and self._room_seq is not None:
+            if self._reorder is not None and self._log is not None:
                 try:
-                    self._reorder.expect(room, await self._room_seq(room) + 1)
+                    last = await self._log.last_seqs([room])
+                    self._reorder.expect(room, last.get(room, 0) + 1)
                 except Exception:  # the reorder window then picks the start
                     log.exception("reading the last seq of room %r failed", room)
         finally:
@@ -307,28 +376,31 @@ class Hub:
 
     async def publish_room(
         self, room: str, payload: str, *, seq: int | None = None, exclude_user: int | None = None
-    ) -> None:
-        await self._publish(room_channel(room), payload, s=seq, x=exclude_user)
+    ) -> bool:
+        return await self._publish(room_channel(room), payload, s=seq, x=exclude_user)
 
-    async def publish_user(self, user_id: int, payload: str) -> None:
-        await self._publish(user_channel(user_id), payload)
+    async def publish_user(self, user_id: int, payload: str) -> bool:
+        return await self._publish(user_channel(user_id), payload)
 
-    async def publish_admins(self, payload: str) -> None:
-        await self._publish(ADMINS, payload)
+    async def publish_admins(self, payload: str) -> bool:
+        return await self._publish(ADMINS, payload)
 
     async def close_user(self, user_id: int, code: int, reason: str) -> None:
         """Close every connection of a user, on every process."""
         await self._publish(user_channel(user_id), "", close=code, reason=reason)
 
-    async def _publish(self, channel: str, payload: str, **header: Any) -> None:
+    async def _publish(self, channel: str, payload: str, **header: Any) -> bool:
+        """Publish to every process; False when the broker refused (delivered here only)."""
         head = json.dumps({k: v for k, v in header.items() if v is not None})
         data = f"{head}\n{payload}"
         try:
             await self.broker.publish(channel, data)
         except BrokerUnavailable as exc:
-            # Stored already (for messages): other processes' clients recover with `since`.
+            # Stored already (for messages): other processes read it back (`catch_up`).
             log.warning("broker unavailable (%s): delivering on %s locally only", exc, channel)
             self._dispatch(channel, data)
+            return False
+        return True
 
     def _dispatch(self, channel: str, data: str) -> None:
         head, _, payload = data.partition("\n")
@@ -363,15 +435,96 @@ class Hub:
             buffered = conn.rooms.get(room)
             if buffered is not None:
                 buffered.append((seq, payload))
-            else:
+            elif seq is None:
                 conn.push(payload)
+            else:
+                conn.push_seq(room, seq, payload)
+
+    # --- gaps -----------------------------------------------------------------
+
+    def _on_gap(self, room: str, first: int, last: int) -> None:
+        """The reorder window passed with seqs `first`..`last` missing: read them back."""
+        self._spawn(self._fill_then_release(room, last))
+
+    async def _fill_then_release(self, room: str, last: int) -> None:
+        assert self._reorder is not None
+        try:
+            await self._fill(room, last)
+        finally:
+            self._reorder.gap_filled(room, last)
+
+    async def _fill(self, room: str, last: int) -> None:
+        """Read the room's messages from the next expected seq up to `last` into the reorder.
+
+        One query per page; the lock keeps concurrent fills of a room from
+        reading the same rows twice. Fails quietly: the reorder buffer then
+        gives the seqs up (clients page them) rather than holding the room.
+        """
+        assert self._reorder is not None and self._log is not None
+        lock = self._fill_locks.setdefault(room, asyncio.Lock())
+        async with lock:
+            while room in self._room_ready:
+                first = self._reorder.next_seq(room)
+                if first is None or first > last:
+                    return
+                try:
+                    page = await self._log.messages_between(room, first - 1, last, FILL_PAGE)
+                except Exception as exc:
+                    log.warning("filling seqs %d-%d of room %r failed: %r", first, last, room, exc)
+                    return
+                if room not in self._room_ready:  # the last local listener left meanwhile
+                    return
+                metrics.GAP_FILLS.inc(len(page))
+                for frame in page:
+                    self._reorder.push(room, frame.seq, (encode(frame), None))
+                if len(page) < FILL_PAGE:
+                    return
+
+    async def catch_up(self) -> None:
+        """Compare every watched room's newest seq with this process's; fill what is missing."""
+        if self._reorder is None or self._log is None:
+            return
+        rooms = [room for room in self._room_ready if self._reorder.next_seq(room) is not None]
+        for start in range(0, len(rooms), FILL_PAGE):
+            last_seqs = await self._log.last_seqs(rooms[start : start + FILL_PAGE])
+            for room, last in last_seqs.items():
+                expected = self._reorder.next_seq(room)
+                if expected is not None and last >= expected:
+                    log.info("room %r: seqs %d-%d missed live, reading them", room, expected, last)
+                    await self._fill(room, last)
+
+    async def _check_gaps_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._gap_check_interval)
+            try:
+                await self.catch_up()
+            except Exception as exc:  # the database may be down: try again next time
+                log.warning("checking rooms for missed messages failed: %r", exc)
+
+    def _on_resubscribed(self, lost_at: float) -> None:
+        """The broker is back after an outage: what was published meanwhile never came."""
+        self._spawn(self._resync(lost_at))
+
+    async def _resync(self, lost_at: float) -> None:
+        try:
+            await self.catch_up()
+        except Exception as exc:
+            log.warning("catching up after a broker outage failed: %r", exc)
+        for listener in self._resync_listeners:
+            try:
+                await listener(lost_at)
+            except Exception:
+                log.exception("resync after a broker outage failed")
+
+    def _spawn(self, coro: Awaitable[object]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _presence_changed(self, room: str, event: str, user: UserRef) -> None:
         frame = encode(PresenceFrame(room=room, event=event, user=user))  # type: ignore[arg-type]
         # The user's own connections know already: `joined` lists them.
-        task = asyncio.create_task(self.publish_room(room, frame, exclude_user=user.id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self.publish_room(room, frame, exclude_user=user.id))
 
     def local_presence(self) -> dict[str, list[UserRef]]:
         """This process's own presence (empty when presence is shared through Redis)."""

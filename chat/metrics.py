@@ -9,6 +9,12 @@ FRAMES_IN = Counter("chat_frames_in_total", "Client frames received", ["type"])
 FRAMES_OUT = Counter("chat_frames_out_total", "Frames written to sockets")
 MESSAGES = Counter("chat_messages_total", "Messages stored")
 DUPLICATES = Counter("chat_duplicate_sends_total", "Sends answered from an earlier ref")
+REPEATS_DROPPED = Counter(
+    "chat_repeats_dropped_total", "Room messages not sent to a connection that had them already"
+)
+GAP_FILLS = Counter(
+    "chat_gap_fill_messages_total", "Room messages read back from the database to fill a gap"
+)
 ERRORS = Counter("chat_errors_total", "Error frames sent to clients", ["code"])
 AUTH_FAILURES = Counter("chat_auth_failures_total", "Refused authentications", ["where"])
 SLOW_CONSUMERS = Counter("chat_slow_consumers_total", "Connections closed for a full queue")

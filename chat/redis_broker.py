@@ -14,11 +14,11 @@ Shape:
   jittered exponential backoff (0.1 s doubling up to 5 s) and subscribes
   again to every channel the hub still wants.
 
-What is lost, and how clients recover: Redis pub/sub keeps nothing for an
+What is lost, and how it is recovered: Redis pub/sub keeps nothing for an
 absent subscriber, so messages published while this process's listener is
-reconnecting never reach it. They are in the database already; room messages
-carry `seq` (1, 2, 3... per room), so a client sees the gap at the next
-message and fetches what it missed with `join ... since` (or history paging).
+reconnecting never reach it. They are in the database already: once
+resubscribed, the listener calls `on_resubscribed(lost_at)` and the hub reads
+back what its rooms missed (and re-sends task states changed since `lost_at`).
 While Redis refuses publishes, `publish` raises `BrokerUnavailable` quickly
 instead of queueing (the hub then delivers to its own process only).
 
@@ -45,7 +45,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from chat.broker import BrokerUnavailable, Handler
+from chat.broker import BrokerUnavailable, Handler, Resubscribed
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,9 @@ class RedisBroker:
         self._health_interval = health_interval
         self._backoff_cap = backoff_cap
         self._handler: Handler | None = None
+        self._on_resubscribed: Resubscribed | None = None
+        self._lost_at: float | None = None  # wall clock; set while disconnected
+        self._unconfirmed = 0  # SUBSCRIBEs of a reconnect not yet confirmed
         self._channels: set[str] = set()  # wanted, without the prefix
         self._lock = asyncio.Lock()  # orders (re)subscription commands
         self._pubsub: PubSub | None = None  # set while the listener is connected
@@ -148,7 +151,7 @@ class RedisBroker:
 
     # --- life -----------------------------------------------------------------
 
-    async def start(self, handler: Handler) -> None:
+    async def start(self, handler: Handler, on_resubscribed: Resubscribed | None = None) -> None:
         """Start the writer and the listener; returns once subscribed or after one try.
 
         Never raises for an unreachable Redis: the listener keeps trying and
@@ -157,6 +160,7 @@ class RedisBroker:
         if self._tasks:
             raise RuntimeError("RedisBroker.start called twice")
         self._handler = handler
+        self._on_resubscribed = on_resubscribed
         self._outbox = asyncio.Queue(OUTBOX_SIZE)
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="redis-broker-writer"),
@@ -333,13 +337,27 @@ class RedisBroker:
         async with self._lock:
             await pubsub.connect()  # type: ignore[no-untyped-call]
             wanted = sorted(self.prefix + c for c in self._channels)
+            self._unconfirmed = len(wanted)
             if wanted:
                 await pubsub.subscribe(*wanted)
+            else:
+                self._resubscribed()
             self._pubsub = pubsub
             self._last_seen = time.monotonic()
             self.connected.set()
 
+    def _resubscribed(self) -> None:
+        """Every channel is subscribed again: tell the hub what it may have missed."""
+        lost_at, self._lost_at = self._lost_at, None
+        if lost_at is not None and self._on_resubscribed is not None:
+            try:
+                self._on_resubscribed(lost_at)
+            except Exception:
+                log.exception("on_resubscribed failed")
+
     async def _disconnect(self, pubsub: PubSub) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.time()
         self.connected.clear()
         self._pubsub = None
         self._server_channels = 0
@@ -375,6 +393,11 @@ class RedisBroker:
                 self._deliver(channel[len(self.prefix) :], str(message["data"]))
         elif kind in ("subscribe", "unsubscribe"):
             self._server_channels = int(message["data"])
+            if kind == "subscribe" and self._unconfirmed:
+                # Redis answers in order: the reconnect's own SUBSCRIBEs come first.
+                self._unconfirmed -= 1
+                if not self._unconfirmed:
+                    self._resubscribed()
             if kind == "subscribe":
                 channel = str(message["channel"])
                 waiters = self._confirm.get(channel)

@@ -8,11 +8,17 @@ reach Redis first. Every receiving process would then deliver 6 before 5.
 So each process releases a room's numbered messages strictly in seq order:
 - a message ahead of the next expected seq waits (at most `window` seconds)
   for the missing ones;
-- a seq still missing after the window is given up and delivery goes on: it
-  was lost live (its publisher died between commit and publish, Redis refused
-  the publish, or this process's listener was reconnecting). Clients see the
-  jump in seq and fetch the missing messages with `join ... since`;
+- a seq still missing after the window was lost live (its publisher died
+  between commit and publish, Redis refused the publish, or this process's
+  listener was reconnecting). With `on_gap`, the owner is asked to fetch the
+  missing seqs (the hub reads them from the database and pushes them here)
+  and calls `gap_filled`; only seqs still missing then are given up, and
+  delivery goes on (clients see the jump and page the history);
 - a message that turns up after its seq was passed (or twice) is dropped.
+
+Why a missing seq can always be read back: seqs are handed out by a row
+update in the same transaction as the insert, so seq n+1 cannot commit
+before seq n has (or has rolled back, giving n back).
 
 Where a room starts is set with `expect` (the room's last seq, read from the
 database after the channel's subscription took effect, plus one). Messages
@@ -35,12 +41,13 @@ DROPPED = Counter("chat_reorder_dropped_total", "Room messages that arrived afte
 
 
 class _Room(Generic[T]):
-    __slots__ = ("next", "pending", "timer")
+    __slots__ = ("filling", "next", "pending", "timer")
 
     def __init__(self) -> None:
         self.next: int | None = None
         self.pending: dict[int, T] = {}
         self.timer: asyncio.TimerHandle | None = None
+        self.filling = False  # `on_gap` was called and `gap_filled` not yet
 
 
 class Reorder(Generic[T]):
@@ -51,8 +58,11 @@ class Reorder(Generic[T]):
         release: Callable[[str, int, T], None],
         window: float,
         max_pending: int = 10_000,
+        on_gap: Callable[[str, int, int], None] | None = None,
     ) -> None:
+        """`on_gap(room, first, last)`: seqs first..last are still missing after the window."""
         self._release = release
+        self._on_gap = on_gap
         self._window = window
         self._max_pending = max_pending
         self._rooms: dict[str, _Room[T]] = {}
@@ -80,6 +90,18 @@ class Reorder(Generic[T]):
         if len(state.pending) > self._max_pending:
             self._give_up(room)
 
+    def gap_filled(self, room: str, last: int) -> None:
+        """The owner's fetch for `on_gap(room, _, last)` is over: seqs up to `last` still
+        missing are given up; a later gap gets a window of its own."""
+        state = self._rooms.get(room)
+        if state is None:
+            return
+        state.filling = False
+        if state.next is not None and state.next <= last:
+            SKIPPED.inc(last + 1 - state.next)
+            state.next = last + 1
+        self._drain(room, state)
+
     def forget(self, room: str) -> None:
         """Drop the room's state (its last local listener left)."""
         state = self._rooms.pop(room, None)
@@ -106,17 +128,26 @@ class Reorder(Generic[T]):
             if state.timer is not None:
                 state.timer.cancel()
                 state.timer = None
-        elif state.timer is None:
+        elif state.timer is None and not state.filling:
             state.timer = asyncio.get_running_loop().call_later(self._window, self._give_up, room)
 
     def _give_up(self, room: str) -> None:
-        """The window passed: skip to the lowest held seq and release what follows."""
+        """The window passed: ask for the missing seqs, or skip to the lowest held one."""
         state = self._rooms.get(room)
         if state is None:
             return
         if state.timer is not None:
             state.timer.cancel()
             state.timer = None
+        if not state.pending or state.filling:
+            return
+        if self._on_gap is not None and state.next is not None:
+            state.filling = True
+            self._on_gap(room, state.next, min(state.pending) - 1)
+            return
+        self._skip_to_held(room, state)
+
+    def _skip_to_held(self, room: str, state: _Room[T]) -> None:
         if not state.pending:
             return
         lowest = min(state.pending)

@@ -59,6 +59,7 @@ class Services:
         )
         self.abuse.subscribe(self.alerts.on_abuse)
         self.tasks = TaskRunner(self)
+        self.hub.on_resync(self.tasks.resync)
         probes = {"database": self.db.ping, "broker": self.broker.ping}
         self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)
 
@@ -83,10 +84,17 @@ class Services:
             ),
         )
         broker = create_broker(settings.redis_url, settings.redis_prefix)
-        # Several processes publish to one room only through Redis: order by seq then.
-        room_seq = store.room_last_seq if settings.redis_url else None
+        # Several processes publish to one room only through Redis: order by seq and
+        # fill gaps from the database then.
         presence = shared_presence(settings, broker)
-        hub = Hub(broker, settings.presence_grace, room_seq=room_seq, presence=presence)
+        hub = Hub(
+            broker,
+            settings.presence_grace,
+            room_log=store if settings.redis_url else None,
+            reorder_window=settings.reorder_window,
+            gap_check_interval=settings.gap_check_interval,
+            presence=presence,
+        )
         return cls(settings, db, store, accounts, broker, hub)
 
     async def start(self) -> None:

@@ -263,11 +263,27 @@ class Store:
             value = await s.scalar(select(Room.last_seq).where(Room.id == room_id))
             return int(value or 0)
 
-    async def room_last_seq(self, name: str) -> int:
-        """The newest seq of the room called `name` (0 when there is none)."""
+    async def last_seqs(self, names: Sequence[str]) -> dict[str, int]:
+        """The newest seq of each named room (rooms that do not exist are left out)."""
         async with self.db.read() as s:
-            value = await s.scalar(select(Room.last_seq).where(Room.name == name))
-            return int(value or 0)
+            rows = await s.execute(select(Room.name, Room.last_seq).where(Room.name.in_(names)))
+            return {name: int(seq) for name, seq in rows.tuples()}
+
+    async def messages_between(
+        self, room: str, after: int, upto: int, limit: int
+    ) -> list[MessageFrame]:
+        """Messages of the room called `room` with `after` < seq <= `upto`, oldest first."""
+        query = (
+            select(Message, User)
+            .join(Room, Room.id == Message.room_id)
+            .join(User, User.id == Message.user_id)
+            .where(Room.name == room, Message.seq > after, Message.seq <= upto)
+            .order_by(Message.seq.asc())
+            .limit(limit)
+        )
+        async with self.db.read() as s:
+            rows: Sequence[tuple[Message, User]] = (await s.execute(query)).tuples().all()
+        return [self._frame(room, m, u) for m, u in rows]
 
     # --- messages -------------------------------------------------------------
 
@@ -352,17 +368,18 @@ class Store:
         )
         async with self.db.read() as s:
             rows: Sequence[tuple[Message, User]] = (await s.execute(query)).tuples().all()
-        return [
-            MessageFrame(
-                room=room.name,
-                id=m.id,
-                seq=m.seq,
-                user=user_ref(u),
-                body=m.body,
-                ts=iso(m.created_at),
-            )
-            for m, u in rows
-        ]
+        return [self._frame(room.name, m, u) for m, u in rows]
+
+    @staticmethod
+    def _frame(room_name: str, msg: Message, user: User) -> MessageFrame:
+        return MessageFrame(
+            room=room_name,
+            id=msg.id,
+            seq=msg.seq,
+            user=user_ref(user),
+            body=msg.body,
+            ts=iso(msg.created_at),
+        )
 
     async def count_users(self) -> int:
         async with self.db.read() as s:

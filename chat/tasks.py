@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 
 from chat.models import Task, User
 from chat.protocol import TaskFrame, UserRef, encode, iso, now_iso
@@ -64,6 +64,8 @@ CANCEL_WAIT = 5.0  # how long `cancel` waits for a local task to stop
 STOP_WAIT = 5.0  # how long shutdown waits for running tasks to unwind
 STALE_AFTER = 3  # heartbeat intervals without a beat before a task counts as orphaned
 PRUNE_EVERY = 3600.0  # seconds between sweeps of old export files
+FINAL_FRAME_RETRIES = 60  # a refused final task frame is published again this often,
+FINAL_FRAME_RETRY_DELAY = 1.0  # this many seconds apart
 
 
 class TaskStatus(StrEnum):
@@ -527,16 +529,31 @@ class TaskRunner:
                 finished_at=iso(final_at) if final_at else None,
                 error=error,
             )
-            await self._publish(live.user, encode(frame))
+            await self._publish(live.user, encode(frame), final=final_at is not None)
 
-    async def _publish(self, starter: UserRef, payload: str) -> None:
+    async def _publish(self, starter: UserRef, payload: str, *, final: bool = True) -> None:
+        """To every admin and the starter. A final frame the broker refused is tried
+        again (the state is whole, so a repeat is harmless; a lost final is not)."""
         hub = self.services.hub
         try:
-            await hub.publish_admins(payload)
+            published = await hub.publish_admins(payload)
             if starter.role != "admin":  # admins get it once, through `admins`
-                await hub.publish_user(starter.id, payload)
+                published = await hub.publish_user(starter.id, payload) and published
         except Exception as exc:
             log.warning("could not publish a task frame: %r", exc)
+            published = False
+        if final and not published and not self._stopping:
+            self._spawn(self._republish(starter, payload))
+
+    async def _republish(self, starter: UserRef, payload: str) -> None:
+        hub = self.services.hub
+        for _ in range(FINAL_FRAME_RETRIES):
+            await asyncio.sleep(FINAL_FRAME_RETRY_DELAY)
+            if await hub.publish_admins(payload) and (
+                starter.role == "admin" or await hub.publish_user(starter.id, payload)
+            ):
+                return
+        log.warning("gave up publishing a final task frame")
 
     async def greet(self, conn: Connection) -> None:
         """Push the current state of every active task the connection may see.
@@ -553,6 +570,18 @@ class TaskRunner:
             return
         for task, starter in reversed(rows):
             conn.push(encode(self._frame_of(task, starter)))
+
+    async def resync(self, lost_at: float) -> None:
+        """After a broker outage: re-send, to this process's connections, every task
+        that is active or changed since `lost_at` (frames carry whole states, so a
+        repeat is harmless; a missed final frame is not)."""
+        rows = await self._rows(None, active=True, limit=200, changed_since=lost_at - 1.0)
+        hub = self.services.hub
+        for task, starter in reversed(rows):
+            payload = encode(self._frame_of(task, starter))
+            for conn in list(hub.connections):
+                if conn.user.role == "admin" or conn.user.id == starter.id:
+                    conn.push(payload)
 
     def _frame_of(self, task: Task, starter: User) -> TaskFrame:
         live = self._live.get(task.id)
@@ -611,8 +640,15 @@ class TaskRunner:
         return (found[0], found[1]) if found else None
 
     async def _rows(
-        self, owner: int | None, *, active: bool, limit: int, before: float | None = None
+        self,
+        owner: int | None,
+        *,
+        active: bool,
+        limit: int,
+        before: float | None = None,
+        changed_since: float | None = None,
     ) -> Sequence[tuple[Task, User]]:
+        """Newest first; `active` with `changed_since` also takes tasks updated since then."""
         query = (
             select(Task, User)
             .join(User, User.id == Task.started_by)
@@ -622,7 +658,10 @@ class TaskRunner:
         if owner is not None:
             query = query.where(Task.started_by == owner)
         if active:
-            query = query.where(Task.status.in_([a.value for a in ACTIVE]))
+            is_active: ColumnElement[bool] = Task.status.in_([a.value for a in ACTIVE])
+            if changed_since is not None:
+                is_active = or_(is_active, Task.updated_at >= changed_since)
+            query = query.where(is_active)
         if before is not None:
             query = query.where(Task.created_at < before)
         async with self.db.read() as s:

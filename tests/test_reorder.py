@@ -1,12 +1,19 @@
-"""The per-room reorder buffer, alone and inside the hub (no server, no Redis)."""
+"""The per-room reorder buffer, alone and inside the hub (no server, no Redis).
+
+Inside the hub: seqs released in order, gaps read back from a room log (the
+database in the server, a list here), and each connection given a seq once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+from collections.abc import Sequence
+
 from chat.broker import BrokerUnavailable, MemoryBroker
-from chat.hub import Hub, room_channel
+from chat.hub import Connection, Hub, room_channel
+from chat.protocol import MessageFrame, UserRef, encode
 from chat.reorder import Reorder
 
 Released = list[tuple[str, int, str]]
@@ -88,41 +95,133 @@ class ShuffledBroker(MemoryBroker):
             await super().publish(*held[i])
 
 
-class FakeConn:
-    """Enough of `Connection` for the hub's room delivery."""
-
-    _next = iter(range(1, 1000))
+class FakeLog:
+    """The database's view of rooms: every stored message, by room."""
 
     def __init__(self) -> None:
-        from chat.protocol import UserRef
+        self.rooms: dict[str, list[MessageFrame]] = {}
+        self.reads = 0
 
-        self.id = next(self._next)
-        self.user = UserRef(id=self.id, name=f"u{self.id}", role="user")
-        self.rooms: dict[str, list[tuple[int | None, str]] | None] = {}
-        self.frames: list[str] = []
+    def store(self, room: str) -> MessageFrame:
+        log = self.rooms.setdefault(room, [])
+        user = UserRef(id=1, name="author", role="user")
+        frame = MessageFrame(
+            room=room, id=len(log) + 1, seq=len(log) + 1, user=user, body=f"m{len(log) + 1}", ts="t"
+        )
+        log.append(frame)
+        return frame
 
-    def push(self, payload: str) -> None:
-        self.frames.append(payload)
+    async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
+        return {room: len(self.rooms[room]) for room in rooms if room in self.rooms}
+
+    async def messages_between(
+        self, room: str, after: int, upto: int, limit: int
+    ) -> Sequence[MessageFrame]:
+        self.reads += 1
+        return [m for m in self.rooms.get(room, []) if after < m.seq <= upto][:limit]
+
+
+async def _conn(hub: Hub, room: str, last_seq: int) -> tuple[Connection, list[int]]:
+    """A real `Connection` whose socket records the seqs it is given."""
+    got: list[int] = []
+
+    async def send(payload: str) -> None:
+        got.append(json.loads(payload)["seq"])
+
+    async def close(code: int, reason: str) -> None:
+        return None
+
+    conn = Connection(UserRef(id=99, name="reader", role="user"), send, close, 1000)
+    await hub.join(conn, room)
+    hub.finish_replay(conn, room, last_seq)
+    return conn, got
+
+
+async def _until(condition: object, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
 
 
 async def test_hub_releases_room_messages_in_seq_order() -> None:
     broker = ShuffledBroker()
-    last = {"r": 4}
-
-    async def room_seq(room: str) -> int:
-        return last[room]
-
-    hub = Hub(broker, 0, room_seq=room_seq, reorder_window=5)
+    log = FakeLog()
+    for _ in range(4):
+        log.store("r")
+    hub = Hub(broker, 0, room_log=log, reorder_window=5)
     await hub.start()
-    conn = FakeConn()
-    await hub.join(conn, "r")  # type: ignore[arg-type]
-    hub.finish_replay(conn, "r", 4)  # type: ignore[arg-type]
+    conn, got = await _conn(hub, "r", 4)
     broker.hold = True
-    for seq in (5, 6, 7):
-        await hub.publish_room("r", json.dumps({"seq": seq}), seq=seq)
-    await hub.publish_room("r", "typing", exclude_user=None)  # no seq: not ordered
-    await broker.release([2, 3, 0, 1])
-    assert conn.frames == ["typing", *(json.dumps({"seq": s}) for s in (5, 6, 7))]
+    for _ in range(3):
+        frame = log.store("r")
+        await hub.publish_room("r", encode(frame), seq=frame.seq)
+    await broker.release([2, 0, 1])
+    await _until(lambda: len(got) == 3)
+    assert got == [5, 6, 7]
+    await hub.stop()
+
+
+async def test_a_seq_lost_on_the_broker_is_read_back_from_the_log() -> None:
+    broker = ShuffledBroker()
+    log = FakeLog()
+    hub = Hub(broker, 0, room_log=log, reorder_window=0.05, gap_check_interval=60)
+    await hub.start()
+    conn, got = await _conn(hub, "r", 0)
+    broker.hold = True
+    frames = [log.store("r") for _ in range(3)]
+    for frame in frames:
+        await hub.publish_room("r", encode(frame), seq=frame.seq)
+    await broker.release([0, 2])  # seq 2 never arrives
+    await _until(lambda: len(got) == 3)
+    assert got == [1, 2, 3]
+    assert log.reads == 1  # one query for the gap, not one per connection
+    await hub.stop()
+
+
+async def test_catch_up_delivers_the_last_message_without_a_later_one() -> None:
+    broker = ShuffledBroker()
+    log = FakeLog()
+    hub = Hub(broker, 0, room_log=log, gap_check_interval=60)
+    await hub.start()
+    conn, got = await _conn(hub, "r", 0)
+    log.store("r")  # stored, but its publish was lost: nothing follows it
+    await hub.catch_up()
+    await _until(lambda: got == [1])
+    await hub.stop()
+
+
+async def test_the_periodic_check_finds_a_message_whose_publisher_died() -> None:
+    broker = ShuffledBroker()
+    log = FakeLog()
+    hub = Hub(broker, 0, room_log=log, gap_check_interval=0.05)
+    await hub.start()
+    conn, got = await _conn(hub, "r", 0)
+    log.store("r")
+    log.store("r")
+    await _until(lambda: got == [1, 2])
+    await hub.stop()
+
+
+async def test_a_connection_never_gets_a_seq_twice() -> None:
+    """Form 1 of the issue: a join's replay covered seqs the reorder buffer still held."""
+    broker = ShuffledBroker()
+    log = FakeLog()
+    hub = Hub(broker, 0, room_log=log, reorder_window=0.05, gap_check_interval=60)
+    await hub.start()
+    first, first_got = await _conn(hub, "r", 0)  # keeps the room watched
+    broker.hold = True
+    frames = [log.store("r") for _ in range(3)]
+    for frame in frames:
+        await hub.publish_room("r", encode(frame), seq=frame.seq)
+    await broker.release([1, 2])  # 2 and 3 held, waiting for 1 (lost)
+    # A client that got 1-3 from its join's replay joins meanwhile.
+    late, got = await _conn(hub, "r", 3)
+    frame = log.store("r")
+    await hub.publish_room("r", encode(frame), seq=frame.seq)
+    # 1 is read back, then 1-4 released in order: the late joiner gets only 4.
+    await _until(lambda: first_got == [1, 2, 3, 4])
+    await _until(lambda: got == [4])
     await hub.stop()
 
 
@@ -130,11 +229,9 @@ async def test_hub_delivers_locally_when_the_broker_is_down() -> None:
     broker = ShuffledBroker()
     hub = Hub(broker, 0)
     await hub.start()
-    conn = FakeConn()
-    await hub.join(conn, "r")  # type: ignore[arg-type]
-    hub.finish_replay(conn, "r", 0)  # type: ignore[arg-type]
+    conn, got = await _conn(hub, "r", 0)
     broker.down = True
-    await hub.publish_room("r", "stored, published nowhere", seq=1)
-    assert conn.frames == ["stored, published nowhere"]
+    assert not await hub.publish_room("r", json.dumps({"seq": 1}), seq=1)
+    await _until(lambda: got == [1])
     assert room_channel("r") in broker._channels
     await hub.stop()

@@ -329,7 +329,8 @@ class Session:
             )
         )
         for message in replay:  # waits for the socket rather than overflowing the queue
-            await self.conn.put(encode(message))
+            if self.conn.claim(room.name, message.seq):
+                await self.conn.put(encode(message))
         hub.finish_replay(self.conn, room.name, last_seq)
 
     async def _leave(self, frame: LeaveIn) -> None:
