@@ -8,7 +8,7 @@ implements the same `Broker` protocol for many.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 Handler = Callable[[str, str], Awaitable[None] | None]
@@ -37,6 +37,12 @@ class Broker(Protocol):
         """Send `payload` to every process subscribed to `channel`.
 
         Raises `BrokerUnavailable` when the message could not be handed over.
+        """
+
+    async def publish_many(self, items: Sequence[tuple[str, str]]) -> None:
+        """Publish `(channel, payload)` pairs in order (one round trip where it can).
+
+        Raises `BrokerUnavailable` when they could not all be handed over.
         """
 
     async def subscribe(self, channel: str) -> None:
@@ -69,6 +75,10 @@ class MemoryBroker:
         result = self._handler(channel, payload)
         if result is not None:
             await result
+
+    async def publish_many(self, items: Sequence[tuple[str, str]]) -> None:
+        for channel, payload in items:
+            await self.publish(channel, payload)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     # Connections.
     auth_timeout: float = Field(5.0, gt=0)
     outbound_queue_size: int = Field(1000, gt=0)
+    # The write path (group commit): sends a connection may have unacknowledged, the
+    # most messages stored per transaction, and sends waiting for the writer in all.
+    max_inflight_sends: int = Field(64, gt=0)
+    write_batch_max: int = Field(500, gt=0, le=2000)
+    write_queue_max: int = Field(10_000, gt=0)
     heartbeat_interval: float = Field(25.0, gt=0)
     heartbeat_timeout: float = Field(10.0, gt=0)
     presence_grace: float = Field(3.0, ge=0)

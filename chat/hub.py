@@ -218,7 +218,6 @@ class Hub:
         self.connections: set[Connection] = set()
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self._by_room: dict[str, set[Connection]] = defaultdict(set)
-        self._room_locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Future[object]] = set()
         self.halting = False
 
@@ -360,24 +359,26 @@ class Hub:
             if not ready.done():
                 ready.set_result(None)
 
-    def room_lock(self, room: str) -> asyncio.Lock:
-        """Held while a message is stored and published, so the room's order is kept."""
-        lock = self._room_locks.get(room)
-        if lock is None:
-            lock = self._room_locks[room] = asyncio.Lock()
-        return lock
-
-    def release_room_lock(self, room: str) -> None:
-        lock = self._room_locks.get(room)
-        if lock is not None and not lock.locked() and room not in self._by_room:
-            del self._room_locks[room]
-
     # --- publishing -------------------------------------------------------
 
     async def publish_room(
         self, room: str, payload: str, *, seq: int | None = None, exclude_user: int | None = None
     ) -> bool:
         return await self._publish(room_channel(room), payload, s=seq, x=exclude_user)
+
+    async def publish_messages(self, messages: Sequence[tuple[str, int, str]]) -> bool:
+        """Publish stored room messages `(room, seq, payload)`, in order, together."""
+        items = [
+            (room_channel(room), f'{{"s":{seq}}}\n{payload}') for room, seq, payload in messages
+        ]
+        try:
+            await self.broker.publish_many(items)
+        except BrokerUnavailable as exc:
+            log.warning("broker unavailable (%s): %d messages delivered here only", exc, len(items))
+            for channel, data in items:
+                self._dispatch(channel, data)
+            return False
+        return True
 
     async def publish_user(self, user_id: int, payload: str) -> bool:
         return await self._publish(user_channel(user_id), payload)

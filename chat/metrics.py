@@ -21,7 +21,7 @@ SLOW_CONSUMERS = Counter("chat_slow_consumers_total", "Connections closed for a 
 RATE_LIMITED = Counter("chat_rate_limited_total", "Frames refused by rate limits", ["action"])
 STORE_SECONDS = Histogram(
     "chat_store_seconds",
-    "Time to store a message",
+    "Time from a send's arrival to its commit (its ack follows at once)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 HEARTBEAT_TIMEOUTS = Counter(

@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     NOT_JOINED = "not_joined"
     RATE_LIMITED = "rate_limited"
     TOO_LARGE = "too_large"
+    OVERLOADED = "overloaded"  # too much in flight: nothing done, retry after `retry_after`
+    UNAVAILABLE = "unavailable"  # the database failed: nothing stored, resend the same ref
     INTERNAL = "internal"
 
 

@@ -35,7 +35,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from prometheus_client import Counter
@@ -193,13 +193,27 @@ class RedisBroker:
         Waits until Redis has taken it. Raises `BrokerUnavailable` when Redis
         refuses or cannot be reached (at once, for a second after a failure).
         """
+        await self.publish_many([(channel, payload)])
+
+    async def publish_many(self, items: Sequence[tuple[str, str]]) -> None:
+        """`publish` for several, in order: queued together, so usually one pipeline."""
         if self._outbox is None or not self._tasks:
             raise BrokerUnavailable("broker not started")
         if time.monotonic() < self._refuse_until:
             raise BrokerUnavailable("redis unavailable (recent publish failed)")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._outbox.put((self.prefix + channel, payload, future))
-        await future
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for channel, payload in items:
+            future: asyncio.Future[None] = loop.create_future()
+            await self._outbox.put((self.prefix + channel, payload, future))
+            futures.append(future)
+        try:
+            for future in futures:
+                await future
+        finally:  # retrieve every outcome: a refused batch fails each future alike
+            for future in futures:
+                if future.done() and not future.cancelled():
+                    future.exception()
 
     async def subscribe(self, channel: str) -> None:
         """Receive `channel` from now on; returns once Redis confirmed it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chat.abuse import AbuseMonitor
@@ -12,11 +13,13 @@ from chat.broker import Broker, create_broker
 from chat.config import Settings
 from chat.db import Database
 from chat.hub import Hub
+from chat.protocol import encode
 from chat.ratelimit import FailureWindow, Gate, LoginThrottle, RateLimiter
 from chat.security import PasswordService, TokenService, resolve_secret
 from chat.shared import Limiter, shared_limiter, shared_presence
-from chat.store import Store
+from chat.store import Store, Stored
 from chat.tasks import TaskRunner
+from chat.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class Services:
     room_creations: FailureWindow = field(init=False)  # rooms created per user
     frame_limits: Limiter = field(init=False)  # per-user frame buckets (Redis when set)
     alerts: Alerts = field(init=False)
+    writer: MessageWriter = field(init=False)
     tasks: TaskRunner = field(init=False)
     health: HealthWatcher = field(init=False)
     draining: bool = False
@@ -58,6 +62,12 @@ class Services:
             auth_failures=s.alert_auth_failures,
         )
         self.abuse.subscribe(self.alerts.on_abuse)
+        self.writer = MessageWriter(
+            self.store,
+            self._publish_stored,
+            max_batch=s.write_batch_max,
+            max_pending=s.write_queue_max,
+        )
         self.tasks = TaskRunner(self)
         self.hub.on_resync(self.tasks.resync)
         probes = {"database": self.db.ping, "broker": self.broker.ping}
@@ -97,14 +107,21 @@ class Services:
         )
         return cls(settings, db, store, accounts, broker, hub)
 
+    async def _publish_stored(self, stored: Sequence[Stored]) -> None:
+        await self.hub.publish_messages(
+            [(m.frame.room, m.frame.seq, encode(m.frame)) for m in stored]
+        )
+
     async def start(self) -> None:
         await self.hub.start()
+        self.writer.start()
         await self.tasks.start()
         self.health.start()
 
     async def stop(self) -> None:
         await self.health.stop()
         await self.tasks.stop()
+        await self.writer.stop()
         await self.alerts.stop()
         await self.hub.stop()
         await self.db.dispose()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.db import Database
 from chat.models import BotToken, Message, RefreshToken, Room, RoomMember, User
@@ -84,6 +87,16 @@ class RoomView:
             "member": self.member,
             "created_at": iso(self.created_at),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: the sender's `(user, ref)` makes it idempotent."""
+
+    room: RoomView
+    user: UserRef
+    ref: str
+    body: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,48 +300,107 @@ class Store:
 
     # --- messages -------------------------------------------------------------
 
-    async def save_message(self, room: RoomView, user: UserRef, ref: str, body: str) -> Stored:
-        """Store a message with the room's next seq, or return the first one for a repeated ref.
+    async def save_messages(self, batch: Sequence[NewMessage]) -> list[Stored]:
+        """Store a batch in one transaction; a result per item, in the batch's order.
 
-        The seq comes from incrementing `rooms.last_seq` in the same transaction
-        as the insert: the row lock (or SQLite's write lock) serializes senders,
-        and a rollback gives the number back, so seqs have no gaps.
+        A `(user, ref)` stored before (by any process) or earlier in the batch
+        answers with the first message (`duplicate`). Each room's seqs for the
+        batch come from one `last_seq = last_seq + k ... RETURNING` update in
+        the same transaction as the insert: the row lock (or SQLite's write
+        lock) keeps several processes gapless, and a rollback gives every seq
+        back. A unique violation (the same ref stored by another process
+        between our check and our insert) retries the batch once.
         """
-        now = time.time()
-        try:
-            async with self.db.write() as s:
-                seq = await s.scalar(
-                    update(Room)
-                    .where(Room.id == room.id)
-                    .values(last_seq=Room.last_seq + 1)
-                    .returning(Room.last_seq)
-                )
-                msg = Message(
-                    room_id=room.id, seq=seq, user_id=user.id, ref=ref, body=body, created_at=now
-                )
-                s.add(msg)
-                await s.flush()
-        except IntegrityError:
-            # A repeated (user, ref): the rollback gave the seq back; answer with the first.
-            existing = await self._by_ref(user, ref)
-            if existing is None:
-                raise
-            return existing
-        return self._stored(room.name, msg, user, duplicate=False)
+        for attempt in (1, 2):
+            try:
+                return await self._save_batch(batch)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
-    async def _by_ref(self, user: UserRef, ref: str) -> Stored | None:
-        async with self.db.read() as s:
-            row = (
-                await s.execute(
-                    select(Message, Room.name)
-                    .join(Room, Room.id == Message.room_id)
-                    .where(Message.user_id == user.id, Message.ref == ref)
+    async def _save_batch(self, batch: Sequence[NewMessage]) -> list[Stored]:
+        now = time.time()
+        async with self.db.write() as s:
+            earlier = await self._stored_refs(s, batch)
+            fresh: dict[tuple[int, str], NewMessage] = {}
+            for item in batch:
+                key = (item.user.id, item.ref)
+                if key not in earlier and key not in fresh:
+                    fresh[key] = item
+            rows: list[dict[str, object]] = []
+            if fresh:
+                counts = Counter(item.room.id for item in fresh.values())
+                updated = await s.execute(
+                    update(Room)
+                    .where(Room.id.in_(counts))
+                    .values(last_seq=Room.last_seq + case(counts, value=Room.id))
+                    .returning(Room.id, Room.last_seq)
                 )
-            ).first()
-        if row is None:
-            return None
-        msg, room_name = row
-        return self._stored(room_name, msg, user, duplicate=True)
+                last = {room_id: seq for room_id, seq in updated.tuples()}
+                next_seq = {room_id: last[room_id] - k + 1 for room_id, k in counts.items()}
+                for item in fresh.values():
+                    seq = next_seq[item.room.id]
+                    next_seq[item.room.id] = seq + 1
+                    rows.append(
+                        {
+                            "room_id": item.room.id,
+                            "seq": seq,
+                            "user_id": item.user.id,
+                            "ref": item.ref,
+                            "body": item.body,
+                            "created_at": now,
+                        }
+                    )
+                ids = (
+                    await s.execute(
+                        insert(Message).returning(Message.id, sort_by_parameter_order=True), rows
+                    )
+                ).scalars()
+                for row, message_id in zip(rows, ids, strict=True):
+                    row["id"] = message_id
+        first = {
+            (item.user.id, item.ref): self._stored_row(item, row)
+            for item, row in zip(fresh.values(), rows, strict=True)
+        }
+        results: list[Stored] = []
+        for item in batch:
+            key = (item.user.id, item.ref)
+            if key in first:  # stored now: the first occurrence, then repeats of it
+                stored = first[key]
+                results.append(stored)
+                first[key] = Stored(stored.ack, stored.frame, duplicate=True)
+            else:
+                results.append(earlier[key])
+        return results
+
+    async def _stored_refs(
+        self, s: AsyncSession, batch: Sequence[NewMessage]
+    ) -> dict[tuple[int, str], Stored]:
+        """The first messages of the batch's `(user, ref)` pairs stored before now."""
+        users = {item.user.id: item.user for item in batch}
+        refs = {item.ref for item in batch}
+        query = (
+            select(Message, Room.name)
+            .join(Room, Room.id == Message.room_id)
+            .where(Message.user_id.in_(users), Message.ref.in_(refs))
+        )
+        wanted = {(item.user.id, item.ref) for item in batch}
+        found: dict[tuple[int, str], Stored] = {}
+        for msg, room_name in (await s.execute(query)).tuples():
+            key = (msg.user_id, msg.ref or "")
+            if key in wanted:
+                found[key] = self._stored(room_name, msg, users[msg.user_id], duplicate=True)
+        return found
+
+    @staticmethod
+    def _stored_row(item: NewMessage, row: dict[str, Any]) -> Stored:
+        ts = iso(row["created_at"])
+        ack = AckFrame(ref=item.ref, room=item.room.name, id=row["id"], seq=row["seq"], ts=ts)
+        frame = MessageFrame(
+            room=item.room.name, id=row["id"], seq=row["seq"], user=item.user, body=item.body, ts=ts
+        )
+        return Stored(ack, frame, duplicate=False)
 
     @staticmethod
     def _stored(room_name: str, msg: Message, user: UserRef, *, duplicate: bool) -> Stored:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import time
+from functools import partial
 
 from fastapi import APIRouter, WebSocket
 from starlette.responses import PlainTextResponse
@@ -41,13 +42,15 @@ from chat.protocol import (
 )
 from chat.security import TokenError
 from chat.services import Services
-from chat.store import RoomView, check_body
+from chat.store import NewMessage, RoomView, Stored, check_body
+from chat.writer import WriterFull
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 # Longer than any access token lives: bot tokens are revoked, not expired.
 EXPIRY_WATCH_LIMIT = 7 * 24 * 3600.0
 CLOSE_WAIT = 5.0  # seconds a session waits for its close frame to be handed over
+INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
 
 
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
@@ -179,6 +182,11 @@ class Session:
             self.user, websocket.send_text, self._close, self.settings.outbound_queue_size
         )
         self._expiry: asyncio.TimerHandle | None = None
+        self._joined: dict[str, RoomView] = {}  # rooms joined, as read at the join
+        self._inflight = 0  # sends handed to the writer and not yet answered
+        self._settled = asyncio.Event()  # set while nothing is in flight
+        self._settled.set()
+        self._has_room = asyncio.Event()  # set while another send may go in flight
 
     async def _close(self, code: int, reason: str) -> None:
         await _close_quietly(self.ws, code, reason)
@@ -249,7 +257,10 @@ class Session:
         finally:
             stop.cancel()
         if self.conn.halt.is_set() and not self.conn.closing:
-            # Shutting down: the frame in hand is done; flush its replies, then 1001.
+            # Shutting down: the frames in hand are done once their sends are acked;
+            # flush the replies, then 1001.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), self.settings.drain_timeout)
             await self.conn.drain_and_close(
                 CloseCode.GOING_AWAY, "server shutting down", self.settings.drain_timeout
             )
@@ -308,6 +319,7 @@ class Session:
         # Before any database work: a join may replay `replay_cap` messages.
         await self._rate_limit("join", self.settings.join_rate, self.settings.join_burst, frame.ref)
         room = await self._room(frame.room, frame.ref)
+        self._joined[room.name] = room  # what sends need, without a read each
         presence = await hub.join(self.conn, room.name)
         last_seq = await store.last_seq(room.id)
         replay = []
@@ -344,6 +356,7 @@ class Session:
         )
         if not await self.services.hub.leave(self.conn, frame.room):
             raise FrameError(ErrorCode.NOT_JOINED, "you have not joined that room", frame.ref)
+        self._joined.pop(frame.room, None)
         self.conn.push(encode(LeftFrame(room=frame.room, ref=frame.ref)))
 
     async def _send(self, frame: SendIn) -> None:
@@ -364,19 +377,45 @@ class Session:
             self.settings.bot_send_burst if bot else self.settings.send_burst,
             frame.ref,
         )
-        room = await self._room(frame.room, frame.ref)
-        hub = self.services.hub
-        async with hub.room_lock(room.name):
-            started = time.perf_counter()
-            stored = await self.services.store.save_message(room, self.user, frame.ref, frame.body)
-            metrics.STORE_SECONDS.observe(time.perf_counter() - started)
-            self.conn.push(encode(stored.ack))
-            if stored.duplicate:
-                metrics.DUPLICATES.inc()
-            else:
-                metrics.MESSAGES.inc()
-                await hub.publish_room(room.name, encode(stored.frame), seq=stored.frame.seq)
-        hub.release_room_lock(room.name)
+        if self._inflight >= self.settings.max_inflight_sends:
+            # Backpressure: stop reading until acks come back, refuse if they do not.
+            self._has_room.clear()
+            try:
+                await asyncio.wait_for(self._has_room.wait(), INFLIGHT_WAIT)
+            except TimeoutError:
+                raise FrameError(
+                    ErrorCode.OVERLOADED,
+                    f"{self.settings.max_inflight_sends} sends are waiting to be stored",
+                    frame.ref,
+                    INFLIGHT_WAIT,
+                ) from None
+        room = self._joined[frame.room]
+        message = NewMessage(room, self.user, frame.ref, frame.body)
+        try:
+            self.services.writer.submit(message, partial(self._stored, frame.ref))
+        except WriterFull:
+            raise FrameError(
+                ErrorCode.OVERLOADED, "the server is busy: nothing was stored", frame.ref, 1.0
+            ) from None
+        self._inflight += 1
+        self._settled.clear()
+
+    def _stored(self, ref: str, result: Stored | Exception) -> None:
+        """The writer's answer to one of this connection's sends, in the order they came."""
+        self._inflight -= 1
+        if not self._inflight:
+            self._settled.set()
+        if self._inflight < self.settings.max_inflight_sends:
+            self._has_room.set()
+        if isinstance(result, Stored):
+            self.conn.push(encode(result.ack))
+        else:
+            self._error(
+                ErrorCode.UNAVAILABLE,
+                "the message could not be stored: send it again with the same ref",
+                ref,
+                1.0,
+            )
 
     async def _typing(self, frame: TypingIn) -> None:
         self._require_joined(frame.room, frame.ref)
