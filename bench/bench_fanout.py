@@ -235,7 +235,7 @@ def server_level(
         "max_connections_per_user": 10_000,
         "handshakes_per_ip_per_second": 100_000,
         "handshakes_per_ip_burst": 100_000,
-        "outbound_queue_size": 100_000,
+        "outbound_buffer_bytes": 256 << 20,
         "presence_grace": 0,
     }
     results: list[Result] = []

@@ -109,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         # Jittered protocol pings, closes that never wait on a stuck peer (chat/serving.py).
         ws=PROTOCOL_CLASS,
+        ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.heartbeat_interval,
         ws_ping_timeout=settings.heartbeat_timeout,

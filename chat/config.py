@@ -43,7 +43,10 @@ class Settings(BaseSettings):
 
     # Connections.
     auth_timeout: float = Field(5.0, gt=0)
-    outbound_queue_size: int = Field(1000, gt=0)
+    outbound_buffer_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="unsent bytes per connection before 4008"
+    )
+    ws_compression: bool = Field(False, description="offer permessage-deflate (costs CPU)")
     # The write path (group commit): sends a connection may have unacknowledged, the
     # most messages stored per transaction, and sends waiting for the writer in all.
     max_inflight_sends: int = Field(64, gt=0)

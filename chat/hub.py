@@ -38,7 +38,6 @@ from chat.reorder import Reorder
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 
-SendText = Callable[[str], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 ADMINS = "admins"
 FILL_PAGE = 500  # messages read per query when filling a gap
@@ -64,10 +63,28 @@ def user_channel(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-class Connection:
-    """One authenticated socket: its user, joined rooms and outbound queue."""
+class Sink(Protocol):
+    """Where a connection's frames go: the socket's transport (see `chat.serving`)."""
 
-    def __init__(self, user: UserRef, send: SendText, close: Close, queue_size: int) -> None:
+    def write(self, messages: Sequence[bytes]) -> None:
+        """Send whole text messages (UTF-8), in order, without waiting."""
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the peer."""
+
+    async def wait_below(self, limit: int) -> None:
+        """Return once at most `limit` bytes are buffered, or the socket is gone."""
+
+
+class Connection:
+    """One authenticated socket: its user, joined rooms and what it is about to be sent.
+
+    Frames pushed during one turn of the event loop go out in one write at its
+    end: no task, queue or await per connection or per frame. A connection
+    whose unsent bytes pass `max_buffer` is too slow and is closed (4008).
+    """
+
+    def __init__(self, user: UserRef, sink: Sink, close: Close, max_buffer: int) -> None:
         self.id = next(_ids)
         self.user = user
         # Joined rooms; a list buffers live events while the join's replay is sent.
@@ -78,25 +95,29 @@ class Connection:
         # Set at shutdown: stop reading after the frame in hand, flush, close.
         self.halt = asyncio.Event()
         self.close_code: int | None = None
-        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
-        self._send = send
+        self._sink = sink
         self._close = close
+        self._max_buffer = max_buffer
+        self._out: list[bytes] = []
+        self._flush_soon: asyncio.Handle | None = None
+        self._gone = False  # unregistered: nothing more is sent
         self._closer: asyncio.Task[None] | None = None
-        self._writer = asyncio.create_task(self._write_loop(), name=f"conn-{self.id}-writer")
 
     @property
     def closing(self) -> bool:
         return self.close_code is not None
 
     def push(self, payload: str) -> None:
-        """Queue a frame without waiting; a full queue closes the connection (4008)."""
-        if self.closing:
+        """Queue a frame for this turn's write; never waits."""
+        self.push_bytes(payload.encode())
+
+    def push_bytes(self, data: bytes) -> None:
+        """`push` for a frame encoded once for many connections."""
+        if self.closing or self._gone:
             return
-        try:
-            self._queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            metrics.SLOW_CONSUMERS.inc()
-            self.abort(CloseCode.SLOW_CONSUMER, "too slow: reconnect and resume with since")
+        self._out.append(data)
+        if self._flush_soon is None:
+            self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
 
     def claim(self, room: str, seq: int) -> bool:
         """Record that `seq` of `room` goes to this connection; False if it went already."""
@@ -106,49 +127,49 @@ class Connection:
         self.seen[room] = seq
         return True
 
-    def push_seq(self, room: str, seq: int, payload: str) -> None:
+    def push_seq(self, room: str, seq: int, data: bytes) -> None:
         """Queue a room message unless this connection was given that seq already."""
         if self.claim(room, seq):
-            self.push(payload)
+            self.push_bytes(data)
 
     async def put(self, payload: str) -> None:
-        """Queue a frame, waiting while the queue is full (never used by fan-out).
+        """Send a frame now, then wait while the peer is behind (never used by fan-out).
 
         For long answers to this connection's own request (a join's replay):
-        they wait for the socket instead of overflowing the queue. Returns
-        without queueing once the connection is closing.
+        they wait for the socket instead of tripping the slow-consumer close,
+        keeping half of the buffer free for live frames meanwhile.
         """
-        if self.closing:
+        if self.closing or self._gone:
             return
-        if not self._queue.full():
-            self._queue.put_nowait(payload)
-            return
-        put = asyncio.ensure_future(self._queue.put(payload))
-        closed = asyncio.ensure_future(self.closed.wait())
-        try:
-            await asyncio.wait({put, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            put.cancel()
-            closed.cancel()
+        self._out.append(payload.encode())
+        self._flush(check=False)
+        if self._sink.buffered() > self._max_buffer // 2:
+            await self._sink.wait_below(self._max_buffer // 2)
 
     def abort(self, code: int, reason: str) -> None:
-        """Close the socket with `code` soon; frames still queued are dropped."""
+        """Close the socket with `code` soon; frames not yet written are dropped."""
         if self.closing:
             return
         self.close_code = code
-        self._writer.cancel()
+        self._out.clear()
         self._closer = asyncio.create_task(
             self._do_close(code, reason), name=f"conn-{self.id}-close"
         )
 
     async def drain_and_close(self, code: int, reason: str, timeout: float) -> None:
-        """Send what is queued (bounded by `timeout`), then close with `code`."""
+        """Write what is queued, wait (up to `timeout`) for the peer to take it, close."""
         if self.closing:
             return
+        self._flush(check=False)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(self._sink.wait_below(0), timeout)
         self.abort(code, reason)
         await self.closed.wait()
+
+    def discard(self) -> None:
+        """The session is over: drop what is queued and send nothing more."""
+        self._gone = True
+        self._out.clear()
 
     async def _do_close(self, code: int, reason: str) -> None:
         try:
@@ -158,20 +179,21 @@ class Connection:
         finally:
             self.closed.set()
 
-    async def _write_loop(self) -> None:
-        while True:
-            payload = await self._queue.get()
-            try:
-                await self._send(payload)
-            except Exception:
-                self.abort(CloseCode.GOING_AWAY, "send failed")
-                return
-            finally:
-                self._queue.task_done()
-            metrics.FRAMES_OUT.inc()
-
-    def stop_writer(self) -> None:
-        self._writer.cancel()
+    def _flush(self, check: bool = True) -> None:
+        self._flush_soon = None
+        if not self._out or self.closing or self._gone:
+            return
+        out, self._out = self._out, []
+        try:
+            self._sink.write(out)
+        except Exception as exc:
+            log.debug("writing to connection %s failed: %r", self.id, exc)
+            self.abort(CloseCode.GOING_AWAY, "send failed")
+            return
+        metrics.FRAMES_OUT.inc(len(out))
+        if check and self._sink.buffered() > self._max_buffer:
+            metrics.SLOW_CONSUMERS.inc()
+            self.abort(CloseCode.SLOW_CONSUMER, "too slow: reconnect and resume with since")
 
 
 class Hub:
@@ -276,7 +298,7 @@ class Hub:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
-        conn.stop_writer()
+        conn.discard()
         metrics.CONNECTIONS.dec()
         for room in list(conn.rooms):
             await self.leave(conn, room)
@@ -315,7 +337,7 @@ class Hub:
             if seq is None:
                 conn.push(payload)
             else:
-                conn.push_seq(room, seq, payload)
+                conn.push_seq(room, seq, payload.encode())
 
     async def leave(self, conn: Connection, room: str) -> bool:
         """Remove `conn` from `room`; False when it had not joined."""
@@ -416,20 +438,23 @@ class Hub:
                 self._deliver_room(key, payload, seq, header.get("x"))
         elif kind == "user":
             targets = self._by_user.get(int(key), set())
+            encoded = payload.encode()
             for conn in list(targets):
                 if "close" in header:
                     conn.abort(int(header["close"]), str(header.get("reason", "")))
                 else:
-                    conn.push(payload)
+                    conn.push_bytes(encoded)
         elif channel == ADMINS:
+            encoded = payload.encode()
             for conn in self.connections:
                 if conn.user.role == "admin":
-                    conn.push(payload)
+                    conn.push_bytes(encoded)
 
     def _release_room(self, room: str, seq: int, item: tuple[str, int | None]) -> None:
         self._deliver_room(room, item[0], seq, item[1])
 
     def _deliver_room(self, room: str, payload: str, seq: int | None, exclude: int | None) -> None:
+        data = payload.encode()  # once, for every local member
         for conn in self._by_room.get(room, ()):
             if conn.user.id == exclude:
                 continue
@@ -437,9 +462,9 @@ class Hub:
             if buffered is not None:
                 buffered.append((seq, payload))
             elif seq is None:
-                conn.push(payload)
+                conn.push_bytes(data)
             else:
-                conn.push_seq(room, seq, payload)
+                conn.push_seq(room, seq, data)
 
     # --- gaps -----------------------------------------------------------------
 

@@ -14,7 +14,12 @@ browsers and every client library answer them without any code of ours.
   finished the closing handshake within `CLOSE_TIMEOUT` (uvicorn's own timer
   calls `transport.close()`, which waits forever for a full buffer to drain);
 - at shutdown the close code is 1001 (going away) rather than uvicorn's 1012, so
-  a client sees one code whichever path closed it.
+  a client sees one code whichever path closed it;
+- the application writes frames straight to the transport (`SocketSink`, found
+  in the scope's extensions): a frame encoded once for a room is framed with a
+  two-to-ten-byte header per recipient and written with that recipient's other
+  frames of the same loop turn, instead of going through a task, starlette's
+  and uvicorn's send wrappers and a compression pass per recipient.
 
 `install_drain_handlers` makes the first SIGTERM or SIGINT drain the hub
 (stop accepting, let in-flight frames finish, flush queues, close with 1001)
@@ -24,12 +29,14 @@ before handing the signal to uvicorn, which then shuts down as usual.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROTOCOL_CLASS = "chat.serving:ChatWebSocketProtocol"
+SINK_EXTENSION = "chat.sink"  # scope["extensions"] key of the connection's SocketSink
+SINK_POLL = 0.01  # seconds between looks at a draining buffer below the high-water mark
 PING_JITTER = 0.25  # each ping waits a random 75-100 % of the interval
 CLOSE_TIMEOUT = 5.0  # seconds a peer has to finish the closing handshake
 SHUTDOWN_GRACE = 5  # seconds uvicorn waits for leftovers after our drain
@@ -81,6 +90,11 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         self.close_sent = True
         # The peer did not answer a ping: it will not read a close frame either.
         self.transport.abort()
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if not self.close_sent:
+            self.scope["extensions"][SINK_EXTENSION] = {"sink": SocketSink(self)}
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -170,6 +184,61 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+
+class SocketSink:
+    """Writes whole text messages to one connection's transport (the hub's `Sink`)."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: ChatWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    def write(self, messages: Sequence[bytes]) -> None:
+        protocol = self._protocol
+        if protocol.close_sent or protocol.transport.is_closing():
+            return
+        if protocol.conn.extensions:  # permessage-deflate was negotiated: websockets frames
+            for message in messages:
+                protocol.conn.send_text(message)
+            protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+            return
+        parts: list[bytes] = []
+        for message in messages:
+            parts.append(_text_header(len(message)))
+            parts.append(message)
+        protocol.transport.write(b"".join(parts))
+
+    def buffered(self) -> int:
+        transport = self._protocol.transport
+        return 0 if transport.is_closing() else transport.get_write_buffer_size()
+
+    async def wait_below(self, limit: int) -> None:
+        protocol = self._protocol
+        while self.buffered() > limit and not protocol.transport.is_closing():
+            if protocol.writable.is_set():  # below the transport's own high-water mark
+                await asyncio.sleep(SINK_POLL)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(protocol.writable.wait(), SINK_POLL * 10)
+
+
+def _text_header(length: int) -> bytes:
+    """The header of an unmasked, final text frame (RFC 6455, 5.2): server to client."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
+def socket_sink(websocket: Any) -> SocketSink:
+    """The sink `ChatWebSocketProtocol` put in the scope of an accepted WebSocket."""
+    extension = websocket.scope.get("extensions", {}).get(SINK_EXTENSION)
+    if extension is None:
+        raise RuntimeError("run the chat server with chat.serving's WebSocket protocol")
+    sink: SocketSink = extension["sink"]
+    return sink
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-
 from collections.abc import Sequence
 
 from chat.broker import BrokerUnavailable, MemoryBroker
@@ -121,20 +120,33 @@ class FakeLog:
         return [m for m in self.rooms.get(room, []) if after < m.seq <= upto][:limit]
 
 
-async def _conn(hub: Hub, room: str, last_seq: int) -> tuple[Connection, list[int]]:
-    """A real `Connection` whose socket records the seqs it is given."""
-    got: list[int] = []
+class FakeSink:
+    """A socket that takes everything at once and records the seqs written to it."""
 
-    async def send(payload: str) -> None:
-        got.append(json.loads(payload)["seq"])
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+
+    def write(self, messages: Sequence[bytes]) -> None:
+        self.seqs.extend(json.loads(m)["seq"] for m in messages)
+
+    def buffered(self) -> int:
+        return 0
+
+    async def wait_below(self, limit: int) -> None:
+        return None
+
+
+async def _conn(hub: Hub, room: str, last_seq: int) -> list[int]:
+    """A real `Connection` in `room` (joined at `last_seq`); the seqs it is given."""
+    sink = FakeSink()
 
     async def close(code: int, reason: str) -> None:
         return None
 
-    conn = Connection(UserRef(id=99, name="reader", role="user"), send, close, 1000)
+    conn = Connection(UserRef(id=99, name="reader", role="user"), sink, close, 1 << 20)
     await hub.join(conn, room)
     hub.finish_replay(conn, room, last_seq)
-    return conn, got
+    return sink.seqs
 
 
 async def _until(condition: object, timeout: float = 2.0) -> None:
@@ -151,7 +163,7 @@ async def test_hub_releases_room_messages_in_seq_order() -> None:
         log.store("r")
     hub = Hub(broker, 0, room_log=log, reorder_window=5)
     await hub.start()
-    conn, got = await _conn(hub, "r", 4)
+    got = await _conn(hub, "r", 4)
     broker.hold = True
     for _ in range(3):
         frame = log.store("r")
@@ -167,7 +179,7 @@ async def test_a_seq_lost_on_the_broker_is_read_back_from_the_log() -> None:
     log = FakeLog()
     hub = Hub(broker, 0, room_log=log, reorder_window=0.05, gap_check_interval=60)
     await hub.start()
-    conn, got = await _conn(hub, "r", 0)
+    got = await _conn(hub, "r", 0)
     broker.hold = True
     frames = [log.store("r") for _ in range(3)]
     for frame in frames:
@@ -184,7 +196,7 @@ async def test_catch_up_delivers_the_last_message_without_a_later_one() -> None:
     log = FakeLog()
     hub = Hub(broker, 0, room_log=log, gap_check_interval=60)
     await hub.start()
-    conn, got = await _conn(hub, "r", 0)
+    got = await _conn(hub, "r", 0)
     log.store("r")  # stored, but its publish was lost: nothing follows it
     await hub.catch_up()
     await _until(lambda: got == [1])
@@ -196,7 +208,7 @@ async def test_the_periodic_check_finds_a_message_whose_publisher_died() -> None
     log = FakeLog()
     hub = Hub(broker, 0, room_log=log, gap_check_interval=0.05)
     await hub.start()
-    conn, got = await _conn(hub, "r", 0)
+    got = await _conn(hub, "r", 0)
     log.store("r")
     log.store("r")
     await _until(lambda: got == [1, 2])
@@ -209,14 +221,14 @@ async def test_a_connection_never_gets_a_seq_twice() -> None:
     log = FakeLog()
     hub = Hub(broker, 0, room_log=log, reorder_window=0.05, gap_check_interval=60)
     await hub.start()
-    first, first_got = await _conn(hub, "r", 0)  # keeps the room watched
+    first_got = await _conn(hub, "r", 0)  # keeps the room watched
     broker.hold = True
     frames = [log.store("r") for _ in range(3)]
     for frame in frames:
         await hub.publish_room("r", encode(frame), seq=frame.seq)
     await broker.release([1, 2])  # 2 and 3 held, waiting for 1 (lost)
     # A client that got 1-3 from its join's replay joins meanwhile.
-    late, got = await _conn(hub, "r", 3)
+    got = await _conn(hub, "r", 3)
     frame = log.store("r")
     await hub.publish_room("r", encode(frame), seq=frame.seq)
     # 1 is read back, then 1-4 released in order: the late joiner gets only 4.
@@ -229,7 +241,7 @@ async def test_hub_delivers_locally_when_the_broker_is_down() -> None:
     broker = ShuffledBroker()
     hub = Hub(broker, 0)
     await hub.start()
-    conn, got = await _conn(hub, "r", 0)
+    got = await _conn(hub, "r", 0)
     broker.down = True
     assert not await hub.publish_room("r", json.dumps({"seq": 1}), seq=1)
     await _until(lambda: got == [1])

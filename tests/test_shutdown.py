@@ -134,7 +134,7 @@ async def test_drain_refuses_new_sockets_and_is_bounded_by_a_stuck_client(
 ) -> None:
     drain = 3.0
     server = make_server(
-        drain_timeout=drain, outbound_queue_size=10_000, send_rate=10_000, send_burst=10_000
+        drain_timeout=drain, outbound_buffer_bytes=64 << 20, send_rate=10_000, send_burst=10_000
     )
     api = Api(server)
     alice, stuck_user, calm_user = api.user(), api.user(), api.user()

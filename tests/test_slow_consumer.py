@@ -29,9 +29,9 @@ from tests.harness import (
     say,
 )
 
-# Big, incompressible bodies (permessage-deflate is on) fill socket buffers quickly.
+# Big bodies fill socket buffers quickly (incompressible, should compression be on).
 BODY_CHARS = 30_000
-QUEUE = 50
+QUEUE = 50  # the outbound buffer holds about this many messages
 
 
 def body() -> str:
@@ -79,7 +79,9 @@ async def timed_send(
 
 @pytest.fixture(scope="module")
 def server(module_servers: ServerFactory) -> ServerProcess:
-    return module_servers(outbound_queue_size=QUEUE, send_rate=10_000, send_burst=10_000)
+    return module_servers(
+        outbound_buffer_bytes=QUEUE * BODY_CHARS, send_rate=10_000, send_burst=10_000
+    )
 
 
 async def test_stalled_reader_is_closed_and_resumes_without_gaps(
@@ -159,12 +161,12 @@ async def test_a_replay_longer_than_the_queue_waits_for_the_socket(
     """A join's replay is this client's own request: it must not trip the slow-consumer close."""
     alice = api.user()
     room = api.room(alice)
-    a = await connect(server, alice.token)
+    a = await connect(server, alice.token, max_size=None)
     await join(a, room)
-    for i in range(3 * QUEUE):
-        await a.send(json.dumps({"type": "send", "room": room, "body": f"m{i}", "ref": f"r{i}"}))
+    for i in range(3 * QUEUE):  # three times what the outbound buffer holds
+        await a.send(json.dumps({"type": "send", "room": room, "body": body(), "ref": f"r{i}"}))
     await recv_until(a, "ack", ref=f"r{3 * QUEUE - 1}")
-    b = await connect(server, alice.token)
+    b = await connect(server, alice.token, max_size=None)
     joined = await join(b, room, since=0)
     assert joined["last_seq"] == 3 * QUEUE
     seqs = [(await recv_until(b, "message"))["seq"] for _ in range(3 * QUEUE)]

@@ -42,6 +42,7 @@ from chat.protocol import (
 )
 from chat.security import TokenError
 from chat.services import Services
+from chat.serving import socket_sink
 from chat.store import NewMessage, RoomView, Stored, check_body
 from chat.writer import WriterFull
 
@@ -179,7 +180,7 @@ class Session:
         self.principal = principal
         self.user = principal.user
         self.conn = Connection(
-            self.user, websocket.send_text, self._close, self.settings.outbound_queue_size
+            self.user, socket_sink(websocket), self._close, self.settings.outbound_buffer_bytes
         )
         self._expiry: asyncio.TimerHandle | None = None
         self._joined: dict[str, RoomView] = {}  # rooms joined, as read at the join
@@ -195,7 +196,6 @@ class Session:
         hub = self.services.hub
         # Check and register with no await in between: the cap holds under a burst.
         if hub.user_connections(self.user.id) >= self.settings.max_connections_per_user:
-            self.conn.stop_writer()
             await self._close(
                 CloseCode.TOO_MANY_CONNECTIONS,
                 f"at most {self.settings.max_connections_per_user} connections per user",
