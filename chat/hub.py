@@ -75,6 +75,9 @@ class Sink(Protocol):
     async def wait_below(self, limit: int) -> None:
         """Return once at most `limit` bytes are buffered, or the socket is gone."""
 
+    def wake(self) -> None:
+        """Interrupt the session's wait for the next frame (to halt or close)."""
+
 
 class Connection:
     """One authenticated socket: its user, joined rooms and what it is about to be sent.
@@ -146,12 +149,21 @@ class Connection:
         if self._sink.buffered() > self._max_buffer // 2:
             await self._sink.wait_below(self._max_buffer // 2)
 
-    def abort(self, code: int, reason: str) -> None:
-        """Close the socket with `code` soon; frames not yet written are dropped."""
+    def stop_reading(self) -> None:
+        """Shutting down: the session finishes the frame in hand, flushes and closes."""
+        self.halt.set()
+        self._sink.wake()
+
+    def abort(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """Close the socket with `code` soon; frames not yet written are dropped
+        unless `flush` (they then go out before the close frame)."""
         if self.closing:
             return
+        if flush:
+            self._flush(check=False)
         self.close_code = code
         self._out.clear()
+        self._sink.wake()
         self._closer = asyncio.create_task(
             self._do_close(code, reason), name=f"conn-{self.id}-close"
         )
@@ -268,7 +280,7 @@ class Hub:
         deadline = asyncio.get_running_loop().time() + timeout
         self.halting = True
         for conn in list(self.connections):
-            conn.halt.set()
+            conn.stop_reading()
         while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         left = len(self.connections)
@@ -290,7 +302,7 @@ class Hub:
         self._by_user[conn.user.id].add(conn)
         metrics.CONNECTIONS.inc()
         if self.halting:
-            conn.halt.set()
+            conn.stop_reading()
         if first:
             await self.broker.subscribe(user_channel(conn.user.id))
 

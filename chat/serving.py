@@ -209,6 +209,14 @@ class SocketSink:
             parts.append(message)
         protocol.transport.write(b"".join(parts))
 
+    async def receive(self) -> dict[str, Any]:
+        """The next ASGI event of the socket (resumes reading, as uvicorn's does)."""
+        event: dict[str, Any] = await self._protocol.receive()  # type: ignore[assignment]
+        return event
+
+    def wake(self) -> None:
+        self._protocol.queue.put_nowait({"type": "chat.wake"})  # type: ignore[arg-type,misc]
+
     def buffered(self) -> int:
         transport = self._protocol.transport
         return 0 if transport.is_closing() else transport.get_write_buffer_size()

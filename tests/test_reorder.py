@@ -135,6 +135,9 @@ class FakeSink:
     async def wait_below(self, limit: int) -> None:
         return None
 
+    def wake(self) -> None:
+        return None
+
 
 async def _conn(hub: Hub, room: str, last_seq: int) -> list[int]:
     """A real `Connection` in `room` (joined at `last_seq`); the seqs it is given."""

@@ -179,9 +179,11 @@ class Session:
         self.settings = services.settings
         self.principal = principal
         self.user = principal.user
+        self.sink = socket_sink(websocket)
         self.conn = Connection(
-            self.user, socket_sink(websocket), self._close, self.settings.outbound_buffer_bytes
+            self.user, self.sink, self._close, self.settings.outbound_buffer_bytes
         )
+        self._close_after_acks: tuple[int, str] | None = None  # (code, reason)
         self._expiry: asyncio.TimerHandle | None = None
         self._joined: dict[str, RoomView] = {}  # rooms joined, as read at the join
         self._inflight = 0  # sends handed to the writer and not yet answered
@@ -236,44 +238,37 @@ class Session:
                     await asyncio.wait_for(self.conn.closed.wait(), CLOSE_WAIT)
 
     async def _receive_loop(self) -> None:
-        stop = asyncio.ensure_future(self._stopped())
-        try:
-            while not self.conn.closing and not self.conn.halt.is_set():
-                receive = asyncio.ensure_future(self.ws.receive())
-                done, _ = await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if receive not in done:
-                    receive.cancel()
-                    break
-                message = receive.result()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                if text is None:
-                    self._error(
-                        ErrorCode.BAD_FRAME, "binary frames are not accepted: send JSON text"
-                    )
-                    continue
-                await self._handle_text(text)
-        finally:
-            stop.cancel()
+        # Read straight from the protocol (no task per frame); a halt or a close of
+        # ours wakes the read up with a message of its own.
+        while not self.conn.closing and not self.conn.halt.is_set():
+            message = await self.sink.receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":  # a wake-up: the loop's condition decides
+                continue
+            text = message.get("text")
+            if text is None:
+                self._error(ErrorCode.BAD_FRAME, "binary frames are not accepted: send JSON text")
+                continue
+            await self._handle_text(text)
+            if self._close_after_acks is not None:
+                # Stop reading; the sends already taken get their acks, then the close.
+                await self._settle()
+                self.conn.abort(*self._close_after_acks, flush=True)
+                return
         if self.conn.halt.is_set() and not self.conn.closing:
             # Shutting down: the frames in hand are done once their sends are acked;
             # flush the replies, then 1001.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), self.settings.drain_timeout)
+            await self._settle()
             await self.conn.drain_and_close(
                 CloseCode.GOING_AWAY, "server shutting down", self.settings.drain_timeout
             )
 
-    async def _stopped(self) -> None:
-        """Returns once the connection is closing or asked to halt."""
-        closed = asyncio.ensure_future(self.conn.closed.wait())
-        halt = asyncio.ensure_future(self.conn.halt.wait())
-        try:
-            await asyncio.wait({closed, halt}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-            halt.cancel()
+    async def _settle(self) -> None:
+        """Wait (up to the drain timeout) until every send taken has been answered."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), self.settings.drain_timeout)
 
     async def _handle_text(self, text: str) -> None:
         ref: str | None = None
@@ -459,7 +454,7 @@ class Session:
             return
         metrics.RATE_LIMITED.labels(action).inc()
         if refused >= self.settings.rate_limit_close_after:
-            self.conn.abort(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
+            self._close_after_acks = (CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
             self.services.abuse.report(
                 AbuseEvent(
                     "rate_limit_close",
