@@ -106,8 +106,12 @@ class Site:
             await client.aclose()
 
     async def wait_subscribers(self, room: str, count: int, timeout: float = 15.0) -> None:
-        await until(lambda: self.subscribers(room), lambda n: n == count, timeout,
-                    f"{count} subscribers of {room}")  # fmt: skip
+        await until(
+            lambda: self.subscribers(room),
+            lambda n: n == count,
+            timeout,
+            f"{count} subscribers of {room}",
+        )
 
     async def cut_b(self, room: str) -> None:
         """B loses its Redis connections; returns once Redis no longer counts B's subscription."""
@@ -147,8 +151,12 @@ async def wait_ready(server: ServerProcess, ready: bool, timeout: float = 20.0) 
             except httpx.HTTPError:
                 return 0
 
-        await until(status, lambda s: (s == 200) == ready, timeout,
-                    f"{server.http}/readyz {'200' if ready else 'not 200'}")  # fmt: skip
+        await until(
+            status,
+            lambda s: (s == 200) == ready,
+            timeout,
+            f"{server.http}/readyz {'200' if ready else 'not 200'}",
+        )
 
 
 @pytest.fixture
@@ -163,8 +171,9 @@ def site(tmp_path: Path) -> Iterator[Site]:
         for name, url in (("a", redis.url), ("b", proxy.url)):
             workdir = tmp_path / name
             workdir.mkdir()
-            server = ServerProcess(database, workdir, redis_url=url, redis_prefix=prefix,
-                                   **SETTINGS)  # fmt: skip
+            server = ServerProcess(
+                database, workdir, redis_url=url, redis_prefix=prefix, **SETTINGS
+            )
             servers.append(server)
             server.start()
         api = Api(servers[0])
@@ -276,8 +285,9 @@ class Reader:
 # --- direct tests of the two forms and of the lost tail --------------------------------------
 
 
-async def _start(site: Site, room_owner: Account, *readers: tuple[ServerProcess, Account, str]
-                 ) -> tuple[str, list[Reader]]:  # fmt: skip
+async def _start(
+    site: Site, room_owner: Account, *readers: tuple[ServerProcess, Account, str]
+) -> tuple[str, list[Reader]]:
     room = site.api.room(room_owner)
     out = []
     for server, account, name in readers:
@@ -366,9 +376,8 @@ async def test_a_seq_seen_live_before_a_reconnect_is_not_delivered_again(site: S
         await rb.wait_seq(room, sentinel, timeout=TAIL_WAIT)
         assert rb.seqs(room) == [first, n, k, sentinel]
     finally:
-        for r in (ra, rb, old, new):
-            if r is not None:
-                await r.close()
+        for r in [ra, rb, old] + ([new] if new is not None else []):
+            await r.close()
 
 
 async def test_the_last_message_lost_on_bs_pubsub_path_still_reaches_bs_client(
@@ -440,7 +449,8 @@ class Got:
     id: int
     body: str
     conn: int  # which of the client's connections (1, 2, ...)
-    replay: bool  # came in a join's replay (seq <= that join's last_seq, before anything newer)
+    replay: bool  # came in the join's replay (since+1..last_seq, before anything else)
+    at: float  # seconds since the soak started
 
 
 @dataclass
@@ -452,6 +462,7 @@ class SoakClient:
     rooms: list[str]
     nodes: list[ServerProcess]
     rng: random.Random
+    t0: float
     received: dict[str, list[Got]] = field(default_factory=lambda: defaultdict(list))
     high: dict[str, int] = field(default_factory=dict)  # highest seq received, per room
     unacked: dict[str, tuple[str, str]] = field(default_factory=dict)  # ref -> (room, body)
@@ -466,7 +477,10 @@ class SoakClient:
     churning: bool = True
     running: bool = True
     _sent: int = 0
-    _replaying: dict[str, int] = field(default_factory=dict)  # room -> join's last_seq
+    # room -> [next seq the join's replay brings, its last_seq] while the replay runs
+    _replaying: dict[str, list[int]] = field(default_factory=dict)
+    _since: dict[str, int] = field(default_factory=dict)  # the since sent in this session
+    _retry: list[tuple[float, str]] = field(default_factory=list)  # (when, ref) after an error
 
     @property
     def name(self) -> str:
@@ -490,6 +504,8 @@ class SoakClient:
                 self.closes[exc.rcvd.code if exc.rcvd else 1006] += 1
             except (OSError, TimeoutError):
                 self.closes[0] += 1
+            except Exception as exc:  # a bug here: report it, keep the client going
+                self.errors.append({"type": "client exception", "detail": repr(exc)})
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 3)
@@ -499,9 +515,18 @@ class SoakClient:
         self._replaying = {}
         loop = asyncio.get_running_loop()
         for room in self.rooms:
-            since = self.high.get(room, 0)
-            await ws.send(json.dumps({"type": "join", "room": room, "since": since,
-                                      "ref": f"join-{self.conn}-{room}"}))  # fmt: skip
+            since = self._since[room] = self.high.get(room, 0)
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "join",
+                        "room": room,
+                        "since": since,
+                        "ref": f"join-{self.conn}-{room}",
+                    }
+                )
+            )
+        self._retry.clear()
         for ref, (room, body) in list(self.unacked.items()):  # the server dedupes by ref
             await self._send(ws, ref, room, body)
         session_end = loop.time() + self.rng.uniform(2.0, 12.0)
@@ -510,6 +535,11 @@ class SoakClient:
             now = loop.time()
             if self.churning and now >= session_end:
                 return  # reconnect on its own schedule
+            if self._retry and now >= self._retry[0][0]:
+                ref = self._retry.pop(0)[1]
+                if ref in self.unacked:
+                    await self._send(ws, ref, *self.unacked[ref])
+                continue
             if self.sending and now >= next_send:
                 self._sent += 1
                 ref = f"{self.name}-{self._sent}"
@@ -524,30 +554,40 @@ class SoakClient:
                 wake = min(wake, session_end)
             if self.sending:
                 wake = min(wake, next_send)
+            if self._retry:
+                wake = min(wake, self._retry[0][0])
             try:
                 raw = await asyncio.wait_for(ws.recv(), max(wake - now, 0.001))
             except TimeoutError:
                 continue
-            self._record(json.loads(raw))
+            self._record(json.loads(raw), loop.time())
 
     async def _send(self, ws: ClientConnection, ref: str, room: str, body: str) -> None:
         await ws.send(json.dumps({"type": "send", "room": room, "body": body, "ref": ref}))
 
-    def _record(self, frame: dict[str, Any]) -> None:
+    def _record(self, frame: dict[str, Any], now: float) -> None:
         kind = frame["type"]
         if kind == "message":
             room, seq = frame["room"], frame["seq"]
-            upto = self._replaying.get(room)
-            replay = upto is not None and seq <= upto
-            if not replay:
-                self._replaying.pop(room, None)
-            self.received[room].append(Got(seq, frame["id"], frame["body"], self.conn, replay))
+            # The replay is since+1..last_seq in order, before any live message.
+            window = self._replaying.get(room)
+            replay = window is not None and seq == window[0]
+            if replay:
+                assert window is not None
+                window[0] += 1
+            if window is not None and (window[0] > window[1] or seq > window[1]):
+                del self._replaying[room]
+            got = Got(seq, frame["id"], frame["body"], self.conn, replay, now - self.t0)
+            self.received[room].append(got)
             self.high[room] = max(self.high.get(room, 0), seq)
         elif kind == "joined":
             room = frame["room"]
-            self.joins.append((self.conn, room, self.high.get(room, 0), frame["last_seq"],
-                               frame["replay_truncated"]))  # fmt: skip
-            self._replaying[room] = frame["last_seq"]
+            since = self._since.get(room, 0)
+            self.joins.append(
+                (self.conn, room, since, frame["last_seq"], frame["replay_truncated"])
+            )
+            if frame["last_seq"] > since:
+                self._replaying[room] = [since + 1, frame["last_seq"]]
         elif kind == "ack":
             ref = frame["ref"]
             self.unacked.pop(ref, None)
@@ -557,6 +597,8 @@ class SoakClient:
             self.acked[ref] = (frame["room"], frame["seq"])
         elif kind == "error":
             self.errors.append(frame)
+            if frame.get("ref") in self.unacked:  # send it again shortly
+                self._retry.append((now + 0.5, frame["ref"]))
 
 
 @dataclass
@@ -603,8 +645,9 @@ async def _faults(site: Site, rng: random.Random, duration: float, faults: Fault
         faults.note("both nodes ready")
 
 
-def _check_client(c: SoakClient, history: dict[str, dict[int, dict[str, Any]]],
-                  final: dict[str, int]) -> tuple[dict[str, int], list[str]]:  # fmt: skip
+def _check_client(
+    c: SoakClient, history: dict[str, dict[int, dict[str, Any]]], final: dict[str, int]
+) -> tuple[dict[str, int], list[str]]:
     """Counts of each kind of fault in what `c` received, and lines describing them."""
     counts: Counter[str] = Counter()
     lines: list[str] = []
@@ -622,16 +665,21 @@ def _check_client(c: SoakClient, history: dict[str, dict[int, dict[str, Any]]],
                     how = f"{_how(first)}->{_how(g)}"
                     counts["duplicate"] += 1
                     counts[f"duplicate {form}"] += 1
-                    lines.append(f"{c.name} {room} seq {g.seq} twice ({form}, {how}; "
-                                 f"conn {first.conn}->{g.conn})")  # fmt: skip
+                    lines.append(
+                        f"{c.name} {room} seq {g.seq} twice ({form}, {how}; "
+                        f"conn {first.conn}->{g.conn}; at {first.at:.1f}s "
+                        f"and {g.at:.1f}s)"
+                    )
                     continue
                 if g.seq < top:
                     counts["out of order"] += 1
                     lines.append(f"{c.name} {room} seq {g.seq} after {top} ({_how(g)})")
                 elif g.seq > top + 1:
                     counts["jump"] += 1
-                    lines.append(f"{c.name} {room} jumped {top} -> {g.seq} "
-                                 f"(conn {g.conn}, {_how(g)})")  # fmt: skip
+                    lines.append(
+                        f"{c.name} {room} jumped {top} -> {g.seq} "
+                        f"(conn {g.conn}, {_how(g)}, at {g.at:.1f}s)"
+                    )
                 seen[g.seq] = g
                 top = max(top, g.seq)
             missing = sorted(set(expected) - set(seqs))
@@ -640,14 +688,18 @@ def _check_client(c: SoakClient, history: dict[str, dict[int, dict[str, Any]]],
                 tail = [s for s in missing if s > max(seqs, default=0)]
                 if tail:
                     counts["missing tail"] += len(tail)
-                lines.append(f"{c.name} {room} never got {len(missing)} seqs: {missing[:20]}"
-                             f"{' (tail ' + str(tail) + ')' if tail else ''}")  # fmt: skip
+                lines.append(
+                    f"{c.name} {room} never got {len(missing)} seqs: {missing[:20]}"
+                    f"{' (tail ' + str(tail) + ')' if tail else ''}"
+                )
         for g in got:
             stored = history[room].get(g.seq)
             if stored is None or (stored["id"], stored["body"]) != (g.id, g.body):
                 counts["body mismatch"] += 1
-                lines.append(f"{c.name} {room} seq {g.seq}: got {(g.id, g.body)}, "
-                             f"stored {stored and (stored['id'], stored['body'])}")  # fmt: skip
+                lines.append(
+                    f"{c.name} {room} seq {g.seq}: got {(g.id, g.body)}, "
+                    f"stored {stored and (stored['id'], stored['body'])}"
+                )
     for conn, room, _since, _last, truncated in c.joins:
         if truncated:
             counts["replay truncated"] += 1
@@ -673,9 +725,11 @@ async def test_soak_every_client_gets_every_seq_once_in_order(site: Site) -> Non
     for i in range(SOAK_CLIENTS):
         client_rng = random.Random(rng.randrange(1 << 32))
         mine = sorted(client_rng.sample(rooms, client_rng.randint(2, 3)))
-        clients.append(SoakClient(i, site.api.user(), mine, site.nodes, client_rng))
+        clients.append(SoakClient(i, site.api.user(), mine, site.nodes, client_rng, 0.0))
     fault_rng = random.Random(rng.randrange(1 << 32))
     faults = Faults()
+    for c in clients:
+        c.t0 = faults.t0
     tasks = [asyncio.create_task(c.run(), name=c.name) for c in clients]
     try:
         await _faults(site, fault_rng, SOAK_SECONDS, faults)
@@ -691,14 +745,22 @@ async def test_soak_every_client_gets_every_seq_once_in_order(site: Site) -> Non
         # of its rooms' last seq as the database has it.
         settled = True
         try:
-            await until(_noop, lambda _: all(not c.unacked for c in clients), SETTLE_TIMEOUT,
-                        "every ref acked")  # fmt: skip
+            await until(
+                _noop,
+                lambda _: all(not c.unacked for c in clients),
+                SETTLE_TIMEOUT,
+                "every ref acked",
+            )
         except TimeoutError:
             settled = False
         final = {room: _last_seq(site.api, owner, room) for room in rooms}
         try:
-            await until(_noop, lambda _: all(c.caught_up(final) for c in clients),
-                        SETTLE_TIMEOUT, "every client holding each room's last seq")  # fmt: skip
+            await until(
+                _noop,
+                lambda _: all(c.caught_up(final) for c in clients),
+                SETTLE_TIMEOUT,
+                "every client holding each room's last seq",
+            )
         except TimeoutError:
             settled = False
         faults.note(f"settled: {settled}; last seqs {final}")
@@ -717,16 +779,18 @@ async def test_soak_every_client_gets_every_seq_once_in_order(site: Site) -> Non
         problems.update(counts)
         lines.extend(found)
     # Every acked ref is stored exactly once, where its ack said.
-    bodies: dict[str, Counter[str]] = {r: Counter(m["body"] for m in history[r].values())
-                                       for r in rooms}  # fmt: skip
+    bodies: dict[str, Counter[str]] = {
+        r: Counter(m["body"] for m in history[r].values()) for r in rooms
+    }
     for c in clients:
         for ref, (room, seq) in c.acked.items():
             body = f"{ref} from {c.name}"
             stored = history[room].get(seq)
             if bodies[room][body] != 1 or stored is None or stored["body"] != body:
                 problems["acked ref not stored once"] += 1
-                lines.append(f"{c.name} {ref}: ack said {room}:{seq}, stored "
-                             f"{bodies[room][body]} times")  # fmt: skip
+                lines.append(
+                    f"{c.name} {ref}: ack said {room}:{seq}, stored {bodies[room][body]} times"
+                )
         for ref in c.unacked:
             problems["never acked"] += 1
             lines.append(f"{c.name} {ref}: never acked")
