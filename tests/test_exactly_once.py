@@ -11,9 +11,15 @@ with no gap, whether it comes from a join's replay, a node's reorder buffer or
 live delivery; and a node that missed a message on the pub/sub path delivers it
 to its clients by itself (even when no later message shows the gap).
 
-The soak (`test_soak_*`) draws its whole schedule from one seed, printed at the
-start: replay a run with `CHAT_SOAK_SEED=<seed>`; `CHAT_SOAK_SECONDS` sets how
-long clients send and faults happen (default 60).
+The soak (`test_soak_*`): a dozen clients in four rooms reconnect to a random
+node on their own schedule and whenever their node goes away, rejoin with
+`since` = the highest seq they hold, send with unique refs and resend unacked
+ones; meanwhile one node is SIGKILLed and restarted, B's Redis link is cut for
+a moment, Redis is killed and restarted, and the other node is SIGTERMed and
+restarted. Clients record every `message` frame, never deduplicating. Its
+whole schedule comes from one seed, printed at the start: replay a run with
+`CHAT_SOAK_SEED=<seed>`; `CHAT_SOAK_SECONDS` sets how long clients send and
+faults happen (default 60). Real timing still varies from run to run.
 """
 
 from __future__ import annotations
@@ -439,7 +445,7 @@ async def test_the_last_message_sent_while_redis_is_down_reaches_the_other_node(
 SOAK_SECONDS = float(os.environ.get("CHAT_SOAK_SECONDS", "60"))
 SOAK_CLIENTS = 12
 SOAK_ROOMS = 4
-SEND_EVERY = 2.0  # mean seconds between one client's messages
+SEND_EVERY = 1.5  # mean seconds between one client's messages
 SETTLE_TIMEOUT = 30.0  # the quiet period's longest wait
 
 
@@ -613,19 +619,29 @@ class Faults:
 
 
 async def _faults(site: Site, rng: random.Random, duration: float, faults: Faults) -> None:
-    """SIGKILL one node, restart Redis, SIGTERM the other node: each at a seeded time."""
+    """SIGKILL one node, cut B's Redis link, restart Redis, SIGTERM the other node.
+
+    Each at a seeded time and for a seeded while; after each, both nodes are
+    ready again before the next.
+    """
     victim = rng.choice(["a", "b"])
     other = "b" if victim == "a" else "a"
     node = {"a": site.a, "b": site.b}
     plan = [
         (duration * rng.uniform(0.12, 0.25), "kill", victim, rng.uniform(0.5, 3.0)),
-        (duration * rng.uniform(0.40, 0.50), "redis", "", rng.uniform(0.5, 3.0)),
+        (duration * rng.uniform(0.30, 0.38), "cut", "b", rng.uniform(0.3, 2.0)),
+        (duration * rng.uniform(0.45, 0.55), "redis", "", rng.uniform(0.5, 3.0)),
         (duration * rng.uniform(0.65, 0.80), "term", other, rng.uniform(0.5, 2.0)),
     ]
     faults.note("plan: " + ", ".join(f"{k} {n} at {t:.1f}s down {d:.1f}s" for t, k, n, d in plan))
     for at, kind, name, down in plan:
         await asyncio.sleep(max(0.0, faults.t0 + at - time.monotonic()))
-        if kind == "redis":
+        if kind == "cut":
+            faults.note(f"proxy: cut B's Redis link ({site.proxy.cut()} connections)")
+            await asyncio.sleep(down)
+            site.proxy.restore()
+            faults.note("proxy: restored")
+        elif kind == "redis":
             faults.note("redis: SIGKILL")
             site.redis.kill()
             await asyncio.sleep(down)
