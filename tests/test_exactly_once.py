@@ -167,13 +167,15 @@ async def wait_ready(server: ServerProcess, ready: bool, timeout: float = 20.0) 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
+    redis = PrivateRedis(tmp_path)  # skips (or fails in CI) without redis-server
     database = _pg_database()
-    redis = PrivateRedis(tmp_path).start()
-    proxy = FaultProxy(redis.port).start()
-    prefix = unique_prefix()
+    proxy: FaultProxy | None = None
     servers: list[ServerProcess] = []
     api: Api | None = None
     try:
+        redis.start()
+        proxy = FaultProxy(redis.port).start()
+        prefix = unique_prefix()
         for name, url in (("a", redis.url), ("b", proxy.url)):
             workdir = tmp_path / name
             workdir.mkdir()
@@ -190,7 +192,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
         for server in servers:
             with contextlib.suppress(Exception):
                 server.stop(signal.SIGKILL)
-        proxy.stop()
+        if proxy is not None:
+            proxy.stop()
         redis.kill()
         _pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{database.rpartition("/")[2]}" WITH (FORCE)')
 
