@@ -353,15 +353,15 @@ class RedisBroker:
             wanted = sorted(self.prefix + c for c in self._channels)
             self._unconfirmed = len(wanted)
             if wanted:
-                await pubsub.subscribe(*wanted)
+                await pubsub.subscribe(*wanted)  # `connected` once Redis confirmed them all
             else:
                 self._resubscribed()
             self._pubsub = pubsub
             self._last_seen = time.monotonic()
-            self.connected.set()
 
     def _resubscribed(self) -> None:
-        """Every channel is subscribed again: tell the hub what it may have missed."""
+        """Every channel is subscribed (again): ready; tell the hub what it may have missed."""
+        self.connected.set()
         lost_at, self._lost_at = self._lost_at, None
         if lost_at is not None and self._on_resubscribed is not None:
             try:
