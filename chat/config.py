@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(25.0, gt=0)
     heartbeat_timeout: float = Field(10.0, gt=0)
     presence_grace: float = Field(3.0, ge=0)
+    presence_tick: float = Field(
+        0.05, ge=0, description="seconds presence changes gather before going out together"
+    )
     presence_ttl: float = Field(15.0, gt=0, description="shared presence entry lifetime (Redis)")
     # Several processes (Redis): how long an out-of-order room message waits for
     # the seqs before it, and how often every watched room is checked, before

@@ -32,7 +32,14 @@ from chat import metrics
 from chat.broker import Broker, BrokerUnavailable
 from chat.presence import Presence
 from chat.presence_store import LocalPresenceStore, PresenceFactory, PresenceStore
-from chat.protocol import CloseCode, MessageFrame, PresenceFrame, UserRef, encode
+from chat.protocol import (
+    CloseCode,
+    MessageFrame,
+    PresenceChangesFrame,
+    PresenceFrame,
+    UserRef,
+    encode,
+)
 from chat.reorder import Reorder
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,9 @@ _ids = itertools.count(1)
 Close = Callable[[int, str], Awaitable[None]]
 ADMINS = "admins"
 FILL_PAGE = 500  # messages read per query when filling a gap
+# A room's presence changes of one tick go out as `presence` frames up to this many,
+# as one `presence_changes` frame beyond (a burst of joins costs a frame per member).
+PRESENCE_SINGLES_MAX = 3
 
 
 class RoomLog(Protocol):
@@ -220,6 +230,7 @@ class Hub:
         reorder_window: float = 0.25,
         gap_check_interval: float = 2.0,
         presence: PresenceFactory | None = None,
+        presence_tick: float = 0.05,
     ) -> None:
         """`room_log` (the database) turns on reordering and gap filling.
 
@@ -245,6 +256,10 @@ class Hub:
         self._room_ready: dict[str, asyncio.Future[None]] = {}
         self._fill_locks: dict[str, asyncio.Lock] = {}
         self._resync_listeners: list[Callable[[float], Awaitable[None]]] = []
+        # Presence changes wait `presence_tick` and go out together, per room.
+        self._presence_tick = presence_tick
+        self._presence_changes: dict[str, dict[int, tuple[str, UserRef]]] = {}
+        self._presence_flush: asyncio.TimerHandle | None = None
         self.presence = Presence(presence_grace, self._presence_changed)
         self.presence_store: PresenceStore = (
             presence(self._presence_changed) if presence else LocalPresenceStore(self.presence)
@@ -290,6 +305,8 @@ class Hub:
 
     async def stop(self) -> None:
         await self.presence_store.stop()
+        if self._presence_flush is not None:
+            self._presence_flush.cancel()
         for task in list(self._background):
             task.cancel()
         await self.broker.stop()
@@ -398,10 +415,15 @@ class Hub:
     async def publish_room(
         self, room: str, payload: str, *, seq: int | None = None, exclude_user: int | None = None
     ) -> bool:
+        if room in self._presence_changes:  # who joined goes out before what they do
+            await self._announce_presence(room)
         return await self._publish(room_channel(room), payload, s=seq, x=exclude_user)
 
     async def publish_messages(self, messages: Sequence[tuple[str, int, str]]) -> bool:
         """Publish stored room messages `(room, seq, payload)`, in order, together."""
+        if self._presence_changes:
+            for room in {room for room, _, _ in messages} & self._presence_changes.keys():
+                await self._announce_presence(room)
         items = [
             (room_channel(room), f'{{"s":{seq}}}\n{payload}') for room, seq, payload in messages
         ]
@@ -560,9 +582,36 @@ class Hub:
         task.add_done_callback(self._background.discard)
 
     def _presence_changed(self, room: str, event: str, user: UserRef) -> None:
-        frame = encode(PresenceFrame(room=room, event=event, user=user))  # type: ignore[arg-type]
-        # The user's own connections know already: `joined` lists them.
-        self._spawn(self.publish_room(room, frame, exclude_user=user.id))
+        """Gather the room's changes for one tick: a join and a leave of one user cancel."""
+        changes = self._presence_changes.setdefault(room, {})
+        earlier = changes.pop(user.id, None)
+        if earlier is None or earlier[0] == event:
+            changes[user.id] = (event, user)
+        if self._presence_flush is None:
+            self._presence_flush = asyncio.get_running_loop().call_later(
+                self._presence_tick, self._flush_presence
+            )
+
+    def _flush_presence(self) -> None:
+        self._presence_flush = None
+        for room in list(self._presence_changes):
+            self._spawn(self._announce_presence(room))
+
+    async def _announce_presence(self, room: str) -> None:
+        """Announce the room's pending changes: a frame each when few, else one frame."""
+        changes = self._presence_changes.pop(room, None)
+        if not changes:
+            return
+        if len(changes) <= PRESENCE_SINGLES_MAX:  # few: the contract's `presence` frames
+            for user_id, (event, user) in changes.items():
+                frame = PresenceFrame(room=room, event=event, user=user)  # type: ignore[arg-type]
+                # The user's own connections know already: `joined` lists them.
+                await self.publish_room(room, encode(frame), exclude_user=user_id)
+            return
+        joined = [user for event, user in changes.values() if event == "join"]
+        left = [user for event, user in changes.values() if event == "leave"]
+        batch = PresenceChangesFrame(room=room, joined=joined, left=left)
+        await self.publish_room(room, encode(batch))
 
     def local_presence(self) -> dict[str, list[UserRef]]:
         """This process's own presence (empty when presence is shared through Redis)."""

@@ -22,6 +22,7 @@ class _RoomPresence:
     users: dict[int, UserRef] = field(default_factory=dict)
     connections: dict[int, int] = field(default_factory=dict)  # user id -> count
     pending_leave: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
+    by_name: list[UserRef] | None = None  # `users` sorted, until they change
 
 
 class Presence:
@@ -44,6 +45,7 @@ class Presence:
             timer.cancel()  # came back within the grace period: nobody saw it leave
             return
         state.users[user.id] = user
+        state.by_name = None
         self._on_change(room, "join", user)
 
     def remove(self, room: str, user: UserRef) -> None:
@@ -72,6 +74,7 @@ class Presence:
         if user_id in state.connections:
             return
         user = state.users.pop(user_id, None)
+        state.by_name = None
         if not state.users:
             del self._rooms[room]
         if user is not None:
@@ -80,7 +83,11 @@ class Presence:
     def members(self, room: str) -> list[UserRef]:
         """Users present in `room` (including those within their grace period)."""
         state = self._rooms.get(room)
-        return sorted(state.users.values(), key=lambda u: u.name) if state else []
+        if state is None:
+            return []
+        if state.by_name is None:  # a join's snapshot: cached, so n joins cost O(n), not O(n²)
+            state.by_name = sorted(state.users.values(), key=lambda u: u.name)
+        return list(state.by_name)
 
     def rooms_of(self, user_id: int) -> list[str]:
         """Rooms where the user is present: for the admin console."""

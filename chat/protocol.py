@@ -240,6 +240,15 @@ class PresenceFrame(_Frame):
     user: UserRef
 
 
+class PresenceChangesFrame(_Frame):
+    """Several presence changes of one room in one tick (one frame per member, not n)."""
+
+    type: Literal["presence_changes"] = "presence_changes"
+    room: str
+    joined: list[UserRef]
+    left: list[UserRef]
+
+
 class TypingFrame(_Frame):
     type: Literal["typing"] = "typing"
     room: str
@@ -291,6 +300,7 @@ ServerFrame = Annotated[
     | AckFrame
     | MessageFrame
     | PresenceFrame
+    | PresenceChangesFrame
     | TypingFrame
     | PongFrame
     | TaskFrame

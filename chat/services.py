@@ -104,6 +104,7 @@ class Services:
             reorder_window=settings.reorder_window,
             gap_check_interval=settings.gap_check_interval,
             presence=presence,
+            presence_tick=settings.presence_tick,
         )
         return cls(settings, db, store, accounts, broker, hub)
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.conftest import ServerFactory
 from tests.harness import (
     Api,
     ServerProcess,
@@ -82,6 +83,37 @@ async def test_presence_counts_a_user_once(server: ServerProcess, api: Api) -> N
     assert event["event"] == "leave" and event["user"]["id"] == alice.id
     await a1.close()
     await b.close()
+
+
+async def test_joins_in_one_tick_are_announced_together(
+    make_server: ServerFactory,
+) -> None:
+    """n users joining at once cost each member a frame per tick, not one per join."""
+    server = make_server(presence_tick=0.3)
+    api = Api(server)
+    owner = api.user()
+    room = api.room(owner)
+    watcher = await connect(server, owner.token)
+    await join(watcher, room)
+    users = [api.user() for _ in range(12)]
+    sockets = await asyncio.gather(*(connect(server, u.token) for u in users))
+    await asyncio.gather(*(join(ws, room) for ws in sockets))
+    present: list[str] = []
+    frames = 0
+    while len(present) < len(users):
+        frame = await recv(watcher, 5)
+        if frame["type"] == "presence":
+            frames += 1
+            present.append(frame["user"]["name"])
+        elif frame["type"] == "presence_changes":
+            frames += 1
+            assert frame["room"] == room and frame["left"] == []
+            present.extend(u["name"] for u in frame["joined"])
+    assert sorted(present) == sorted(u.name for u in users)  # each once
+    assert frames <= 4, frames  # the joins took well under a second: a few ticks
+    for ws in [watcher, *sockets]:
+        await ws.close()
+    api.close()
 
 
 async def test_typing_reaches_others_only(server: ServerProcess, api: Api) -> None:

@@ -254,6 +254,7 @@ function enterChat(user) {
   conn.on("ack", onAck);
   conn.on("sendfailed", onSendFailed);
   conn.on("presence", onPresence);
+  conn.on("presence_changes", onPresenceChanges);
   conn.on("typing", onTyping);
   conn.on("error", onErrorFrame);
   conn.on("queue", () => updateBanner());
@@ -926,12 +927,19 @@ function onSendFailed(failure) {
 // --- presence and typing ----------------------------------------------------------------
 
 function onPresence(frame) {
+  const joined = frame.event === "join" ? [frame.user] : [];
+  const left = frame.event === "join" ? [] : [frame.user];
+  onPresenceChanges({ room: frame.room, joined, left });
+}
+
+// Several changes of one room in one tick arrive as one frame.
+function onPresenceChanges(frame) {
   const view = rooms.get(frame.room);
   if (!view) return;
-  if (frame.event === "join") view.presence.set(frame.user.id, frame.user);
-  else {
-    view.presence.delete(frame.user.id);
-    view.typing.delete(frame.user.id);
+  for (const user of frame.joined) view.presence.set(user.id, user);
+  for (const user of frame.left) {
+    view.presence.delete(user.id);
+    view.typing.delete(user.id);
   }
   if (view === current) {
     renderPresence();
