@@ -6,6 +6,16 @@ from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTIONS = Gauge("chat_connections", "Open authenticated WebSocket connections")
 FRAMES_IN = Counter("chat_frames_in_total", "Client frames received", ["type"])
+_frames_in: dict[str, Counter] = {}
+
+
+def frame_in(kind: str) -> None:
+    """Count a client frame; the labelled child is looked up once per kind (hot path)."""
+    child = _frames_in.get(kind)
+    if child is None:
+        child = _frames_in[kind] = FRAMES_IN.labels(kind)
+    child.inc()
+
 FRAMES_OUT = Counter("chat_frames_out_total", "Frames written to sockets")
 MESSAGES = Counter("chat_messages_total", "Messages stored")
 DUPLICATES = Counter("chat_duplicate_sends_total", "Sends answered from an earlier ref")

@@ -275,7 +275,7 @@ class Session:
         try:
             frame = parse_client_frame(text)
             ref = frame.ref
-            metrics.FRAMES_IN.labels(frame.type).inc()
+            metrics.frame_in(frame.type)
             await self._handle(frame)
         except FrameError as exc:
             self._error(exc.code, exc.detail, exc.ref or ref, exc.retry_after)
