@@ -435,7 +435,8 @@ class ChatClient:
         """Send `body` to `room` and return the server's `ack` once it is stored.
 
         The frame is retransmitted with the same `ref` after reconnects and after
-        `rate_limited` refusals (waiting `retry_after`) until it is acknowledged;
+        `rate_limited`, `overloaded` and `unavailable` refusals (waiting
+        `retry_after`) until it is acknowledged;
         the server stores one message per `ref`. Pass your own `ref` (at most 64
         characters) to stay idempotent across processes. Raises `RequestError` when
         refused for good (for example `not_joined`, `too_large`), `FrameTooLargeError`,
@@ -848,7 +849,7 @@ class ChatClient:
     def _on_error(self, conn: _Connection, frame: ErrorFrame) -> None:
         ref = frame.ref
         if ref is not None and (pending := self._pending.get(ref)) is not None:
-            if frame.code == ErrorCode.RATE_LIMITED:
+            if frame.code in RETRY_LATER:  # nothing stored: the same ref again, later
                 delay = frame.retry_after if frame.retry_after is not None else 1.0
                 self._paused_until = max(self._paused_until, time.monotonic() + delay)
                 self._retransmit_later(conn, pending, 0.0)
@@ -933,6 +934,9 @@ def _parse_time(value: str) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+RETRY_LATER = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE})
 
 
 def _retry_after(exc: BaseException) -> float:

@@ -16,6 +16,7 @@ def frame_in(kind: str) -> None:
         child = _frames_in[kind] = FRAMES_IN.labels(kind)
     child.inc()
 
+
 FRAMES_OUT = Counter("chat_frames_out_total", "Frames written to sockets")
 MESSAGES = Counter("chat_messages_total", "Messages stored")
 DUPLICATES = Counter("chat_duplicate_sends_total", "Sends answered from an earlier ref")

@@ -1003,12 +1003,14 @@ function renderTyping() {
 
 function onErrorFrame(frame) {
   const op = frame.op ?? {};
-  if (op.type === "send" && frame.code === "rate_limited") {
+  const later = ["rate_limited", "overloaded", "unavailable"].includes(frame.code);
+  if (op.type === "send" && later) {
     // Still queued: the connection sends it again (same ref) after the wait.
     const li = rooms.get(op.room)?.byRef.get(frame.ref);
-    if (li) setMessageState(li, "pending", `Sending too fast: trying again in ${waitWords(frame.retry_after)}…`);
+    const why = frame.code === "rate_limited" ? "Sending too fast" : "The server is busy";
+    if (li) setMessageState(li, "pending", `${why}: trying again in ${waitWords(frame.retry_after)}…`);
   }
-  if (op.type === "send" && frame.code !== "rate_limited" && frame.code !== "not_joined") return; // shown on the message
+  if (op.type === "send" && !later && frame.code !== "not_joined") return; // shown on the message
   if (op.type === "join" && (frame.code === "forbidden" || frame.code === "not_found")) {
     const view = rooms.get(op.room);
     if (view) {
@@ -1017,7 +1019,7 @@ function onErrorFrame(frame) {
       view.status.classList.add("error");
     }
   }
-  notice(errorWords(frame), frame.code === "rate_limited" ? "warn" : "error");
+  notice(errorWords(frame), later ? "warn" : "error");
 }
 
 function errorWords({ code, detail, retry_after: retryAfter, op = {}, room }) {
@@ -1027,6 +1029,11 @@ function errorWords({ code, detail, retry_after: retryAfter, op = {}, room }) {
       return op.type === "send"
         ? `You are sending messages too fast. Yours will go out in ${waitWords(retryAfter)}.`
         : `Slow down a little: try again in ${waitWords(retryAfter)}.`;
+    case "overloaded":
+    case "unavailable":
+      return op.type === "send"
+        ? `The server is busy: yours will go out in ${waitWords(retryAfter)}.`
+        : `The server is busy: try again in ${waitWords(retryAfter)}.`;
     case "too_large":
       return `That message is too large to send (the limit is ${maxBody().toLocaleString()} characters).`;
     case "forbidden":

@@ -55,6 +55,9 @@ export const CloseCode = Object.freeze({
   RATE_LIMITED: 4029,
 });
 
+// Send refusals that stored nothing and pass: the same ref goes again after `retry_after`.
+const RETRY_LATER = new Set(["rate_limited", "overloaded", "unavailable"]);
+
 /** Connection states, in the order a connection usually walks them. */
 export const State = Object.freeze({
   IDLE: "idle", // not started
@@ -920,7 +923,7 @@ export class Connection extends Emitter {
     if (op) event.op = op;
     if (queued) {
       event.op = { type: "send", room: queued.room, body: queued.body };
-      if (frame.code === "rate_limited" || frame.code === "not_joined") {
+      if (RETRY_LATER.has(frame.code) || frame.code === "not_joined") {
         // Not refused for good: send it again (same ref) after the wait / rejoin.
         const wait = Math.max(0.5, Number(frame.retry_after) || 1) * 1000;
         this._outboxPausedUntil = Math.max(this._outboxPausedUntil, Date.now() + wait);
