@@ -20,6 +20,10 @@ from chat.protocol import AckFrame, MessageFrame, UserRef, iso
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
+USER_CACHE_SECONDS = 2.0  # how long a token check trusts a user row it read
+USER_CACHE_MAX = 100_000
+
+
 class InputError(ValueError):
     """Input that breaks a documented rule; the message says which."""
 
@@ -131,6 +135,7 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._users: dict[int, tuple[float, User | None]] = {}  # see `user_for_token`
 
     # --- users ---------------------------------------------------------------
 
@@ -149,6 +154,25 @@ class Store:
         async with self.db.read() as s:
             return await s.get(User, user_id)
 
+    async def user_for_token(self, user_id: int) -> User | None:
+        """`user_by_id` for checking tokens, from a cache of `USER_CACHE_SECONDS`.
+
+        Connecting checks the token's user twice; a storm of reconnects would
+        otherwise read the same rows thousands of times a second. Changes made
+        through this process (revocation, ban, password) drop the entry at once;
+        one made by another process is seen here within the cache's lifetime
+        (the sockets it must close are closed through the broker at once).
+        """
+        now = time.monotonic()
+        cached = self._users.get(user_id)
+        if cached is not None and now - cached[0] < USER_CACHE_SECONDS:
+            return cached[1]
+        user = await self.user_by_id(user_id)
+        if len(self._users) >= USER_CACHE_MAX:
+            self._users.clear()
+        self._users[user_id] = (now, user)
+        return user
+
     async def user_by_name(self, username: str) -> User | None:
         try:
             _, key = normalize_username(username)
@@ -159,6 +183,7 @@ class Store:
 
     async def bump_token_version(self, user_id: int, *, banned: bool | None = None) -> None:
         """Kill every token of the user issued so far (and optionally (un)ban them)."""
+        self._users.pop(user_id, None)
         values: dict[str, object] = {"token_version": User.token_version + 1}
         if banned is not None:
             values["banned"] = banned
@@ -169,6 +194,7 @@ class Store:
                 .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
+        self._users.pop(user_id, None)  # and again: a read may have raced the write
 
     async def set_password(self, user_id: int, password_hash: str) -> None:
         async with self.db.write() as s:

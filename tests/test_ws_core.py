@@ -89,7 +89,7 @@ async def test_joins_in_one_tick_are_announced_together(
     make_server: ServerFactory,
 ) -> None:
     """n users joining at once cost each member a frame per tick, not one per join."""
-    server = make_server(presence_tick=0.3)
+    server = make_server(presence_tick=2)
     api = Api(server)
     owner = api.user()
     room = api.room(owner)
@@ -110,7 +110,7 @@ async def test_joins_in_one_tick_are_announced_together(
             assert frame["room"] == room and frame["left"] == []
             present.extend(u["name"] for u in frame["joined"])
     assert sorted(present) == sorted(u.name for u in users)  # each once
-    assert frames <= 4, frames  # the joins took well under a second: a few ticks
+    assert frames <= 3, frames  # the joins took a few seconds at most: two or three ticks
     for ws in [watcher, *sockets]:
         await ws.close()
     api.close()
