@@ -48,6 +48,25 @@ def _pg_admin(url: str, statement: str) -> None:
         pool.submit(asyncio.run, run()).result()
 
 
+PG_URL = os.environ.get(
+    "CHAT_TEST_PG_URL",
+    TEST_DATABASE_URL or "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+)
+
+
+def fresh_pg_database() -> str:
+    """A new PostgreSQL database at `PG_URL`, whatever the suite's kind (the caller
+    drops it, or leaves it to the throwaway server); skips or fails when absent."""
+    try:
+        _pg_admin(PG_URL, "SELECT 1")
+    except Exception as exc:
+        need_service("postgres", False, f"{PG_URL} does not answer: {exc!r}")
+    name = f"chat_test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(PG_URL, f'CREATE DATABASE "{name}"')
+    base, _, _ = PG_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
 class Databases:
     """Hands out empty databases: SQLite files, or fresh PostgreSQL databases."""
 

@@ -44,17 +44,13 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from tests.conftest import _pg_admin, need_service
+from tests.conftest import PG_URL, _pg_admin, fresh_pg_database
 from tests.faultproxy import FaultProxy
 from tests.harness import Account, Api, ServerProcess, all_messages, connect
 from tests.redis_support import PrivateRedis, unique_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
-PG_URL = os.environ.get(
-    "CHAT_TEST_PG_URL",
-    os.environ.get("CHAT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
-)
 # No rate limit in the way (every client connects from 127.0.0.1 and reconnects
 # often), replays never truncated, quick drains and presence expiry.
 SETTINGS: dict[str, Any] = {
@@ -73,17 +69,6 @@ TAIL_WAIT = 10.0  # how long a node may take to deliver a message it missed live
 
 
 # --- the site: A, B, one database, one Redis, a proxy in front of B's Redis ---------------
-
-
-def _pg_database() -> str:
-    try:
-        _pg_admin(PG_URL, "SELECT 1")
-    except Exception as exc:
-        need_service("postgres", False, f"{PG_URL} does not answer: {exc!r}")
-    name = f"chat_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin(PG_URL, f'CREATE DATABASE "{name}"')
-    base, _, _ = PG_URL.rpartition("/")
-    return f"{base}/{name}"
 
 
 @dataclass
@@ -168,7 +153,7 @@ async def wait_ready(server: ServerProcess, ready: bool, timeout: float = 20.0) 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     redis = PrivateRedis(tmp_path)  # skips (or fails in CI) without redis-server
-    database = _pg_database()
+    database = fresh_pg_database()
     proxy: FaultProxy | None = None
     servers: list[ServerProcess] = []
     api: Api | None = None

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import Databases, ServerFactory, _pg_admin, need_service
+from tests.conftest import (
+    PG_URL,
+    Databases,
+    ServerFactory,
+    _pg_admin,
+    fresh_pg_database,
+)
 from tests.harness import (
     Account,
     Api,
@@ -38,10 +42,6 @@ from tests.redis_support import PrivateRedis, shared_redis_url, unique_prefix
 
 pytestmark = pytest.mark.redis
 
-PG_URL = os.environ.get(
-    "CHAT_TEST_PG_URL",
-    os.environ.get("CHAT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
-)
 # Users get small send buckets (to see that a user's limit is shared by both servers),
 # bots big ones (to flood); presence entries live 1.5 s so a killed server's users
 # leave quickly.
@@ -53,18 +53,6 @@ SITE = {
     "presence_grace": 0.5,
     "presence_ttl": 1.5,
 }
-
-
-def _pg_database() -> str:
-    """A fresh PostgreSQL database (the caller drops it)."""
-    try:
-        _pg_admin(PG_URL, "SELECT 1")
-    except Exception as exc:
-        need_service("postgres", False, f"{PG_URL} does not answer: {exc!r}")
-    name = f"chat_test_{uuid.uuid4().hex[:12]}"
-    _pg_admin(PG_URL, f'CREATE DATABASE "{name}"')
-    base, _, _ = PG_URL.rpartition("/")
-    return f"{base}/{name}"
 
 
 Site = tuple[ServerProcess, ServerProcess, str, str]  # A, B, database, prefix
@@ -194,7 +182,7 @@ async def test_concurrent_senders_on_both_servers_keep_one_gapless_order(
 async def test_concurrent_senders_keep_one_order_on_postgresql(
     make_server: ServerFactory, databases: Databases
 ) -> None:
-    database = _pg_database()
+    database = fresh_pg_database()
     url, prefix = shared_redis_url(), unique_prefix()
     a = make_server(database, redis_url=url, redis_prefix=prefix, **SITE)
     b = make_server(database, redis_url=url, redis_prefix=prefix, **SITE)
