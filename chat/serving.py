@@ -68,6 +68,11 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.close_timeout = CLOSE_TIMEOUT
+        self.lost = asyncio.Event()  # the TCP connection is gone
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.set()
 
     def schedule_ping(self) -> None:
         assert self.ping_interval is not None
@@ -213,6 +218,11 @@ class SocketSink:
         """The next ASGI event of the socket (resumes reading, as uvicorn's does)."""
         event: dict[str, Any] = await self._protocol.receive()  # type: ignore[assignment]
         return event
+
+    @property
+    def lost(self) -> asyncio.Event:
+        """Set once the peer's TCP connection is gone."""
+        return self._protocol.lost
 
     def wake(self) -> None:
         self._protocol.queue.put_nowait({"type": "chat.wake"})  # type: ignore[arg-type,misc]

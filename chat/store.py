@@ -20,6 +20,7 @@ from chat.protocol import AckFrame, MessageFrame, UserRef, iso
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
+BATCH_RETRIES = 3  # a batch that hit a ref stored by another process meanwhile
 USER_CACHE_SECONDS = 2.0  # how long a token check trusts a user row it read
 USER_CACHE_MAX = 100_000
 
@@ -353,15 +354,26 @@ class Store:
         the same transaction as the insert: the row lock (or SQLite's write
         lock) keeps several processes gapless, and a rollback gives every seq
         back. A unique violation (the same ref stored by another process
-        between our check and our insert) retries the batch once.
+        between our check and our insert) retries the batch, then its messages
+        one by one.
         """
-        for attempt in (1, 2):
+        for _ in range(BATCH_RETRIES):
             try:
                 return await self._save_batch(batch)
             except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+                continue  # a ref another process stored meanwhile: look again
+        # Still racing another process on the same refs: one at a time, so a send
+        # that races nobody is never refused for one that does.
+        results: list[Stored] = []
+        for item in batch:
+            for attempt in range(BATCH_RETRIES):
+                try:
+                    results += await self._save_batch([item])
+                    break
+                except IntegrityError:
+                    if attempt == BATCH_RETRIES - 1:
+                        raise
+        return results
 
     async def _save_batch(self, batch: Sequence[NewMessage]) -> list[Stored]:
         now = time.time()

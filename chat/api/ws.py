@@ -161,6 +161,16 @@ async def _receive_text(websocket: WebSocket) -> str | None:
     return text
 
 
+async def _first_of(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until one of `events` is set, at most `timeout` seconds."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 async def _close_quietly(websocket: WebSocket, code: int, reason: str = "") -> None:
     if websocket.application_state == WebSocketState.DISCONNECTED:
         return
@@ -240,7 +250,7 @@ class Session:
     async def _receive_loop(self) -> None:
         # Read straight from the protocol (no task per frame); a halt or a close of
         # ours wakes the read up with a message of its own.
-        while not self.conn.closing and not self.conn.halt.is_set():
+        while not self.conn.closing and not self.conn.halt.is_set() and not self.sink.lost.is_set():
             message = await self.sink.receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
@@ -375,15 +385,16 @@ class Session:
         if self._inflight >= self.settings.max_inflight_sends:
             # Backpressure: stop reading until acks come back, refuse if they do not.
             self._has_room.clear()
-            try:
-                await asyncio.wait_for(self._has_room.wait(), INFLIGHT_WAIT)
-            except TimeoutError:
+            await _first_of(self._has_room, self.sink.lost, timeout=INFLIGHT_WAIT)
+            if not self._has_room.is_set() and not self.sink.lost.is_set():
                 raise FrameError(
                     ErrorCode.OVERLOADED,
                     f"{self.settings.max_inflight_sends} sends are waiting to be stored",
                     frame.ref,
                     INFLIGHT_WAIT,
-                ) from None
+                )
+        if self.sink.lost.is_set():
+            return  # the client is gone and gets no ack: it resends with the same ref
         room = self._joined[frame.room]
         message = NewMessage(room, self.user, frame.ref, frame.body)
         try:
