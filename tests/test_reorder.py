@@ -152,7 +152,7 @@ async def _conn(hub: Hub, room: str, last_seq: int) -> list[int]:
     return sink.seqs
 
 
-async def _until(condition: object, timeout: float = 2.0) -> None:
+async def _until(condition: object, timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():  # type: ignore[operator]
         assert asyncio.get_running_loop().time() < deadline, "condition never held"

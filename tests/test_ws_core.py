@@ -108,7 +108,8 @@ async def test_joins_in_one_tick_are_announced_together(
         elif frame["type"] == "presence_changes":
             frames += 1
             assert frame["room"] == room and frame["left"] == []
-            present.extend(u["name"] for u in frame["joined"])
+            # A batch may list the watcher too, if its own join fell in that tick.
+            present.extend(u["name"] for u in frame["joined"] if u["name"] != owner.name)
     assert sorted(present) == sorted(u.name for u in users)  # each once
     assert frames <= 3, frames  # the joins took a few seconds at most: two or three ticks
     for ws in [watcher, *sockets]:
