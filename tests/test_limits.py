@@ -89,6 +89,7 @@ async def test_flood_is_refused_not_stored_not_delivered_then_closed_4029(
     f = await connect(server, flooder.token)
     await join(f, room)
     total = SEND_BURST + CLOSE_AFTER + 20
+    started = time.monotonic()
     for i in range(total):  # as fast as the socket takes them
         try:
             await f.send(
@@ -97,10 +98,12 @@ async def test_flood_is_refused_not_stored_not_delivered_then_closed_4029(
         except ConnectionClosed:
             break
     frames = await until_closed(f)
+    flooded = time.monotonic() - started
     assert f.close_code == 4029, f.close_code
     acks = [x for x in frames if x["type"] == "ack"]
     refused = [x for x in frames if x["type"] == "error"]
-    assert SEND_BURST <= len(acks) <= SEND_BURST + 2, len(acks)  # + what refilled meanwhile
+    # The burst, plus what refilled meanwhile (5/s; a refused flooder is read slowly).
+    assert SEND_BURST <= len(acks) <= SEND_BURST + 5 * flooded + 1, (len(acks), flooded)
     assert {x["code"] for x in refused} == {"rate_limited"}
     assert all(x["retry_after"] > 0 and x["ref"].startswith("r") for x in refused)
     # The refusal that closes it may lose its own error frame to the close.
@@ -111,7 +114,7 @@ async def test_flood_is_refused_not_stored_not_delivered_then_closed_4029(
     delivered = []
     while len(delivered) < len(acks):
         delivered.append((await recv_until(w, "message"))["body"])
-    assert delivered == [f"b{a['seq'] - 1}" for a in acks]
+    assert delivered == [f"b{a['ref'][1:]}" for a in acks]
     await expect_no_frame(w, 0.3, kind="message")
     # The flooder may come back and is served (its bucket refills at the rate).
     await asyncio.sleep(1 / 5 + 0.05)
@@ -152,18 +155,22 @@ async def test_join_flood_is_refused_without_replay_then_closed_4029(
         await say(o, room, f"history {i}")
     f = await connect(server, flooder.token)
     total = JOIN_BURST + CLOSE_AFTER + 10
+    started = time.monotonic()
     for i in range(total):  # join {since: 0} replays the whole room each time
         try:
             await f.send(json.dumps({"type": "join", "room": room, "since": 0, "ref": f"j{i}"}))
         except ConnectionClosed:
             break
     frames = await until_closed(f)
+    flooded = time.monotonic() - started
     assert f.close_code == 4029, f.close_code
     joined = [x for x in frames if x["type"] == "joined"]
     refused = [x for x in frames if x["type"] == "error"]
     replayed = [x for x in frames if x["type"] == "message"]
-    assert JOIN_BURST <= len(joined) <= JOIN_BURST + 1, len(joined)  # + what refilled
-    assert [x["ref"] for x in joined] == [f"j{i}" for i in range(len(joined))]
+    # The burst, plus what refilled meanwhile (2/s; a refused flooder is read slowly).
+    assert JOIN_BURST <= len(joined) <= JOIN_BURST + 2 * flooded + 1, (len(joined), flooded)
+    # The burst's joins, in order, then the refilled ones among the refusals.
+    assert [x["ref"] for x in joined][:JOIN_BURST] == [f"j{i}" for i in range(JOIN_BURST)]
     assert {x["code"] for x in refused} == {"rate_limited"}
     assert all(x["retry_after"] > 0 for x in refused)
     assert CLOSE_AFTER - 1 <= len(refused) <= CLOSE_AFTER
@@ -248,7 +255,9 @@ async def test_others_see_no_slowdown_while_one_user_floods(
         f"ms p95 {pct(baseline, 0.95) * 1000:.1f} ms, during the flood p50 "
         f"{statistics.median(during) * 1000:.1f} ms p95 {pct(during, 0.95) * 1000:.1f} ms"
     )
-    assert counts["refused"] > 1000, counts  # it really flooded
+    # It really flooded: far past its limit (a socket that keeps sending while refused
+    # is read at most 20 frames a second, so the flood costs the server little).
+    assert counts["refused"] > 100, counts
     # Refusals cost no database work and no fan-out: the room keeps its pace.
     # Medians are compared tightly; the tail only loosely, as the machine running the
     # tests (flooder included) adds its own noise.

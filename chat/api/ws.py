@@ -51,6 +51,9 @@ router = APIRouter()
 # Longer than any access token lives: bot tokens are revoked, not expired.
 EXPIRY_WATCH_LIMIT = 7 * 24 * 3600.0
 CLOSE_WAIT = 5.0  # seconds a session waits for its close frame to be handed over
+FAIR_SHARE = 8  # frames a session handles before yielding the event loop to others
+PENALTY_AFTER = 5  # refusals in a row before the socket is read more slowly
+PENALTY_MAX = 0.05  # the longest pause after one refusal, in seconds
 INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
 
 
@@ -194,6 +197,9 @@ class Session:
             self.user, self.sink, self._close, self.settings.outbound_buffer_bytes
         )
         self._close_after_acks: tuple[int, str] | None = None  # (code, reason)
+        self._penalty = 0.0  # seconds to wait before reading the next frame
+        self._strikes = 0  # refusals since two frames in a row were accepted
+        self._accepted_last = True
         self._expiry: asyncio.TimerHandle | None = None
         self._joined: dict[str, RoomView] = {}  # rooms joined, as read at the join
         self._inflight = 0  # sends handed to the writer and not yet answered
@@ -250,6 +256,7 @@ class Session:
     async def _receive_loop(self) -> None:
         # Read straight from the protocol (no task per frame); a halt or a close of
         # ours wakes the read up with a message of its own.
+        handled = 0
         while not self.conn.closing and not self.conn.halt.is_set() and not self.sink.lost.is_set():
             message = await self.sink.receive()
             kind = message["type"]
@@ -262,6 +269,14 @@ class Session:
                 self._error(ErrorCode.BAD_FRAME, "binary frames are not accepted: send JSON text")
                 continue
             await self._handle_text(text)
+            handled += 1
+            if self._penalty:
+                await asyncio.sleep(self._penalty)
+                self._penalty = 0.0
+            elif handled % FAIR_SHARE == 0:
+                # One read can bring hundreds of frames, handled without a pause:
+                # let the other connections have the loop in between.
+                await asyncio.sleep(0)
             if self._close_after_acks is not None:
                 # Stop reading; the sends already taken get their acks, then the close.
                 await self._settle()
@@ -462,8 +477,20 @@ class Session:
         # Per user, across every process when CHAT_REDIS_URL is set.
         wait, refused = await self.services.frame_limits.hit(action, self.user.id, rate, burst)
         if wait is None:
+            if self._accepted_last:
+                self._strikes = 0  # two accepted in a row: it has calmed down
+            self._accepted_last = True
             return
+        # Refusals since the client last had two frames accepted in a row: a flood
+        # that gets one through now and then (the bucket refills) still counts up.
+        self._strikes += 1
+        self._accepted_last = False
+        refused = max(refused, self._strikes)
         metrics.RATE_LIMITED.labels(action).inc()
+        if refused >= PENALTY_AFTER:
+            # Still sending while refused: read this socket more slowly, so a flood
+            # costs the server a few frames a second instead of all its CPU.
+            self._penalty = min(wait, PENALTY_MAX)
         if refused >= self.settings.rate_limit_close_after:
             self._close_after_acks = (CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
             self.services.abuse.report(
