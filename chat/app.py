@@ -1,4 +1,5 @@
-"""`create_app()`: the FastAPI application and its lifespan."""
+"""`create_app()`: the FastAPI application and its lifespan; `create_server()`: what
+uvicorn runs, the same app with `/ws` reached directly."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from chat import __version__
 from chat.api import admin, auth, errors, ops, rooms, tasks, ws
+from chat.api.ws import websocket_endpoint
 from chat.bodylimit import BodyLimit
 from chat.config import Settings
 from chat.services import Services
@@ -71,3 +74,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=ops.WEB_DIR), name="static")
     return app
+
+
+class WebSocketFastPath:
+    """ASGI: `/ws` sockets go straight to their endpoint, the rest to the FastAPI app.
+
+    A WebSocket session lives as long as its socket; through FastAPI it would
+    sit under a dozen middleware and routing frames (HTTP-only middleware all
+    of them), each kept alive for every connection. Skipping them makes an idle
+    socket smaller and a handshake cheaper.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            scope["app"] = self.app
+            await websocket_endpoint(WebSocket(scope, receive, send))
+            return
+        await self.app(scope, receive, send)
+
+
+def create_server(settings: Settings | None = None) -> WebSocketFastPath:
+    """What `chat serve` runs: `create_app()` behind the `/ws` fast path."""
+    return WebSocketFastPath(create_app(settings))

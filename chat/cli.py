@@ -102,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from chat.serving import PROTOCOL_CLASS, SHUTDOWN_GRACE
 
     uvicorn.run(
-        "chat.app:create_app",
+        "chat.app:create_server",
         factory=True,
         host=args.host,
         port=args.port,
