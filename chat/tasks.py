@@ -64,6 +64,7 @@ CANCEL_WAIT = 5.0  # how long `cancel` waits for a local task to stop
 STOP_WAIT = 5.0  # how long shutdown waits for running tasks to unwind
 STALE_AFTER = 3  # heartbeat intervals without a beat before a task counts as orphaned
 PRUNE_EVERY = 3600.0  # seconds between sweeps of old export files
+GREETING_CACHE_SECONDS = 1.0  # how long new sockets share one read of the active tasks
 FINAL_FRAME_RETRIES = 60  # a refused final task frame is published again this often,
 FINAL_FRAME_RETRY_DELAY = 1.0  # this many seconds apart
 
@@ -219,6 +220,7 @@ class TaskRunner:
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
+        self._active_cache: tuple[float, Sequence[tuple[Task, User]]] | None = None
 
     @property
     def kinds(self) -> dict[str, TaskKind[Any]]:
@@ -534,6 +536,7 @@ class TaskRunner:
     async def _publish(self, starter: UserRef, payload: str, *, final: bool = True) -> None:
         """To every admin and the starter. A final frame the broker refused is tried
         again (the state is whole, so a repeat is harmless; a lost final is not)."""
+        self._active_cache = None  # a task changed: the next greeting reads again
         hub = self.services.hub
         try:
             published = await hub.publish_admins(payload)
@@ -562,14 +565,27 @@ class TaskRunner:
         from the present state; live frames follow.
         """
         try:
-            rows = await self._rows(
-                None if conn.user.role == "admin" else conn.user.id, active=True, limit=200
-            )
+            rows = await self._active_rows()
         except Exception:
             log.exception("could not load active tasks for a new connection")
             return
+        admin = conn.user.role == "admin"
         for task, starter in reversed(rows):
-            conn.push(encode(self._frame_of(task, starter)))
+            if admin or starter.id == conn.user.id:
+                conn.push(encode(self._frame_of(task, starter)))
+
+    async def _active_rows(self) -> Sequence[tuple[Task, User]]:
+        """Every active task, read at most once per `GREETING_CACHE_SECONDS`.
+
+        A burst of connections would otherwise read the same rows once each.
+        Changes made here drop the copy at once; a task started on another
+        process reaches a socket that connected meanwhile by its next frame.
+        """
+        now = time.monotonic()
+        if self._active_cache is None or now - self._active_cache[0] > GREETING_CACHE_SECONDS:
+            rows = await self._rows(None, active=True, limit=200)
+            self._active_cache = (now, rows)
+        return self._active_cache[1]
 
     async def resync(self, lost_at: float) -> None:
         """After a broker outage: re-send, to this process's connections, every task
