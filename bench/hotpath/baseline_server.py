@@ -155,7 +155,7 @@ def main() -> None:
     use_uvloop = args.loop == "uvloop"
     if args.loop == "auto":
         try:
-            import uvloop  # noqa: F401
+            import uvloop
 
             use_uvloop = True
         except ImportError:

@@ -350,7 +350,9 @@ async def start_chat(
     chat.http = httpx.AsyncClient(base_url=server.http_url, timeout=30.0)
     try:
         if seeding == "db":
-            (chat.admin,) = await seed_accounts_db(chat, [f"benchadmin{uuid.uuid4().hex[:6]}"], "admin")
+            (chat.admin,) = await seed_accounts_db(
+                chat, [f"benchadmin{uuid.uuid4().hex[:6]}"], "admin"
+            )
         else:
             chat.admin = await admin_via_cli(chat)
     except BenchError:
@@ -455,7 +457,9 @@ async def seed_accounts_http(chat: ChatServer, names: Sequence[str]) -> list[Acc
     async def one(name: str) -> Account:
         async with sem:
             for _ in range(50):
-                r = await http.post("/api/auth/register", json={"username": name, "password": password})
+                r = await http.post(
+                    "/api/auth/register", json={"username": name, "password": password}
+                )
                 if r.status_code == 201:
                     break
                 if r.status_code in (429, 503):
@@ -586,7 +590,7 @@ class LoadGen:
         self.index = index
         self.spec_path = workdir / f"loadgen-{uuid.uuid4().hex[:8]}.json"
         self.stderr_path = self.spec_path.with_suffix(".stderr")
-        self.argv = pin.prefix(pin.load) + [node_binary(), str(LOADGEN / "loadgen.js")]
+        self.argv = [*pin.prefix(pin.load), node_binary(), str(LOADGEN / "loadgen.js")]
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -609,7 +613,9 @@ class LoadGen:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BenchError(f"load generator {self.index}: no {'/'.join(kinds)} in {timeout:g} s")
+                raise BenchError(
+                    f"load generator {self.index}: no {'/'.join(kinds)} in {timeout:g} s"
+                )
             try:
                 line = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
             except TimeoutError:
@@ -617,7 +623,8 @@ class LoadGen:
             if not line:
                 await self.proc.wait()
                 raise BenchError(
-                    f"load generator {self.index} exited ({self.proc.returncode}): {self.stderr_tail()}"
+                    f"load generator {self.index} exited ({self.proc.returncode}): "
+                    f"{self.stderr_tail()}"
                 )
             event: dict[str, Any] = json.loads(line)
             if event.get("event") == "fatal":

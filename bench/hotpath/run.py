@@ -54,7 +54,7 @@ class Goal:
 
 
 def ratio_at_least(x: float) -> Goal:
-    return Goal(f"≥ {x:g}× baseline", lambda ratio, value: None if ratio is None else ratio >= x)
+    return Goal(f"≥ {x:g}x baseline", lambda ratio, value: None if ratio is None else ratio >= x)
 
 
 def below(x: float, unit: str) -> Goal:
@@ -149,7 +149,7 @@ class Report:
 
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
-        return "–"
+        return "-"
     if unit in ("/s", "msgs/s", "deliveries/s", "conns/s"):
         return f"{value:,.0f}"
     if unit == "ms":
@@ -170,12 +170,12 @@ def markdown(report: Report, meta: dict[str, Any]) -> str:
     ]
     for row in report.rows.values():
         ratio = row.ratio
-        met = {True: "yes", False: "**no**", None: "–" if row.goal is None else "n/a"}[row.met]
+        met = {True: "yes", False: "**no**", None: "-" if row.goal is None else "n/a"}[row.met]
         unit = f" ({row.unit})" if row.unit else ""
         out.append(
             f"| {row.scenario} | {row.metric}{unit} | {fmt(row.med(row.baseline), row.unit)} "
             f"| {fmt(row.med(row.chat), row.unit)} | "
-            f"{'–' if ratio is None else f'{ratio:.2f}×'} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} | "
             f"{row.goal.text if row.goal else ''} | {met} |"
         )
     if report.generator:
@@ -193,7 +193,9 @@ def markdown(report: Report, meta: dict[str, Any]) -> str:
             c = ", ".join(fmt(v, row.unit) for v in row.chat)
             out.append(f"| {row.scenario} | {row.metric} | {b} | {c} |")
         out += ["", "</details>"]
-    notes = report.notes + [f"{r.scenario} {r.metric}: {n}" for r in report.rows.values() for n in r.notes]
+    notes = report.notes + [
+        f"{r.scenario} {r.metric}: {n}" for r in report.rows.values() for n in r.notes
+    ]
     if notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)]
     return "\n".join(out)
@@ -247,7 +249,9 @@ async def target(
     workdir = ctx.work / f"{name}-{db or 'mem'}-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
     if name == "baseline":
-        server = await asyncio.to_thread(hplib.start_baseline, workdir, ctx.pin, ctx.args.baseline_loop)
+        server = await asyncio.to_thread(
+            hplib.start_baseline, workdir, ctx.pin, ctx.args.baseline_loop
+        )
         try:
             yield Target(name, None, server.ws_url, server.pid, [FAKE_TOKEN] * users)
         finally:
@@ -256,7 +260,9 @@ async def target(
     if name == "ceiling":
         server = await asyncio.to_thread(hplib.start_ceiling, workdir, ctx.pin)
         try:
-            yield Target(name, None, f"ws://127.0.0.1:{server.port}/ws", server.pid, [FAKE_TOKEN] * users)
+            yield Target(
+                name, None, f"ws://127.0.0.1:{server.port}/ws", server.pid, [FAKE_TOKEN] * users
+            )
         finally:
             server.stop()
         return
@@ -268,7 +274,9 @@ async def target(
         database_url = f"sqlite+aiosqlite:///{workdir / 'chat.db'}"
     chat: hplib.ChatServer | None = None
     try:
-        chat = await hplib.start_chat(workdir, database_url, ctx.pin, overrides or {}, ctx.args.seeding)
+        chat = await hplib.start_chat(
+            workdir, database_url, ctx.pin, overrides or {}, ctx.args.seeding
+        )
         accounts = await hplib.seed_users(chat, users, ctx.args.seeding)
         started = time.monotonic()
         await hplib.create_rooms(chat, rooms)
@@ -322,6 +330,21 @@ class Traffic:
     load_cpu_s: float = 0.0
     delivered: int = 0
     closed_loop: bool = False
+    unacked_in_window: int = 0
+    drain: float = 0.0
+
+    unacked_wait: Hist = field(default_factory=Hist)
+
+    def ack_ms(self, q: float) -> float | None:
+        """The ack latency quantile. In an open-loop phase a send of the window that was
+        never acknowledged counts with the time it had waited when the phase ended: the
+        quantile is then a lower bound (noted by `problems`)."""
+        if self.closed_loop or not self.unacked_in_window:
+            return self.ack.pct_ms(q)
+        both = Hist()
+        for h in (self.ack, self.unacked_wait):
+            both.add({"buckets": h.buckets, "n": h.n, "max_us": h.max_us})
+        return both.pct_ms(q)
 
     @property
     def load_capacity(self) -> float | None:
@@ -343,9 +366,18 @@ class Traffic:
                 f"{self.missing} of {self.expected} deliveries of acknowledged messages had not "
                 "arrived by the end of the drain"
             )
-        if self.unacked and not self.closed_loop:
-            out.append(f"{self.unacked} sends unacknowledged after the drain")
-        for name, counts in (("errors", self.errors), ("closes", self.closes), ("refused", self.refused)):
+        if self.unacked_in_window and not self.closed_loop:
+            sent = self.ack.n + self.unacked_in_window
+            out.append(
+                f"overloaded: {self.unacked_in_window} of {sent} sends of the window "
+                f"({self.unacked_in_window / sent:.0%}) not acknowledged {self.drain:g} s after "
+                "it; they count with the time they had waited, so ack percentiles are lower bounds"
+            )
+        for name, counts in (
+            ("errors", self.errors),
+            ("closes", self.closes),
+            ("refused", self.refused),
+        ):
             if counts:
                 out.append(f"{name} {counts}")
         if self.gaps or self.out_of_order:
@@ -359,8 +391,8 @@ class Traffic:
             "deliveries_per_s": self.deliveries_per_s,
             "acks_per_s": self.acks_per_s,
             "sends_per_s": self.sends_per_s,
-            "ack_p50_ms": self.ack.pct_ms(0.5),
-            "ack_p99_ms": self.ack.pct_ms(0.99),
+            "ack_p50_ms": self.ack_ms(0.5),
+            "ack_p99_ms": self.ack_ms(0.99),
             "e2e_p50_ms": self.e2e.pct_ms(0.5),
             "e2e_p99_ms": self.e2e.pct_ms(0.99),
             "e2e_max_ms": self.e2e.max_us / 1000,
@@ -399,7 +431,10 @@ async def traffic_group(
     for r in readies:
         for k, v in r["failures"].items():
             failures[k] = failures.get(k, 0) + v
-    log(f"  {tgt.label}: {ready} of {len(conns)} sockets joined in {time.monotonic() - started:.1f} s")
+    log(
+        f"  {tgt.label}: {ready} of {len(conns)} sockets joined in "
+        f"{time.monotonic() - started:.1f} s"
+    )
     if failures:
         ctx.report.note(f"{tgt.label}: socket setup failures {failures}")
     if ready == 0:
@@ -446,6 +481,9 @@ async def run_phase(
     traffic = merge_traffic(results, duration, members, server_cpu)
     traffic.server_core_pct, traffic.load_core_pct = cores
     traffic.closed_loop = bool(params.get("window"))
+    traffic.drain = drain
+    traffic.unacked_in_window = sum(r.get("unacked_sent_in_window", 0) for r in results)
+    traffic.unacked_wait = Hist.merged(r["unacked_wait"] for r in results if "unacked_wait" in r)
     return traffic
 
 
@@ -458,7 +496,10 @@ def _sum_dicts(parts: list[dict[str, int]]) -> dict[str, int]:
 
 
 def merge_traffic(
-    results: list[dict[str, Any]], duration: float, members: dict[str, int], server_cpu: float | None
+    results: list[dict[str, Any]],
+    duration: float,
+    members: dict[str, int],
+    server_cpu: float | None,
 ) -> Traffic:
     acked_sent = _sum_dicts([r["acked_sent_in_window"] for r in results])
     expected = sum(count * members.get(room, 0) for room, count in acked_sent.items())
@@ -489,11 +530,13 @@ def merge_traffic(
 def describe(label: str, phase: str, t: Traffic) -> None:
     s = t.summary()
     log(
-        f"  {label} {phase}: {s['deliveries_per_s']:,.0f} deliveries/s, {s['acks_per_s']:,.0f} acks/s, "
+        f"  {label} {phase}: {s['deliveries_per_s']:,.0f} deliveries/s, "
+        f"{s['acks_per_s']:,.0f} acks/s, "
         f"ack p50/p99 {s['ack_p50_ms'] or 0:.2f}/{s['ack_p99_ms'] or 0:.2f} ms, "
         f"e2e p50/p99 {s['e2e_p50_ms'] or 0:.2f}/{s['e2e_p99_ms'] or 0:.2f} ms, "
         f"cpu server {s['server_cpu_pct'] or 0:.0f}% load {s['load_cpu_pct']:.0f}%, "
-        f"cores busy: server {s['server_core_busy_pct'] or 0:.0f}% load {s['load_core_busy_pct'] or 0:.0f}%"
+        f"cores busy: server {s['server_core_busy_pct'] or 0:.0f}% "
+        f"load {s['load_core_busy_pct'] or 0:.0f}%"
     )
 
 
@@ -519,17 +562,34 @@ async def scenario_fanout(ctx: Ctx, number: int, rooms_count: int, members: int,
         async with target(ctx, "chat", db, users, rooms) as tgt:
             group, ready, wanted = await traffic_group(ctx, tgt, conns)
             try:
-                sat = await run_phase(ctx, group, tgt, member_map, {"window": args.window}, warmup, duration)
+                sat = await run_phase(
+                    ctx, group, tgt, member_map, {"window": args.window}, warmup, duration
+                )
                 describe(tgt.label, "saturation", sat)
                 record_problems(ctx, tgt.label, f"s{sc} saturation", sat)
                 partial = "" if ready == wanted else f" (only {ready} of {wanted} sockets)"
                 suffix = "" if db == "sqlite" else f", {db}"
                 row = f"saturation{suffix}"
-                ctx.report.add(sc, row, "deliveries/s", "chat", sat.deliveries_per_s, ratio_at_least(0.75) if db == "sqlite" else None)
+                ctx.report.add(
+                    sc,
+                    row,
+                    "deliveries/s",
+                    "chat",
+                    sat.deliveries_per_s,
+                    ratio_at_least(0.75) if db == "sqlite" else None,
+                )
                 if partial:
                     ctx.report.row(sc, row, "deliveries/s").notes.append(f"run {run}{partial}")
                 ctx.report.gen(f"load CPU % at this server's s{sc} saturation", sat.load_cpu_pct)
-                ctx.report.raw.append({"scenario": sc, "run": run, "target": tgt.label, "phase": "saturation", **sat.summary()})
+                ctx.report.raw.append(
+                    {
+                        "scenario": sc,
+                        "run": run,
+                        "target": tgt.label,
+                        "phase": "saturation",
+                        **sat.summary(),
+                    }
+                )
                 if args.quick:
                     continue
                 senders = ready
@@ -537,43 +597,122 @@ async def scenario_fanout(ctx: Ctx, number: int, rooms_count: int, members: int,
                 rate = max(0.01, msgs_per_s / max(1, senders))
                 if db == "sqlite" or half_rate is None:
                     half_rate = rate
-                lat = await run_phase(ctx, group, tgt, member_map, {"rate": rate, "max_inflight": 10000}, warmup, duration)
+                lat = await run_phase(
+                    ctx,
+                    group,
+                    tgt,
+                    member_map,
+                    {"rate": rate, "max_inflight": 10000},
+                    warmup,
+                    duration,
+                )
                 describe(tgt.label, f"at half saturation ({msgs_per_s:,.0f} msgs/s)", lat)
                 record_problems(ctx, tgt.label, f"s{sc} half saturation", lat)
-                ctx.report.add(sc, f"e2e p50 at half saturation{suffix}", "ms", "chat", lat.e2e.pct_ms(0.5))
-                ctx.report.add(sc, f"e2e p99 at half saturation{suffix}", "ms", "chat", lat.e2e.pct_ms(0.99), below(10, "ms") if db == "sqlite" else None)
-                ctx.report.add(sc, f"ack p99 at half saturation{suffix}", "ms", "chat", lat.ack.pct_ms(0.99))
-                ctx.report.raw.append({"scenario": sc, "run": run, "target": tgt.label, "phase": "half", "rate_per_sender": rate, **lat.summary()})
+                ctx.report.add(
+                    sc, f"e2e p50 at half saturation{suffix}", "ms", "chat", lat.e2e.pct_ms(0.5)
+                )
+                ctx.report.add(
+                    sc,
+                    f"e2e p99 at half saturation{suffix}",
+                    "ms",
+                    "chat",
+                    lat.e2e.pct_ms(0.99),
+                    below(10, "ms") if db == "sqlite" else None,
+                )
+                ctx.report.add(
+                    sc, f"ack p99 at half saturation{suffix}", "ms", "chat", lat.ack_ms(0.99)
+                )
+                ctx.report.raw.append(
+                    {
+                        "scenario": sc,
+                        "run": run,
+                        "target": tgt.label,
+                        "phase": "half",
+                        "rate_per_sender": rate,
+                        **lat.summary(),
+                    }
+                )
             finally:
                 await group.stop()
 
     async with target(ctx, "baseline", None, users, rooms) as tgt:
         group, ready, wanted = await traffic_group(ctx, tgt, conns)
         try:
-            sat = await run_phase(ctx, group, tgt, member_map, {"window": args.window}, warmup, duration)
+            sat = await run_phase(
+                ctx, group, tgt, member_map, {"window": args.window}, warmup, duration
+            )
             describe(tgt.label, "saturation", sat)
             record_problems(ctx, tgt.label, f"s{sc} saturation", sat)
             for db in ctx.dbs(number):
                 suffix = "" if db == "sqlite" else f", {db}"
-                ctx.report.add(sc, f"saturation{suffix}", "deliveries/s", "baseline", sat.deliveries_per_s)
+                ctx.report.add(
+                    sc, f"saturation{suffix}", "deliveries/s", "baseline", sat.deliveries_per_s
+                )
             ctx.report.gen(f"load CPU % at baseline s{sc} saturation", sat.load_cpu_pct)
             ctx.report.gen(f"server CPU % at baseline s{sc} saturation", sat.server_cpu_pct)
             ctx.report.gen(f"server core busy % at baseline s{sc} saturation", sat.server_core_pct)
             ctx.report.gen(f"load core busy % at baseline s{sc} saturation", sat.load_core_pct)
-            ctx.report.gen(f"generator capacity at baseline s{sc} saturation (deliveries/s per core of its CPU)", sat.load_capacity)
-            ctx.report.raw.append({"scenario": sc, "run": run, "target": "baseline", "phase": "saturation", **sat.summary()})
+            ctx.report.gen(
+                f"generator capacity at baseline s{sc} saturation "
+                "(deliveries/s per core of its CPU)",
+                sat.load_capacity,
+            )
+            ctx.report.raw.append(
+                {
+                    "scenario": sc,
+                    "run": run,
+                    "target": "baseline",
+                    "phase": "saturation",
+                    **sat.summary(),
+                }
+            )
             if number == 1:
                 ctx.report.gen("baseline s1 saturation (deliveries/s)", sat.deliveries_per_s)
             if not args.quick and half_rate is not None:
-                lat = await run_phase(ctx, group, tgt, member_map, {"rate": half_rate, "max_inflight": 10000}, warmup, duration)
+                lat = await run_phase(
+                    ctx,
+                    group,
+                    tgt,
+                    member_map,
+                    {"rate": half_rate, "max_inflight": 10000},
+                    warmup,
+                    duration,
+                )
                 describe(tgt.label, "at this server's half saturation", lat)
                 record_problems(ctx, tgt.label, f"s{sc} half saturation", lat)
                 for db in ctx.dbs(number):
                     suffix = "" if db == "sqlite" else f", {db}"
-                    ctx.report.add(sc, f"e2e p50 at half saturation{suffix}", "ms", "baseline", lat.e2e.pct_ms(0.5))
-                    ctx.report.add(sc, f"e2e p99 at half saturation{suffix}", "ms", "baseline", lat.e2e.pct_ms(0.99))
-                    ctx.report.add(sc, f"ack p99 at half saturation{suffix}", "ms", "baseline", lat.ack.pct_ms(0.99))
-                ctx.report.raw.append({"scenario": sc, "run": run, "target": "baseline", "phase": "half", "rate_per_sender": half_rate, **lat.summary()})
+                    ctx.report.add(
+                        sc,
+                        f"e2e p50 at half saturation{suffix}",
+                        "ms",
+                        "baseline",
+                        lat.e2e.pct_ms(0.5),
+                    )
+                    ctx.report.add(
+                        sc,
+                        f"e2e p99 at half saturation{suffix}",
+                        "ms",
+                        "baseline",
+                        lat.e2e.pct_ms(0.99),
+                    )
+                    ctx.report.add(
+                        sc,
+                        f"ack p99 at half saturation{suffix}",
+                        "ms",
+                        "baseline",
+                        lat.ack_ms(0.99),
+                    )
+                ctx.report.raw.append(
+                    {
+                        "scenario": sc,
+                        "run": run,
+                        "target": "baseline",
+                        "phase": "half",
+                        "rate_per_sender": half_rate,
+                        **lat.summary(),
+                    }
+                )
         finally:
             await group.stop()
 
@@ -588,14 +727,35 @@ async def generator_ceiling(
     async with target(ctx, "ceiling", None, len(conns), rooms) as tgt:
         group, _, _ = await traffic_group(ctx, tgt, conns)
         try:
-            sat = await run_phase(ctx, group, tgt, member_map, {"window": ctx.args.window}, ctx.args.warmup, ctx.args.duration)
+            sat = await run_phase(
+                ctx,
+                group,
+                tgt,
+                member_map,
+                {"window": ctx.args.window},
+                ctx.args.warmup,
+                ctx.args.duration,
+            )
             describe("generator ceiling (Node ws server)", "saturation", sat)
-            ctx.report.gen("generator ceiling: s1 deliveries/s against a Node ws server", sat.deliveries_per_s)
+            ctx.report.gen(
+                "generator ceiling: s1 deliveries/s against a Node ws server", sat.deliveries_per_s
+            )
             ctx.report.gen("load CPU % at the ceiling", sat.load_cpu_pct)
             ctx.report.gen("Node ws server CPU % at the ceiling", sat.server_cpu_pct)
             ctx.report.gen("load core busy % at the ceiling", sat.load_core_pct)
-            ctx.report.gen("generator capacity at the ceiling (deliveries/s per core of its CPU)", sat.load_capacity)
-            ctx.report.raw.append({"scenario": "ceiling", "run": run, "target": "ceiling", "phase": "saturation", **sat.summary()})
+            ctx.report.gen(
+                "generator capacity at the ceiling (deliveries/s per core of its CPU)",
+                sat.load_capacity,
+            )
+            ctx.report.raw.append(
+                {
+                    "scenario": "ceiling",
+                    "run": run,
+                    "target": "ceiling",
+                    "phase": "saturation",
+                    **sat.summary(),
+                }
+            )
         finally:
             await group.stop()
 
@@ -607,30 +767,45 @@ async def scenario_dm(ctx: Ctx, run: int) -> None:
     args = ctx.args
     rooms = [f"dm-{i}" for i in range(args.dm_rooms)]
     conns, member_map = layout(rooms, 2)
-    targets: list[tuple[str, str | None]] = [("chat", db) for db in ctx.dbs(3)] + [("baseline", None)]
+    targets: list[tuple[str, str | None]] = [("chat", db) for db in ctx.dbs(3)] + [
+        ("baseline", None)
+    ]
     for name, db in targets:
         async with target(ctx, name, db, len(conns), rooms) as tgt:
             group, ready, wanted = await traffic_group(ctx, tgt, conns)
             try:
-                sat = await run_phase(ctx, group, tgt, member_map, {"window": args.window}, args.warmup, args.duration)
+                sat = await run_phase(
+                    ctx, group, tgt, member_map, {"window": args.window}, args.warmup, args.duration
+                )
             finally:
                 await group.stop()
             describe(tgt.label, "all sending", sat)
             record_problems(ctx, tgt.label, "s3", sat)
-            ctx.report.raw.append({"scenario": "3", "run": run, "target": tgt.label, "phase": "saturation", **sat.summary()})
+            ctx.report.raw.append(
+                {
+                    "scenario": "3",
+                    "run": run,
+                    "target": tgt.label,
+                    "phase": "saturation",
+                    **sat.summary(),
+                }
+            )
             sides = [(tgt.side, db)] if name == "chat" else [("baseline", d) for d in ctx.dbs(3)]
             for side, d in sides:
                 suffix = "" if d == "sqlite" else f", {d}"
                 goal = at_least(20_000, "msgs/s") if side == "chat" and d == "sqlite" else None
                 ctx.report.add("3", f"stored msgs/s{suffix}", "msgs/s", side, sat.acks_per_s, goal)
-                ctx.report.add("3", f"ack p50{suffix}", "ms", side, sat.ack.pct_ms(0.5))
-                ctx.report.add("3", f"ack p99{suffix}", "ms", side, sat.ack.pct_ms(0.99))
+                ctx.report.add("3", f"ack p50{suffix}", "ms", side, sat.ack_ms(0.5))
+                ctx.report.add("3", f"ack p99{suffix}", "ms", side, sat.ack_ms(0.99))
             if ready != wanted:
                 ctx.report.note(f"s3 {tgt.label} run {run}: only {ready} of {wanted} sockets")
             if tgt.chat is not None:
                 stored = await hplib.stored_messages(tgt.chat, set(rooms))
                 if stored < sat.acked_total:
-                    ctx.report.note(f"s3 {tgt.label} run {run}: {sat.acked_total} acks but {stored} messages stored")
+                    ctx.report.note(
+                        f"s3 {tgt.label} run {run}: {sat.acked_total} acks but "
+                        f"{stored} messages stored"
+                    )
                 else:
                     log(f"  stored check: {stored} messages stored for {sat.acked_total} acks")
 
@@ -673,30 +848,46 @@ async def scenario_idle(ctx: Ctx, run: int) -> None:
             suffix = "" if db in (None, "sqlite") else f", {db}"
             dbs = ctx.dbs(4) if side == "baseline" else [db]
             finished = connected == count
-            rate = connected / seconds if finished and seconds > 0 else connected / args.idle_timeout
+            rate = (
+                connected / seconds if finished and seconds > 0 else connected / args.idle_timeout
+            )
             per_conn = (after - before) / connected if connected else None
             log(
                 f"  {tgt.label}: {connected} of {count} connected in {seconds:.1f} s "
                 f"({rate:,.0f}/s), handshake p50/p99 {handshake.pct_ms(0.5) or 0:.0f}/"
-                f"{handshake.pct_ms(0.99) or 0:.0f} ms, RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"
+                f"{handshake.pct_ms(0.99) or 0:.0f} ms, "
+                f"RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"
                 f" ({per_conn or 0:.1f} KiB/conn), {still_open} still open, failures {failures}"
             )
             for d in dbs:
                 sfx = "" if d in (None, "sqlite") else f", {d}"
-                r = ctx.report.row("4", f"connect rate{sfx}", "conns/s", at_least(2000, "/s") if side == "chat" and d == "sqlite" else None)
+                r = ctx.report.row(
+                    "4",
+                    f"connect rate{sfx}",
+                    "conns/s",
+                    at_least(2000, "/s") if side == "chat" and d == "sqlite" else None,
+                )
                 (r.chat if side == "chat" else r.baseline).append(rate)
                 if not finished:
                     r.notes.append(
-                        f"{tgt.label} run {run} did not finish: {connected} of {count} connected in "
+                        f"{tgt.label} run {run} did not finish: "
+                        f"{connected} of {count} connected in "
                         f"{args.idle_timeout:g} s (rate = connected / timeout)"
                     )
-                m = ctx.report.row("4", f"server memory per connection{sfx}", "KiB", at_most(25, "KiB") if side == "chat" and d == "sqlite" else None)
+                m = ctx.report.row(
+                    "4",
+                    f"server memory per connection{sfx}",
+                    "KiB",
+                    at_most(25, "KiB") if side == "chat" and d == "sqlite" else None,
+                )
                 if per_conn is not None:
                     (m.chat if side == "chat" else m.baseline).append(per_conn)
             if failures:
                 ctx.report.note(f"s4 {tgt.label} run {run}: failures {failures}")
             if still_open < connected:
-                ctx.report.note(f"s4 {tgt.label} run {run}: {connected - still_open} sockets closed while idle")
+                ctx.report.note(
+                    f"s4 {tgt.label} run {run}: {connected - still_open} sockets closed while idle"
+                )
             ctx.report.raw.append(
                 {
                     "scenario": "4",
@@ -725,24 +916,36 @@ async def scenario_fixed(ctx: Ctx, run: int) -> None:
     rooms = [f"fixed-{i}" for i in range(args.fixed_rooms)]
     conns, member_map = layout(rooms, args.fixed_members)
     rate = args.fixed_rate / len(conns)
-    targets: list[tuple[str, str | None]] = [("chat", db) for db in ctx.dbs(5)] + [("baseline", None)]
+    targets: list[tuple[str, str | None]] = [("chat", db) for db in ctx.dbs(5)] + [
+        ("baseline", None)
+    ]
     for name, db in targets:
         async with target(ctx, name, db, len(conns), rooms) as tgt:
             group, ready, wanted = await traffic_group(ctx, tgt, conns)
             try:
-                t = await run_phase(ctx, group, tgt, member_map, {"rate": rate, "max_inflight": 10000}, args.warmup, args.duration)
+                t = await run_phase(
+                    ctx,
+                    group,
+                    tgt,
+                    member_map,
+                    {"rate": rate, "max_inflight": 10000},
+                    args.warmup,
+                    args.duration,
+                )
             finally:
                 await group.stop()
             describe(tgt.label, f"{args.fixed_rate:g} msgs/s", t)
             record_problems(ctx, tgt.label, "s5", t)
-            ctx.report.raw.append({"scenario": "5", "run": run, "target": tgt.label, "phase": "fixed", **t.summary()})
+            ctx.report.raw.append(
+                {"scenario": "5", "run": run, "target": tgt.label, "phase": "fixed", **t.summary()}
+            )
             sides = [(tgt.side, db)] if name == "chat" else [("baseline", d) for d in ctx.dbs(5)]
             for side, d in sides:
                 suffix = "" if d == "sqlite" else f", {d}"
                 ctx.report.add("5", f"acks/s achieved{suffix}", "/s", side, t.acks_per_s)
-                ctx.report.add("5", f"ack p50{suffix}", "ms", side, t.ack.pct_ms(0.5))
+                ctx.report.add("5", f"ack p50{suffix}", "ms", side, t.ack_ms(0.5))
                 goal = below(25, "ms") if side == "chat" and d == "sqlite" else None
-                ctx.report.add("5", f"ack p99{suffix}", "ms", side, t.ack.pct_ms(0.99), goal)
+                ctx.report.add("5", f"ack p99{suffix}", "ms", side, t.ack_ms(0.99), goal)
                 ctx.report.add("5", f"e2e p99{suffix}", "ms", side, t.e2e.pct_ms(0.99))
             if ready != wanted:
                 ctx.report.note(f"s5 {tgt.label} run {run}: only {ready} of {wanted} sockets")
@@ -755,8 +958,17 @@ async def scenario_churn(ctx: Ctx, run: int, name: str, minutes: int) -> None:
     args = ctx.args
     rooms = [f"churn-{i}" for i in range(args.churn_rooms)]
     bucket = args.churn_bucket
-    async with target(ctx, name, "sqlite" if name == "chat" else None, args.churn_users, rooms) as tgt:
-        spec = {"url": tgt.url, "mode": "churn", "deflate": args.deflate, "tokens": tgt.tokens, "rooms": rooms, "body_bytes": args.body_bytes}
+    async with target(
+        ctx, name, "sqlite" if name == "chat" else None, args.churn_users, rooms
+    ) as tgt:
+        spec = {
+            "url": tgt.url,
+            "mode": "churn",
+            "deflate": args.deflate,
+            "tokens": tgt.tokens,
+            "rooms": rooms,
+            "body_bytes": args.body_bytes,
+        }
         gen = hplib.LoadGen(spec, ctx.work, ctx.pin, 0)
         rss_samples: list[tuple[float, int]] = []
         stop_sampling = asyncio.Event()
@@ -790,9 +1002,15 @@ async def scenario_churn(ctx: Ctx, run: int, name: str, minutes: int) -> None:
                 }
             )
             ramp = await gen.event(150, "ramped")
-            log(f"  {tgt.label}: ramped to {ramp['open']} of {ramp['target']} sockets in {ramp['seconds']:.1f} s")
+            log(
+                f"  {tgt.label}: ramped to {ramp['open']} of {ramp['target']} sockets "
+                f"in {ramp['seconds']:.1f} s"
+            )
             if ramp["open"] < ramp["target"]:
-                ctx.report.note(f"s6 {tgt.label} run {run}: ramp reached {ramp['open']} of {ramp['target']} sockets ({ramp['open_failed']})")
+                ctx.report.note(
+                    f"s6 {tgt.label} run {run}: ramp reached {ramp['open']} of "
+                    f"{ramp['target']} sockets ({ramp['open_failed']})"
+                )
             churn_start = time.monotonic()
             buckets = []
             for _ in range(minutes):
@@ -804,9 +1022,11 @@ async def scenario_churn(ctx: Ctx, run: int, name: str, minutes: int) -> None:
                 rss = [kib for t, kib in rss_samples if t <= end + 1.0]
                 rss_mib = rss[-1] / 1024 if rss else None
                 log(
-                    f"  {tgt.label} minute {b['index'] + 1}: ack p50/p99 {ack.pct_ms(0.5) or 0:.1f}/{ack.pct_ms(0.99) or 0:.1f} ms, "
-                    f"{b['acks']}/{b['sends']} acked, opened {b['opened']} (failed {b['open_failed']}), "
-                    f"closed {b['closed_clean']}+{b['closed_abrupt']} abrupt, lost {b['lost']}, open {b['open_at_end']}, "
+                    f"  {tgt.label} minute {b['index'] + 1}: ack p50/p99 "
+                    f"{ack.pct_ms(0.5) or 0:.1f}/{ack.pct_ms(0.99) or 0:.1f} ms, "
+                    f"{b['acks']}/{b['sends']} acked, opened {b['opened']} "
+                    f"(failed {b['open_failed']}), closed {b['closed_clean']}"
+                    f"+{b['closed_abrupt']} abrupt, lost {b['lost']}, open {b['open_at_end']}, "
                     f"RSS {rss_mib or 0:.0f} MiB, load CPU {b['cpu_s'] / bucket * 100:.0f}%"
                 )
                 k = b["index"] + 1
@@ -816,14 +1036,21 @@ async def scenario_churn(ctx: Ctx, run: int, name: str, minutes: int) -> None:
                 if b["open_failed"] or b["lost"] or b["refused"]:
                     ctx.report.note(
                         f"s6 {tgt.label} run {run} minute {k}: open failures {b['open_failed']}, "
-                        f"lost {b['lost']}, refused {b['refused']}, unacked sends {b['sends'] - b['acks']}"
+                        f"lost {b['lost']}, refused {b['refused']}, "
+                        f"unacked sends {b['sends'] - b['acks']}"
                     )
             result = await gen.event(120, "result")
             closed_at = int(result["all_closed_ns"]) / 1e9
             if result.get("errors") or result.get("closes"):
-                ctx.report.note(f"s6 {tgt.label} run {run}: errors {result['errors']}, server closes {result['closes']}")
+                ctx.report.note(
+                    f"s6 {tgt.label} run {run}: errors {result['errors']}, "
+                    f"server closes {result['closes']}"
+                )
             if result.get("gaps") or result.get("out_of_order"):
-                ctx.report.note(f"s6 {tgt.label} run {run}: seq gaps {result['gaps']}, out of order {result['out_of_order']}")
+                ctx.report.note(
+                    f"s6 {tgt.label} run {run}: seq gaps {result['gaps']}, "
+                    f"out of order {result['out_of_order']}"
+                )
         finally:
             stop_sampling.set()
             await sampler
@@ -862,10 +1089,19 @@ async def scenario_churn(ctx: Ctx, run: int, name: str, minutes: int) -> None:
             else:
                 users = sum(len(r["users"]) for r in last)
                 row.notes.append(
-                    f"run {run}: presence not empty {grace + args.presence_timeout:g} s after the last leave "
+                    f"run {run}: presence not empty {grace + args.presence_timeout:g} s "
+                    "after the last leave "
                     f"({users} users in {len(last)} rooms still listed)"
                 )
-        ctx.report.raw.append({"scenario": "6", "run": run, "target": tgt.label, "buckets": buckets, "rss_mib_by_minute": rss_by_minute})
+        ctx.report.raw.append(
+            {
+                "scenario": "6",
+                "run": run,
+                "target": tgt.label,
+                "buckets": buckets,
+                "rss_mib_by_minute": rss_by_minute,
+            }
+        )
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -903,45 +1139,111 @@ async def run_all(ctx: Ctx) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     doc = __doc__ or ""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated scenario numbers")
     p.add_argument("--runs", type=int, default=3, help="runs per scenario (medians are reported)")
-    p.add_argument("--db", choices=("auto", "sqlite", "postgres", "both"), default="auto", help="auto: SQLite, and PostgreSQL too for scenarios 3 and 5")
-    p.add_argument("--pg-url", default=os.environ.get("CHAT_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"), help="an existing PostgreSQL database to create throwaway ones from")
-    p.add_argument("--quick", action="store_true", help="CI smoke: scenario 1 saturation, one short run; exit 1 below half the goal ratio")
-    p.add_argument("--out", type=Path, default=HERE / "results", help="where results.json and results.md go")
-    p.add_argument("--procs", type=int, default=1, help="Node generator processes (all on the load cores)")
+    p.add_argument(
+        "--db",
+        choices=("auto", "sqlite", "postgres", "both"),
+        default="auto",
+        help="auto: SQLite, and PostgreSQL too for scenarios 3 and 5",
+    )
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "CHAT_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        ),
+        help="an existing PostgreSQL database to create throwaway ones from",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke: scenario 1 saturation, one short run; exit 1 below half the goal ratio",
+    )
+    p.add_argument(
+        "--out", type=Path, default=HERE / "results", help="where results.json and results.md go"
+    )
+    p.add_argument(
+        "--procs", type=int, default=1, help="Node generator processes (all on the load cores)"
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--no-ceiling", action="store_true", help="skip the generator-ceiling check")
-    p.add_argument("--seeding", choices=("db", "http"), default="db", help="db: insert users and mint tokens; http: register and sign in")
+    p.add_argument(
+        "--seeding",
+        choices=("db", "http"),
+        default="db",
+        help="db: insert users and mint tokens; http: register and sign in",
+    )
     p.add_argument("--baseline-loop", choices=("auto", "uvloop", "asyncio"), default="auto")
     p.add_argument("--deflate", action="store_true", help="clients offer permessage-deflate")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before each measured window")
     p.add_argument("--duration", type=float, default=8.0, help="seconds of each measured window")
-    p.add_argument("--drain", type=float, default=3.0, help="most seconds to wait for in-flight sends after a window")
-    p.add_argument("--window", type=int, default=1, help="sends in flight per client at saturation (closed loop)")
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=3.0,
+        help="most seconds to wait for in-flight sends after a window",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=1,
+        help="sends in flight per client at saturation (closed loop)",
+    )
     p.add_argument("--body-bytes", type=int, default=64, help="message body size")
     p.add_argument("--members", type=int, default=100, help="clients per room in scenarios 1 and 2")
-    p.add_argument("--connect-concurrency", type=int, default=100, help="handshakes in flight per generator while setting up")
-    p.add_argument("--setup-timeout", type=float, default=120.0, help="seconds to connect and join before measuring anyway")
+    p.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=100,
+        help="handshakes in flight per generator while setting up",
+    )
+    p.add_argument(
+        "--setup-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to connect and join before measuring anyway",
+    )
     p.add_argument("--dm-rooms", type=int, default=500, help="scenario 3 rooms (2 clients each)")
     p.add_argument("--idle-connections", type=int, default=10_000, help="scenario 4 sockets")
     p.add_argument("--idle-per-user", type=int, default=10, help="scenario 4 sockets per user")
-    p.add_argument("--idle-timeout", type=float, default=30.0, help="scenario 4: seconds to open them all")
-    p.add_argument("--idle-concurrency", type=int, default=256, help="scenario 4 handshakes in flight")
+    p.add_argument(
+        "--idle-timeout", type=float, default=30.0, help="scenario 4: seconds to open them all"
+    )
+    p.add_argument(
+        "--idle-concurrency", type=int, default=256, help="scenario 4 handshakes in flight"
+    )
     p.add_argument("--fixed-rate", type=float, default=1000.0, help="scenario 5 messages/s in all")
     p.add_argument("--fixed-rooms", type=int, default=100)
-    p.add_argument("--fixed-members", type=int, default=5, help="scenario 5 clients per room, all sending")
+    p.add_argument(
+        "--fixed-members", type=int, default=5, help="scenario 5 clients per room, all sending"
+    )
     p.add_argument("--churn-minutes", type=int, default=4)
-    p.add_argument("--churn-baseline-minutes", type=int, default=2, help="0 skips the baseline churn")
+    p.add_argument(
+        "--churn-baseline-minutes", type=int, default=2, help="0 skips the baseline churn"
+    )
     p.add_argument("--churn-runs", type=int, default=1)
     p.add_argument("--churn-bucket", type=float, default=60.0, help="seconds per reported 'minute'")
     p.add_argument("--churn-sockets", type=int, default=600)
-    p.add_argument("--churn-rate", type=float, default=40.0, help="sockets opened and closed per second")
-    p.add_argument("--churn-send-interval", type=float, default=3.0, help="mean seconds between one socket's sends")
+    p.add_argument(
+        "--churn-rate", type=float, default=40.0, help="sockets opened and closed per second"
+    )
+    p.add_argument(
+        "--churn-send-interval",
+        type=float,
+        default=3.0,
+        help="mean seconds between one socket's sends",
+    )
     p.add_argument("--churn-rooms", type=int, default=50)
     p.add_argument("--churn-users", type=int, default=1000)
-    p.add_argument("--presence-timeout", type=float, default=30.0, help="seconds past the grace to wait for empty presence")
+    p.add_argument(
+        "--presence-timeout",
+        type=float,
+        default=30.0,
+        help="seconds past the grace to wait for empty presence",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = p.parse_args(argv)
     if args.quick:
@@ -1005,7 +1307,11 @@ async def amain(args: argparse.Namespace) -> int:
             print("quick: no ratio measured (see the notes above)", file=sys.stderr)
             return 2
         verdict = "ok" if ratio >= QUICK_THRESHOLD else "GROSS REGRESSION"
-        print(f"quick: scenario 1 ratio {ratio:.2f}× baseline (fails below {QUICK_THRESHOLD}): {verdict}", file=sys.stderr)
+        print(
+            f"quick: scenario 1 ratio {ratio:.2f}x baseline "
+            f"(fails below {QUICK_THRESHOLD}): {verdict}",
+            file=sys.stderr,
+        )
         return 0 if ratio >= QUICK_THRESHOLD else 1
     return 0
 
@@ -1028,7 +1334,9 @@ def _node_version() -> str | None:
     import subprocess
 
     with contextlib.suppress(Exception):
-        return subprocess.run([hplib.node_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            [hplib.node_binary(), "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     return None
 
 

@@ -483,8 +483,17 @@ async function runTraffic(cmd, senders) {
     await sleep(50);
   }
   let unacked = 0;
+  let unackedSentInWindow = 0;
+  const unackedWait = new Hist(); // how long each unacknowledged send of the window waited
+  const drained = nowUs();
   for (const c of senders) {
     unacked += c.inflight.size;
+    for (const sent of c.inflight.values()) {
+      if (sent >= p.wStart && sent < p.wEnd) {
+        unackedSentInWindow += 1;
+        unackedWait.add(drained - sent);
+      }
+    }
     c.inflight.clear();
   }
   phase = null;
@@ -503,6 +512,8 @@ async function runTraffic(cmd, senders) {
     delivered_in_window: p.deliveredInWindow,
     delivered_sent_in_window: p.deliveredSentInWindow,
     unacked,
+    unacked_sent_in_window: unackedSentInWindow,
+    unacked_wait: unackedWait.toJSON(),
     skipped: p.skipped,
     refused: p.refused,
     ack: p.ack.toJSON(),
