@@ -1016,31 +1016,47 @@ async def scenario_churn(ctx: Ctx, run: int, name: str, minutes: int) -> None:
             for _ in range(minutes):
                 b = await gen.event(bucket + 60, "bucket")
                 buckets.append(b)
-                ack = Hist()
-                ack.add(b["ack"])
+                ack = Hist.merged([b["ack"], b["censored"]])
                 end = churn_start + (b["index"] + 1) * bucket
                 rss = [kib for t, kib in rss_samples if t <= end + 1.0]
                 rss_mib = rss[-1] / 1024 if rss else None
                 log(
                     f"  {tgt.label} minute {b['index'] + 1}: ack p50/p99 "
                     f"{ack.pct_ms(0.5) or 0:.1f}/{ack.pct_ms(0.99) or 0:.1f} ms, "
-                    f"{b['acks']}/{b['sends']} acked, opened {b['opened']} "
+                    f"{b['acks']}/{b['sends']} acked so far, opened {b['opened']} "
                     f"(failed {b['open_failed']}), closed {b['closed_clean']}"
                     f"+{b['closed_abrupt']} abrupt, lost {b['lost']}, open {b['open_at_end']}, "
                     f"RSS {rss_mib or 0:.0f} MiB, load CPU {b['cpu_s'] / bucket * 100:.0f}%"
                 )
                 k = b["index"] + 1
-                goal = below(100, "ms") if tgt.side == "chat" else None
-                ctx.report.add("6", f"ack p99, minute {k}", "ms", tgt.side, ack.pct_ms(0.99), goal)
-                ctx.report.add("6", f"RSS, minute {k}", "MiB", tgt.side, rss_mib)
                 if b["open_failed"] or b["lost"] or b["refused"]:
                     ctx.report.note(
                         f"s6 {tgt.label} run {run} minute {k}: open failures {b['open_failed']}, "
-                        f"lost {b['lost']}, refused {b['refused']}, "
-                        f"unacked sends {b['sends'] - b['acks']}"
+                        f"closed by the server {b['lost']} (reopened), refused {b['refused']}"
                     )
             result = await gen.event(120, "result")
             closed_at = int(result["all_closed_ns"]) / 1e9
+            for final in result["buckets"]:
+                # Late acks are in now; a send whose socket closed first counts with the
+                # time it had waited, which makes the quantile a lower bound.
+                k = final["index"] + 1
+                both = Hist.merged([final["ack"], final["censored"]])
+                goal = below(100, "ms") if tgt.side == "chat" else None
+                row = ctx.report.row("6", f"ack p99, minute {k}", "ms", goal)
+                p99 = both.pct_ms(0.99)
+                if p99 is not None:
+                    (row.chat if tgt.side == "chat" else row.baseline).append(p99)
+                if final["unacked_at_close"] > 0.01 * max(1, final["sends"]):
+                    row.notes.append(
+                        f"{tgt.label} run {run}: {final['unacked_at_close']} of {final['sends']} "
+                        "sends never acknowledged (socket closed first), counted with their "
+                        "wait: a lower bound"
+                    )
+                end = churn_start + k * bucket
+                rss = [kib for t, kib in rss_samples if t <= end + 1.0]
+                ctx.report.add(
+                    "6", f"RSS, minute {k}", "MiB", tgt.side, rss[-1] / 1024 if rss else None
+                )
             if result.get("errors") or result.get("closes"):
                 ctx.report.note(
                     f"s6 {tgt.label} run {run}: errors {result['errors']}, "

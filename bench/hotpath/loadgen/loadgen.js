@@ -592,6 +592,7 @@ async function runChurn(cmd) {
     closed_abrupt: 0,
     lost: 0,
     unacked_at_close: 0,
+    censored: new Hist(), // sends whose socket closed before their ack: the wait so far
     open_at_end: 0,
     cpu_s: 0,
   });
@@ -600,6 +601,20 @@ async function runChurn(cmd) {
     if (t < churnStart) return null; // a ramp-up send
     const idx = Math.floor((t - churnStart) / bucketUs);
     return idx < buckets.length ? buckets[idx] : current;
+  };
+  let reconnects = 0; // sockets the server closed, to be replaced
+  // A socket is going (closed by us or by the server): its sends still in flight will
+  // never be acknowledged; each counts in its send's minute with the wait so far.
+  const censor = (c) => {
+    const now = nowUs();
+    for (const sent of c.inflight.values()) {
+      const b = bucketFor(sent);
+      if (b) {
+        b.unacked_at_close += 1;
+        b.censored.add(now - sent);
+      }
+    }
+    c.inflight.clear();
   };
   phase = {
     onSend() {},
@@ -615,8 +630,11 @@ async function runChurn(cmd) {
     },
     onDelivery() {},
     onLost(c) {
-      // Closed by the server (or the network) while we meant it to be open.
+      // Closed by the server (or the network) while we meant it to be open: a client
+      // would reconnect, so another socket is opened in its place.
       if (current) current.lost += 1;
+      if (running && open.has(c)) reconnects += 1;
+      censor(c);
       open.delete(c);
       all.delete(c);
       if (c.timer) clearTimeout(c.timer);
@@ -688,7 +706,7 @@ async function runChurn(cmd) {
     all.delete(victim);
     victim.closing = true;
     if (victim.timer) clearTimeout(victim.timer);
-    if (current) current.unacked_at_close += victim.inflight.size;
+    censor(victim);
     if (abrupt) {
       victim.ws.terminate(); // TCP goes, no close frame
       if (current) current.closed_abrupt += 1;
@@ -738,6 +756,7 @@ async function runChurn(cmd) {
         opensDue -= 1;
         openOne();
       }
+      for (; reconnects > 0; reconnects--) openOne();
       while (closesDue >= 1) {
         closesDue -= 1;
         abruptAcc += cmd.abrupt_fraction;
@@ -753,6 +772,7 @@ async function runChurn(cmd) {
       ...current,
       ack: current.ack.toJSON(),
       connect: current.connect.toJSON(),
+      censored: current.censored.toJSON(),
     });
   }
   // Everyone leaves: half with a close frame, half without.
@@ -763,6 +783,7 @@ async function runChurn(cmd) {
   let k = 0;
   for (const c of all) {
     c.closing = true;
+    censor(c);
     if (c.timer) clearTimeout(c.timer);
     try {
       if (k++ % 2 === 0) c.ws.terminate();
@@ -787,7 +808,15 @@ async function runChurn(cmd) {
     closes: totals.closes,
     gaps: totals.gaps,
     out_of_order: totals.out_of_order,
-    late: { ack: endBucket.ack.toJSON(), acks: endBucket.acks },
+    // Every minute again, now that late acks and unacknowledged sends are all counted.
+    buckets: buckets.map((x) => ({
+      index: x.index,
+      sends: x.sends,
+      acks: x.acks,
+      unacked_at_close: x.unacked_at_close,
+      ack: x.ack.toJSON(),
+      censored: x.censored.toJSON(),
+    })),
   });
   phase = null;
 }
