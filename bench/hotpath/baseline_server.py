@@ -78,7 +78,6 @@ async def handler(ws: ServerConnection) -> None:
                 message_id = next(_message_ids)
                 ts = now_iso()
                 ack = {"type": "ack", "ref": ref, "room": room, "id": message_id}
-                await ws.send(json.dumps({**ack, "seq": seq, "ts": ts}))
                 message = {
                     "type": "message",
                     "room": room,
@@ -88,6 +87,10 @@ async def handler(ws: ServerConnection) -> None:
                     "body": body,
                     "ts": ts,
                 }
+                # No await between taking the seq and handing both frames to the
+                # transports (`ws.send` may yield to another client's send): every
+                # member gets the room's messages in seq order, the sender its ack first.
+                broadcast((ws,), json.dumps({**ack, "seq": seq, "ts": ts}))
                 broadcast(ROOMS[room], json.dumps(message))
             elif kind == "join":
                 room = frame.get("room")

@@ -366,6 +366,8 @@ class Traffic:
                 f"{self.missing} of {self.expected} deliveries of acknowledged messages had not "
                 "arrived by the end of the drain"
             )
+        if self.unacked and self.closed_loop:
+            out.append(f"{self.unacked} sends still unanswered after the closed-loop drain")
         if self.unacked_in_window and not self.closed_loop:
             sent = self.ack.n + self.unacked_in_window
             out.append(
@@ -461,6 +463,7 @@ async def run_phase(
             "warmup": warmup,
             "duration": duration,
             "drain": drain,
+            "drain_closed": ctx.args.drain_closed,
             **params,
         }
     )
@@ -477,7 +480,9 @@ async def run_phase(
             cores = (hplib.busy_pct(k0, k1, ctx.pin.server), hplib.busy_pct(k0, k1, ctx.pin.load))
     except (OSError, BenchError):
         server_cpu = None
-    results = await group.gather(warmup + duration + drain + 60, "result")
+    results = await group.gather(
+        warmup + duration + max(drain, ctx.args.drain_closed) + 60, "result"
+    )
     traffic = merge_traffic(results, duration, members, server_cpu)
     traffic.server_core_pct, traffic.load_core_pct = cores
     traffic.closed_loop = bool(params.get("window"))
@@ -1201,6 +1206,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=3.0,
         help="most seconds to wait for in-flight sends after a window",
+    )
+    p.add_argument(
+        "--drain-closed",
+        type=float,
+        default=60.0,
+        help="most seconds to wait, after a closed-loop window, for every send to be answered",
     )
     p.add_argument(
         "--window",

@@ -474,8 +474,11 @@ async function runTraffic(cmd, senders) {
   const sys1 = sysNow();
   p.sending = false;
   for (const c of senders) if (c.timer) clearTimeout(c.timer);
-  // Drain: wait for what is in flight, at most `drain` seconds.
-  const drainEnd = nowUs() + (cmd.drain || 3) * 1e6;
+  // Drain: wait for what is in flight, at most `drain` seconds after an open-loop phase;
+  // after a closed-loop one until the server has answered everything (at most
+  // `drain_closed` seconds), so that no backlog is left to slow down the next phase.
+  const drainS = p.window ? cmd.drain_closed || 60 : cmd.drain || 3;
+  const drainEnd = nowUs() + drainS * 1e6;
   while (nowUs() < drainEnd) {
     let inflight = 0;
     for (const c of senders) if (c.open) inflight += c.inflight.size;
