@@ -123,6 +123,8 @@ class Report:
         key = (scenario, metric)
         if key not in self.rows:
             self.rows[key] = Row(scenario, metric, unit, goal)
+        elif goal is not None and self.rows[key].goal is None:
+            self.rows[key].goal = goal
         return self.rows[key]
 
     def add(
