@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import json
 import math
@@ -195,6 +196,21 @@ class Hist:
 _children: dict[int, subprocess.Popen[bytes] | asyncio.subprocess.Process] = {}
 
 
+try:
+    _LIBC: Any = ctypes.CDLL(None)
+except OSError:
+    _LIBC = None
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the thread that started it ends, so
+    nothing is left running if this script is killed (Linux; best effort; no imports
+    or locks here, it runs between fork and exec)."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def kill_children() -> None:
     """Kill every process this script started and that is still running (by pid)."""
     for pid, proc in list(_children.items()):
@@ -237,13 +253,30 @@ class Server:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0, health: str | None = None) -> Server:
+    def spawn(self) -> None:
+        """Start the process (call from the main thread: see `die_with_parent`)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                self.argv,
+                cwd=self.workdir,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         _children[self.proc.pid] = self.proc
+
+    def start(self, timeout: float = 30.0, health: str | None = None) -> Server:
+        self.spawn()
+        return self.wait_ready(timeout, health)
+
+    async def astart(self, timeout: float = 30.0, health: str | None = None) -> Server:
+        self.spawn()
+        return await asyncio.to_thread(self.wait_ready, timeout, health)
+
+    def wait_ready(self, timeout: float, health: str | None) -> Server:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -281,16 +314,16 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_baseline(workdir: Path, pin: Pinning, loop: str) -> Server:
+async def start_baseline(workdir: Path, pin: Pinning, loop: str) -> Server:
     port = free_port()
     argv = [sys.executable, str(HERE / "baseline_server.py"), "--port", str(port), "--loop", loop]
-    return Server("baseline", argv, workdir, dict(os.environ), pin, port).start()
+    return await Server("baseline", argv, workdir, dict(os.environ), pin, port).astart()
 
 
-def start_ceiling(workdir: Path, pin: Pinning) -> Server:
+async def start_ceiling(workdir: Path, pin: Pinning) -> Server:
     port = free_port()
     argv = [node_binary(), str(LOADGEN / "ceiling_server.js"), str(port)]
-    return Server("ceiling", argv, workdir, dict(os.environ), pin, port).start()
+    return await Server("ceiling", argv, workdir, dict(os.environ), pin, port).astart()
 
 
 # --- the chat server --------------------------------------------------------------------
@@ -345,7 +378,7 @@ async def start_chat(
     env = chat_env(database_url, workdir, overrides)
     argv = [sys.executable, "-m", "chat", "serve", "--port", str(port)]
     server = Server("chat", argv, workdir, env, pin, port)
-    await asyncio.to_thread(server.start, 60.0, "/healthz")
+    await server.astart(60.0, "/healthz")
     chat = ChatServer(server, database_url, {**RAISED_LIMITS, **overrides})
     chat.http = httpx.AsyncClient(base_url=server.http_url, timeout=30.0)
     try:
@@ -603,6 +636,7 @@ class LoadGen:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
                 limit=256 * 1024 * 1024,
+                preexec_fn=die_with_parent,
             )
         _children[self.proc.pid] = self.proc
 

@@ -22,10 +22,12 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -251,16 +253,14 @@ async def target(
     workdir = ctx.work / f"{name}-{db or 'mem'}-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
     if name == "baseline":
-        server = await asyncio.to_thread(
-            hplib.start_baseline, workdir, ctx.pin, ctx.args.baseline_loop
-        )
+        server = await hplib.start_baseline(workdir, ctx.pin, ctx.args.baseline_loop)
         try:
             yield Target(name, None, server.ws_url, server.pid, [FAKE_TOKEN] * users)
         finally:
             server.stop()
         return
     if name == "ceiling":
-        server = await asyncio.to_thread(hplib.start_ceiling, workdir, ctx.pin)
+        server = await hplib.start_ceiling(workdir, ctx.pin)
         try:
             yield Target(
                 name, None, f"ws://127.0.0.1:{server.port}/ws", server.pid, [FAKE_TOKEN] * users
@@ -550,6 +550,14 @@ def describe(label: str, phase: str, t: Traffic) -> None:
 def record_problems(ctx: Ctx, label: str, phase: str, t: Traffic) -> None:
     for problem in t.problems():
         ctx.report.note(f"{label} {phase}: {problem}")
+    own, core = t.server_cpu_pct, t.server_core_pct
+    if t.closed_loop and own is not None and core is not None and core > 90 and own < 60:
+        # Saturated, yet the server itself used little of its busy core: something else
+        # (another process, or the database server) was running there.
+        ctx.report.note(
+            f"{label} {phase}: noisy run: the server used {own:.0f}% of a core while its "
+            f"core was {core:.0f}% busy (other processes were running on it)"
+        )
 
 
 # --- scenarios 1 and 2: saturation, then latency at half of it ---------------------------
@@ -1157,6 +1165,11 @@ async def run_all(ctx: Ctx) -> None:
                     raise BenchError(f"no scenario {number}")
             except BenchError as exc:
                 ctx.report.note(f"scenario {number} run {run} failed: {exc}")
+            except Exception as exc:  # a bug here must not lose the other scenarios
+                traceback.print_exc()
+                ctx.report.note(f"scenario {number} run {run} failed: {exc!r}")
+            finally:
+                hplib.kill_children()  # whatever a failed run left behind
             log(f"scenario {number}, run {run}: {time.monotonic() - started:.0f} s")
 
 
@@ -1369,8 +1382,13 @@ def _node_version() -> str | None:
     return None
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: stop like Ctrl-C, killing what was started
+
+
 def main() -> None:
     args = parse_args()
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = asyncio.run(amain(args))
     except BenchError as exc:
