@@ -39,6 +39,11 @@ _user_ids = itertools.count(1)
 _message_ids = itertools.count(1)
 
 
+def dumps(frame: dict[str, Any]) -> str:
+    """Compact JSON, as the chat server writes it (pydantic's `model_dump_json`)."""
+    return json.dumps(frame, separators=(",", ":"))
+
+
 def now_iso() -> str:
     """The chat server's timestamp format: ISO 8601 UTC with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -48,14 +53,14 @@ def error(code: str, detail: str, ref: Any = None) -> str:
     frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
     if ref is not None:
         frame["ref"] = ref
-    return json.dumps(frame)
+    return dumps(frame)
 
 
 async def handler(ws: ServerConnection) -> None:
     uid = next(_user_ids)
     user = {"id": uid, "name": f"user{uid}", "role": "user"}
     joined: set[str] = set()
-    await ws.send(json.dumps({"type": "hello", "user": user, "limits": {}}))
+    await ws.send(dumps({"type": "hello", "user": user, "limits": {}}))
     try:
         async for raw in ws:
             try:
@@ -90,8 +95,8 @@ async def handler(ws: ServerConnection) -> None:
                 # No await between taking the seq and handing both frames to the
                 # transports (`ws.send` may yield to another client's send): every
                 # member gets the room's messages in seq order, the sender its ack first.
-                broadcast((ws,), json.dumps({**ack, "seq": seq, "ts": ts}))
-                broadcast(ROOMS[room], json.dumps(message))
+                broadcast((ws,), dumps({**ack, "seq": seq, "ts": ts}))
+                broadcast(ROOMS[room], dumps(message))
             elif kind == "join":
                 room = frame.get("room")
                 if not isinstance(room, str) or not room:
@@ -108,7 +113,7 @@ async def handler(ws: ServerConnection) -> None:
                 }
                 if ref is not None:
                     reply["ref"] = ref
-                await ws.send(json.dumps(reply))
+                await ws.send(dumps(reply))
             elif kind == "leave":
                 room = frame.get("room")
                 if room in joined:
@@ -117,14 +122,14 @@ async def handler(ws: ServerConnection) -> None:
                     left: dict[str, Any] = {"type": "left", "room": room}
                     if ref is not None:
                         left["ref"] = ref
-                    await ws.send(json.dumps(left))
+                    await ws.send(dumps(left))
                 else:
                     await ws.send(error("not_joined", "you have not joined that room", ref))
             elif kind == "ping":
                 pong: dict[str, Any] = {"type": "pong", "ts": now_iso()}
                 if ref is not None:
                     pong["ref"] = ref
-                await ws.send(json.dumps(pong))
+                await ws.send(dumps(pong))
             elif kind == "auth":
                 continue  # tokens are not checked here
             else:
