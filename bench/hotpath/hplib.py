@@ -297,15 +297,23 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; never raises (a loaded machine can take
+        a while to reap a process)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    log(f"{self.name} (pid {self.proc.pid}) did not exit 30 s after SIGKILL")
+                    return  # stays in _children: kill_children tries again
         _children.pop(self.proc.pid, None)
 
     def log_tail(self, lines: int = 30) -> str:
