@@ -20,6 +20,9 @@ class _Bucket:
     refused_in_a_row: int = 0
 
 
+MIN_WAIT = 0.001  # a refusal always says to wait a little: 0 would read as "now"
+
+
 class RateLimiter:
     """Token buckets keyed by (action, key). `take` answers None (allowed) or seconds to wait.
 
@@ -45,7 +48,7 @@ class RateLimiter:
             bucket.refused_in_a_row = 0
             return None
         bucket.refused_in_a_row += 1
-        return round((1.0 - bucket.tokens) / rate, 3)
+        return max(round((1.0 - bucket.tokens) / rate, 3), MIN_WAIT)
 
     def refused_in_a_row(self, action: str, key: Hashable) -> int:
         bucket = self._buckets.get((action, key))

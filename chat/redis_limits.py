@@ -15,7 +15,7 @@ import time
 from redis.asyncio import Redis
 
 from chat.limits import ALLOWED, Verdict
-from chat.ratelimit import RateLimiter
+from chat.ratelimit import MIN_WAIT, RateLimiter
 from chat.redis_broker import REDIS_DOWN
 
 log = logging.getLogger(__name__)
@@ -73,4 +73,4 @@ class RedisLimiter:
         seconds = float(wait)
         if seconds <= 0:
             return ALLOWED
-        return Verdict(round(seconds, 3), int(refused))
+        return Verdict(max(round(seconds, 3), MIN_WAIT), int(refused))
