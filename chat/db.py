@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -63,6 +64,16 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+
+    @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection in a write transaction, without an ORM session: the
+        message writer's batches, where a session's setup costs more than its SQL."""
+        async with self._write_lock or nullcontext(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                await conn.execution_options(sqlite_immediate=True)
+            async with conn.begin():
+                yield conn
 
     async def ping(self) -> None:
         """Run a trivial query; raises when the database is unreachable."""

@@ -11,7 +11,7 @@ from typing import cast
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat.db import Database
 from chat.models import BotToken, Message, RefreshToken, Room, RoomMember, User
@@ -377,8 +377,8 @@ class Store:
 
     async def _save_batch(self, batch: Sequence[NewMessage]) -> list[Stored]:
         now = time.time()
-        async with self.db.write() as s:
-            earlier = await self._stored_refs(s, batch)
+        async with self.db.write_connection() as conn:
+            earlier = await self._stored_refs(conn, batch)
             fresh: dict[tuple[int, str], NewMessage] = {}
             for item in batch:
                 key = (item.user.id, item.ref)
@@ -386,10 +386,11 @@ class Store:
                     fresh[key] = item
             first: dict[tuple[int, str], Stored] = {}
             if fresh:
-                conn = await s.connection()
                 rows = await self._insert_batch(conn, list(fresh.values()), now)
                 for (key, item), row in zip(fresh.items(), rows, strict=True):
-                    first[key] = self._stored_row(item, row)
+                    first[key] = self._stored(
+                        item.room.name, item.user, item.ref, item.body, row, duplicate=False
+                    )
         results: list[Stored] = []
         for item in batch:
             key = (item.user.id, item.ref)
@@ -440,44 +441,42 @@ class Store:
         return [(ids[(item.room.id, seq)], seq, now) for item, seq in zip(items, seqs, strict=True)]
 
     async def _stored_refs(
-        self, s: AsyncSession, batch: Sequence[NewMessage]
+        self, conn: AsyncConnection, batch: Sequence[NewMessage]
     ) -> dict[tuple[int, str], Stored]:
         """The first messages of the batch's `(user, ref)` pairs stored before now."""
-        users = {item.user.id: item.user for item in batch}
-        refs = {item.ref for item in batch}
+        users = {item.user.id: item for item in batch}
         query = (
-            select(Message, Room.name)
+            select(Message.id, Message.seq, Message.created_at, Message.user_id, Message.ref)
+            .add_columns(Message.body, Room.name)
             .join(Room, Room.id == Message.room_id)
-            .where(Message.user_id.in_(users), Message.ref.in_(refs))
+            .where(Message.user_id.in_(users), Message.ref.in_({item.ref for item in batch}))
         )
         wanted = {(item.user.id, item.ref) for item in batch}
         found: dict[tuple[int, str], Stored] = {}
-        for msg, room_name in (await s.execute(query)).tuples():
-            key = (msg.user_id, msg.ref or "")
-            if key in wanted:
-                found[key] = self._stored(room_name, msg, users[msg.user_id], duplicate=True)
+        for message_id, seq, created_at, user_id, ref, body, room in await conn.execute(query):
+            if (user_id, ref) in wanted:
+                row = (message_id, seq, created_at)
+                user = users[user_id].user
+                found[(user_id, ref)] = self._stored(room, user, ref, body, row, duplicate=True)
         return found
 
     @staticmethod
-    def _stored_row(item: NewMessage, row: tuple[int, int, float]) -> Stored:
+    def _stored(
+        room: str,
+        user: UserRef,
+        ref: str,
+        body: str,
+        row: tuple[int, int, float],
+        *,
+        duplicate: bool,
+    ) -> Stored:
+        """The ack and frame of a stored message, `row` being `(id, seq, created_at)`."""
         message_id, seq, created_at = row
         ts = iso(created_at)
-        room = item.room.name
         # Built without validation: every value comes from a checked frame or the database.
-        ack = AckFrame.model_construct(
-            ref=item.ref, room=item.room.name, id=message_id, seq=seq, ts=ts
-        )
+        ack = AckFrame.model_construct(ref=ref, room=room, id=message_id, seq=seq, ts=ts)
         frame = MessageFrame.model_construct(
-            room=room, id=message_id, seq=seq, user=item.user, body=item.body, ts=ts
-        )
-        return Stored(ack, frame, duplicate=False)
-
-    @staticmethod
-    def _stored(room_name: str, msg: Message, user: UserRef, *, duplicate: bool) -> Stored:
-        ts = iso(msg.created_at)
-        ack = AckFrame(ref=msg.ref or "", room=room_name, id=msg.id, seq=msg.seq, ts=ts)
-        frame = MessageFrame(
-            room=room_name, id=msg.id, seq=msg.seq, user=user, body=msg.body, ts=ts
+            room=room, id=message_id, seq=seq, user=user, body=body, ts=ts
         )
         return Stored(ack, frame, duplicate)
 
