@@ -632,12 +632,15 @@ class ChatClient:
         self._conn = conn
         helpers: list[asyncio.Task[None]] = []
         try:
+            first = self._first_connect is not None and not self._first_connect.done()
+            if not first:
+                # Counted before the rejoin: its replay may hand the caller every message
+                # it waits for before the rejoin itself returns.
+                self._reconnects += 1
             await self._rejoin(conn)
             conn.ready = True
-            if self._first_connect is not None and not self._first_connect.done():
+            if first and self._first_connect is not None:
                 self._first_connect.set_result(None)
-            else:
-                self._reconnects += 1
             helpers.append(asyncio.create_task(self._retransmit(conn)))
             helpers.append(asyncio.create_task(self._refresh_before_expiry(conn)))
             try:
