@@ -443,21 +443,27 @@ class Store:
     async def _stored_refs(
         self, conn: AsyncConnection, batch: Sequence[NewMessage]
     ) -> dict[tuple[int, str], Stored]:
-        """The first messages of the batch's `(user, ref)` pairs stored before now."""
-        users = {item.user.id: item for item in batch}
-        query = (
-            select(Message.id, Message.seq, Message.created_at, Message.user_id, Message.ref)
-            .add_columns(Message.body, Room.name)
-            .join(Room, Room.id == Message.room_id)
-            .where(Message.user_id.in_(users), Message.ref.in_({item.ref for item in batch}))
+        """The first messages of the batch's `(user, ref)` pairs stored before now.
+
+        One index lookup per pair, by joining the pairs as a `VALUES` list:
+        `user_id IN (...) AND ref IN (...)` made SQLite probe every user with
+        every ref (n² lookups, 80 ms for a batch of 500).
+        """
+        users = {item.user.id: item.user for item in batch}
+        pairs = {(item.user.id, item.ref) for item in batch}
+        rows = await conn.exec_driver_sql(
+            # Only placeholders are spliced in: every value is a bound parameter.
+            "SELECT m.id, m.seq, m.created_at, m.user_id, m.ref, m.body, r.name FROM (VALUES "  # noqa: S608
+            + value_rows(conn.dialect.paramstyle, len(pairs), ("bigint", "text"))
+            + ") AS v JOIN messages AS m ON m.user_id = v.column1 AND m.ref = v.column2"
+            " JOIN rooms AS r ON r.id = m.room_id",
+            tuple(value for pair in pairs for value in pair),
         )
-        wanted = {(item.user.id, item.ref) for item in batch}
         found: dict[tuple[int, str], Stored] = {}
-        for message_id, seq, created_at, user_id, ref, body, room in await conn.execute(query):
-            if (user_id, ref) in wanted:
-                row = (message_id, seq, created_at)
-                user = users[user_id].user
-                found[(user_id, ref)] = self._stored(room, user, ref, body, row, duplicate=True)
+        for message_id, seq, created_at, user_id, ref, body, room in rows:
+            row = (message_id, seq, created_at)
+            user = users[user_id]
+            found[(user_id, ref)] = self._stored(room, user, ref, body, row, duplicate=True)
         return found
 
     @staticmethod
