@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from chat.models import User
 from chat.protocol import UserRef
 from chat.security import Claims, PasswordService, TokenError, TokenService, TokenType
-from chat.store import InputError, Store, user_ref
+from chat.store import InputError, Store
 
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 256
@@ -63,9 +63,9 @@ class Accounts:
             raise TokenError("token has been revoked")
         if claims.type == "bot" and not await self.store.bot_token_live(claims.jti):
             raise TokenError("bot token has been revoked")
-        if (claims.type == "bot") != (user.role == "bot"):
+        if (claims.type == "bot") != (user.ref.role == "bot"):
             raise TokenError("wrong kind of token for this account")
-        return Principal(user_ref(user), claims)
+        return Principal(user.ref, claims)
 
     async def register(self, username: str, password: str, role: str = "user") -> User:
         """Create a user with a password. Raises `InputError` or `Conflict`."""

@@ -7,6 +7,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 from sqlalchemy import and_, exists, func, or_, select, update
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from chat.db import Database
 from chat.models import BotToken, Message, RefreshToken, Room, RoomMember, User
 from chat.protocol import AckFrame, MessageFrame, UserRef, iso
+from chat.ttl_cache import TTLCache
 
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -73,6 +75,15 @@ def check_body(body: str) -> str | None:
 
 def user_ref(user: User) -> UserRef:
     return UserRef(id=user.id, name=user.username, role=user.role)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUser:
+    """What checking a token needs to know about its user."""
+
+    ref: UserRef
+    banned: bool
+    token_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +147,7 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._users: dict[int, tuple[float, User | None]] = {}  # see `user_for_token`
+        self._users: TTLCache[int, TokenUser | None] = TTLCache(USER_CACHE_SECONDS, USER_CACHE_MAX)
 
     # --- users ---------------------------------------------------------------
 
@@ -155,8 +166,8 @@ class Store:
         async with self.db.read() as s:
             return await s.get(User, user_id)
 
-    async def user_for_token(self, user_id: int) -> User | None:
-        """`user_by_id` for checking tokens, from a cache of `USER_CACHE_SECONDS`.
+    async def user_for_token(self, user_id: int) -> TokenUser | None:
+        """The token-checking facts of a user, from a cache of `USER_CACHE_SECONDS`.
 
         Connecting checks the token's user twice; a storm of reconnects would
         otherwise read the same rows thousands of times a second. Changes made
@@ -164,15 +175,20 @@ class Store:
         one made by another process is seen here within the cache's lifetime
         (the sockets it must close are closed through the broker at once).
         """
-        now = time.monotonic()
-        cached = self._users.get(user_id)
-        if cached is not None and now - cached[0] < USER_CACHE_SECONDS:
-            return cached[1]
-        user = await self.user_by_id(user_id)
-        if len(self._users) >= USER_CACHE_MAX:
-            self._users.clear()
-        self._users[user_id] = (now, user)
-        return user
+        return await self._users.get(user_id, partial(self._token_user, user_id))
+
+    async def _token_user(self, user_id: int) -> TokenUser | None:
+        # Core, not an ORM session: a storm of handshakes makes this the connect path's read.
+        query = select(User.username, User.role, User.banned, User.token_version).where(
+            User.id == user_id
+        )
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        name, role, banned, version = row
+        ref = UserRef(id=user_id, name=name, role=role)  # type: ignore[arg-type]
+        return TokenUser(ref, banned, version)
 
     async def user_by_name(self, username: str) -> User | None:
         try:
@@ -184,7 +200,7 @@ class Store:
 
     async def bump_token_version(self, user_id: int, *, banned: bool | None = None) -> None:
         """Kill every token of the user issued so far (and optionally (un)ban them)."""
-        self._users.pop(user_id, None)
+        self._users.drop(user_id)
         values: dict[str, object] = {"token_version": User.token_version + 1}
         if banned is not None:
             values["banned"] = banned
@@ -195,7 +211,7 @@ class Store:
                 .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
-        self._users.pop(user_id, None)  # and again: a read may have raced the write
+        self._users.drop(user_id)  # and again: a read may have raced the write
 
     async def set_password(self, user_id: int, password_hash: str) -> None:
         async with self.db.write() as s:
@@ -387,9 +403,10 @@ class Store:
             first: dict[tuple[int, str], Stored] = {}
             if fresh:
                 rows = await self._insert_batch(conn, list(fresh.values()), now)
+                ts = iso(now)  # the whole batch's time, formatted once
                 for (key, item), row in zip(fresh.items(), rows, strict=True):
                     first[key] = self._stored(
-                        item.room.name, item.user, item.ref, item.body, row, duplicate=False
+                        item.room.name, item.user, item.ref, item.body, row, duplicate=False, ts=ts
                     )
         results: list[Stored] = []
         for item in batch:
@@ -460,7 +477,8 @@ class Store:
             tuple(value for pair in pairs for value in pair),
         )
         found: dict[tuple[int, str], Stored] = {}
-        for message_id, seq, created_at, user_id, ref, body, room in rows:
+        matches = cast(Sequence[tuple[int, int, float, int, str, str, str]], rows.all())
+        for message_id, seq, created_at, user_id, ref, body, room in matches:
             row = (message_id, seq, created_at)
             user = users[user_id]
             found[(user_id, ref)] = self._stored(room, user, ref, body, row, duplicate=True)
@@ -475,10 +493,12 @@ class Store:
         row: tuple[int, int, float],
         *,
         duplicate: bool,
+        ts: str | None = None,
     ) -> Stored:
-        """The ack and frame of a stored message, `row` being `(id, seq, created_at)`."""
+        """The ack and frame of a stored message, `row` being `(id, seq, created_at)`
+        (`ts`: `created_at` already formatted)."""
         message_id, seq, created_at = row
-        ts = iso(created_at)
+        ts = ts or iso(created_at)
         # Built without validation: every value comes from a checked frame or the database.
         ack = AckFrame.model_construct(ref=ref, room=room, id=message_id, seq=seq, ts=ts)
         frame = MessageFrame.model_construct(

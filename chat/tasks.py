@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -48,6 +49,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from chat.models import Task, User
 from chat.protocol import TaskFrame, UserRef, encode, iso, now_iso
 from chat.store import user_ref
+from chat.ttl_cache import TTLCache
 
 if TYPE_CHECKING:
     from chat.hub import Connection
@@ -220,7 +222,10 @@ class TaskRunner:
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
-        self._active_cache: tuple[float, Sequence[tuple[Task, User]]] | None = None
+        # Every active task, shared by the greetings of a burst of new sockets.
+        self._active_cache: TTLCache[None, Sequence[tuple[Task, User]]] = TTLCache(
+            GREETING_CACHE_SECONDS, 1
+        )
 
     @property
     def kinds(self) -> dict[str, TaskKind[Any]]:
@@ -536,7 +541,7 @@ class TaskRunner:
     async def _publish(self, starter: UserRef, payload: str, *, final: bool = True) -> None:
         """To every admin and the starter. A final frame the broker refused is tried
         again (the state is whole, so a repeat is harmless; a lost final is not)."""
-        self._active_cache = None  # a task changed: the next greeting reads again
+        self._active_cache.clear()  # a task changed: the next greeting reads again
         hub = self.services.hub
         try:
             published = await hub.publish_admins(payload)
@@ -581,11 +586,7 @@ class TaskRunner:
         Changes made here drop the copy at once; a task started on another
         process reaches a socket that connected meanwhile by its next frame.
         """
-        now = time.monotonic()
-        if self._active_cache is None or now - self._active_cache[0] > GREETING_CACHE_SECONDS:
-            rows = await self._rows(None, active=True, limit=200)
-            self._active_cache = (now, rows)
-        return self._active_cache[1]
+        return await self._active_cache.get(None, partial(self._rows, None, active=True, limit=200))
 
     async def resync(self, lost_at: float) -> None:
         """After a broker outage: re-send, to this process's connections, every task
