@@ -36,16 +36,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chat.broker import Broker, MemoryBroker  # noqa: E402
+from chat.backends.fanout import Broker  # noqa: E402
+from chat.backends.memory_fanout import MemoryBroker  # noqa: E402
+from chat.backends.memory_presence import MemoryPresence  # noqa: E402
+from chat.backends.redis_fanout import RedisBroker  # noqa: E402
 from chat.hub import Connection, Hub  # noqa: E402
 from chat.protocol import UserRef  # noqa: E402
-from chat.redis_broker import RedisBroker  # noqa: E402
 
 
 @dataclass
@@ -105,10 +108,7 @@ async def hub_run(
 ) -> tuple[float, list[float]]:
     broker = make_broker()
 
-    async def room_seq(room: str) -> int:
-        return 0
-
-    hub = Hub(broker, 0, room_seq=room_seq if isinstance(broker, RedisBroker) else None)
+    hub = Hub(broker, partial(MemoryPresence, 0))
     await hub.start()
     arrivals = Arrivals(receivers * messages)
     conns = []
@@ -140,7 +140,7 @@ async def hub_level(
     results = []
     brokers: dict[str, Callable[[], Broker]] = {
         "memory": MemoryBroker,
-        "redis": lambda: RedisBroker(redis_url, prefix=f"bench{uuid.uuid4().hex[:6]}:"),
+        "redis": lambda: RedisBroker.connect(redis_url, prefix=f"bench{uuid.uuid4().hex[:6]}:"),
     }
     for n in receivers_list:
         for name, make in brokers.items():

@@ -15,8 +15,8 @@ from starlette.types import Receive, Scope, Send
 from chat import __version__
 from chat.api import admin, auth, errors, ops, rooms, tasks, ws
 from chat.api.ws import websocket_endpoint
-from chat.bodylimit import BodyLimit
 from chat.config import Settings
+from chat.limits.body import BodyLimit
 from chat.services import Services
 from chat.serving import install_drain_handlers
 

@@ -29,9 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from chat import metrics
-from chat.broker import Broker, BrokerUnavailable
-from chat.presence import Presence
-from chat.presence_store import LocalPresenceStore, PresenceFactory, PresenceStore
+from chat.backends.fanout import Broker, BrokerUnavailable
+from chat.backends.presence import PresenceFactory, PresenceStore
 from chat.protocol import (
     CloseCode,
     MessageFrame,
@@ -224,18 +223,17 @@ class Hub:
     def __init__(
         self,
         broker: Broker,
-        presence_grace: float,
+        presence: PresenceFactory,
         *,
         room_log: RoomLog | None = None,
         reorder_window: float = 0.25,
         gap_check_interval: float = 2.0,
-        presence: PresenceFactory | None = None,
         presence_tick: float = 0.05,
     ) -> None:
         """`room_log` (the database) turns on reordering and gap filling.
 
-        `presence` builds a shared presence store (Redis) given the hub's change
-        callback; by default presence is this process's own (`self.presence`).
+        `presence` builds the presence store (memory or Redis) given the hub's
+        change callback.
 
         With several processes publishing to one room (a Redis broker), room
         messages can reach this process out of seq order, or not at all: with
@@ -260,10 +258,7 @@ class Hub:
         self._presence_tick = presence_tick
         self._presence_changes: dict[str, dict[int, tuple[str, UserRef]]] = {}
         self._presence_flush: asyncio.TimerHandle | None = None
-        self.presence = Presence(presence_grace, self._presence_changed)
-        self.presence_store: PresenceStore = (
-            presence(self._presence_changed) if presence else LocalPresenceStore(self.presence)
-        )
+        self.presence_store: PresenceStore = presence(self._presence_changed)
         self.connections: set[Connection] = set()
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self._by_room: dict[str, set[Connection]] = defaultdict(set)
@@ -612,10 +607,6 @@ class Hub:
         left = [user for event, user in changes.values() if event == "leave"]
         batch = PresenceChangesFrame(room=room, joined=joined, left=left)
         await self.publish_room(room, encode(batch))
-
-    def local_presence(self) -> dict[str, list[UserRef]]:
-        """This process's own presence (empty when presence is shared through Redis)."""
-        return self.presence.snapshot()
 
     async def presence_snapshot(self) -> dict[str, list[UserRef]]:
         """Every room with its present users, as the presence store sees it."""

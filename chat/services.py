@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from chat.abuse import AbuseMonitor
 from chat.accounts import Accounts
 from chat.alerts import Alerts, HealthWatcher
-from chat.broker import Broker, create_broker
+from chat.backends import Backends, create_backends
+from chat.backends.fanout import Broker
+from chat.backends.limits import Limiter
 from chat.config import Settings
 from chat.db import Database
 from chat.hub import Hub
+from chat.limits.buckets import FailureWindow, Gate, LoginThrottle, RateLimiter
 from chat.protocol import encode
-from chat.ratelimit import FailureWindow, Gate, LoginThrottle, RateLimiter
 from chat.security import PasswordService, TokenService, resolve_secret
-from chat.shared import Limiter, shared_limiter, shared_presence
 from chat.store import Store, Stored
 from chat.tasks import TaskRunner
 from chat.writer import MessageWriter
@@ -30,7 +31,7 @@ class Services:
     db: Database
     store: Store
     accounts: Accounts
-    broker: Broker
+    backends: Backends
     hub: Hub
     limiter: RateLimiter = field(default_factory=RateLimiter)
     abuse: AbuseMonitor = field(default_factory=AbuseMonitor)
@@ -38,7 +39,6 @@ class Services:
     login_gate: Gate = field(init=False)
     registrations: FailureWindow = field(init=False)  # registration attempts per address
     room_creations: FailureWindow = field(init=False)  # rooms created per user
-    frame_limits: Limiter = field(init=False)  # per-user frame buckets (Redis when set)
     alerts: Alerts = field(init=False)
     writer: MessageWriter = field(init=False)
     tasks: TaskRunner = field(init=False)
@@ -53,7 +53,6 @@ class Services:
         self.login_gate = Gate(s.hash_queue_max)
         self.registrations = FailureWindow(s.registrations_per_ip, s.registration_window)
         self.room_creations = FailureWindow(s.room_creations_per_user, s.room_creation_window)
-        self.frame_limits = shared_limiter(s, self.broker, self.limiter)
         self.alerts = Alerts(
             self.db,
             self.hub,
@@ -93,20 +92,27 @@ class Services:
                 settings.password_hash_parallelism,
             ),
         )
-        broker = create_broker(settings.redis_url, settings.redis_prefix)
-        # Several processes publish to one room only through Redis: order by seq and
-        # fill gaps from the database then.
-        presence = shared_presence(settings, broker)
+        backends = create_backends(settings)
         hub = Hub(
-            broker,
-            settings.presence_grace,
-            room_log=store if settings.redis_url else None,
+            backends.fanout,
+            backends.presence,
+            # Several processes publish to one room only through Redis: order by seq
+            # and fill gaps from the database then.
+            room_log=store if backends.kind == "redis" else None,
             reorder_window=settings.reorder_window,
             gap_check_interval=settings.gap_check_interval,
-            presence=presence,
             presence_tick=settings.presence_tick,
         )
-        return cls(settings, db, store, accounts, broker, hub)
+        return cls(settings, db, store, accounts, backends, hub)
+
+    @property
+    def broker(self) -> Broker:
+        return self.backends.fanout
+
+    @property
+    def frame_limits(self) -> Limiter:
+        """Per-user frame buckets (in Redis when it is configured)."""
+        return self.backends.frame_limits
 
     async def _publish_stored(self, stored: Sequence[Stored]) -> None:
         await self.hub.publish_messages(
@@ -125,4 +131,5 @@ class Services:
         await self.writer.stop()
         await self.alerts.stop()
         await self.hub.stop()
+        await self.backends.close()
         await self.db.dispose()

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from chat.broker import Broker, BrokerUnavailable, MemoryBroker
-from chat.redis_broker import RedisBroker, backoff_delay
+from chat.backends.fanout import Broker, BrokerUnavailable
+from chat.backends.memory_fanout import MemoryBroker
+from chat.backends.redis_client import backoff_delay
+from chat.backends.redis_fanout import RedisBroker
 from tests.redis_support import PrivateRedis, shared_redis_url, unique_prefix
 
 Received = list[tuple[str, str]]
@@ -41,7 +43,7 @@ def make_broker(request: pytest.FixtureRequest) -> Iterator[Callable[[], Broker]
         yield lambda: shared
         return
     url, prefix = shared_redis_url(), unique_prefix()
-    yield lambda: RedisBroker(url, prefix=prefix)
+    yield lambda: RedisBroker.connect(url, prefix=prefix)
 
 
 @pytest.fixture
@@ -93,8 +95,8 @@ async def test_ping(broker: tuple[Broker, Inbox]) -> None:
 async def test_two_processes_see_each_others_publishes() -> None:
     url, prefix = shared_redis_url(), unique_prefix()
     inbox_a, inbox_b = Inbox(), Inbox()
-    a, b = RedisBroker(url, prefix=prefix), RedisBroker(url, prefix=prefix)
-    other = RedisBroker(url, prefix=unique_prefix())  # another site on the same Redis
+    a, b = RedisBroker.connect(url, prefix=prefix), RedisBroker.connect(url, prefix=prefix)
+    other = RedisBroker.connect(url, prefix=unique_prefix())  # another site on the same Redis
     inbox_other = Inbox()
     await a.start(inbox_a)
     await b.start(inbox_b)
@@ -135,7 +137,7 @@ async def test_a_failing_handler_does_not_stop_the_listener() -> None:
             return later()  # run after the previous one finished
         return None
 
-    b = RedisBroker(url, prefix=prefix)
+    b = RedisBroker.connect(url, prefix=prefix)
     await b.start(handler)
     try:
         await b.subscribe("c")
@@ -160,8 +162,8 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
 async def test_listener_reconnects_and_resubscribes_after_redis_restarts(tmp_path: Path) -> None:
     private = PrivateRedis(tmp_path).start()
     inbox = Inbox()
-    b = RedisBroker(private.url, prefix="p:", backoff_cap=0.5, health_interval=0.5)
-    publisher = RedisBroker(private.url, prefix="p:")
+    b = RedisBroker.connect(private.url, prefix="p:", backoff_cap=0.5, health_interval=0.5)
+    publisher = RedisBroker.connect(private.url, prefix="p:")
     await b.start(inbox)
     await publisher.start(lambda c, p: None)
     try:

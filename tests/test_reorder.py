@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from functools import partial
 
-from chat.broker import BrokerUnavailable, MemoryBroker
+from chat.backends.fanout import BrokerUnavailable
+from chat.backends.memory_fanout import MemoryBroker
+from chat.backends.memory_presence import MemoryPresence
 from chat.hub import Connection, Hub, room_channel
 from chat.protocol import MessageFrame, UserRef, encode
 from chat.reorder import Reorder
 
 Released = list[tuple[str, int, str]]
+LOCAL_PRESENCE = partial(MemoryPresence, 0)
 
 
 def _reorder(window: float = 0.05) -> tuple[Reorder[str], Released]:
@@ -173,7 +177,7 @@ async def test_hub_releases_room_messages_in_seq_order() -> None:
     log = FakeLog()
     for _ in range(4):
         log.store("r")
-    hub = Hub(broker, 0, room_log=log, reorder_window=5)
+    hub = Hub(broker, LOCAL_PRESENCE, room_log=log, reorder_window=5)
     await hub.start()
     got = await _conn(hub, "r", 4)
     broker.hold = True
@@ -189,7 +193,9 @@ async def test_hub_releases_room_messages_in_seq_order() -> None:
 async def test_a_seq_lost_on_the_broker_is_read_back_from_the_log() -> None:
     broker = ShuffledBroker()
     log = FakeLog()
-    hub = Hub(broker, 0, room_log=log, reorder_window=0.05, gap_check_interval=60)
+    hub = Hub(
+        broker, partial(MemoryPresence, 0), room_log=log, reorder_window=0.05, gap_check_interval=60
+    )
     await hub.start()
     got = await _conn(hub, "r", 0)
     broker.hold = True
@@ -206,7 +212,7 @@ async def test_a_seq_lost_on_the_broker_is_read_back_from_the_log() -> None:
 async def test_catch_up_delivers_the_last_message_without_a_later_one() -> None:
     broker = ShuffledBroker()
     log = FakeLog()
-    hub = Hub(broker, 0, room_log=log, gap_check_interval=60)
+    hub = Hub(broker, LOCAL_PRESENCE, room_log=log, gap_check_interval=60)
     await hub.start()
     got = await _conn(hub, "r", 0)
     log.store("r")  # stored, but its publish was lost: nothing follows it
@@ -218,7 +224,7 @@ async def test_catch_up_delivers_the_last_message_without_a_later_one() -> None:
 async def test_the_periodic_check_finds_a_message_whose_publisher_died() -> None:
     broker = ShuffledBroker()
     log = FakeLog()
-    hub = Hub(broker, 0, room_log=log, gap_check_interval=0.05)
+    hub = Hub(broker, LOCAL_PRESENCE, room_log=log, gap_check_interval=0.05)
     await hub.start()
     got = await _conn(hub, "r", 0)
     log.store("r")
@@ -231,7 +237,9 @@ async def test_a_connection_never_gets_a_seq_twice() -> None:
     """Form 1 of the issue: a join's replay covered seqs the reorder buffer still held."""
     broker = ShuffledBroker()
     log = FakeLog()
-    hub = Hub(broker, 0, room_log=log, reorder_window=0.05, gap_check_interval=60)
+    hub = Hub(
+        broker, partial(MemoryPresence, 0), room_log=log, reorder_window=0.05, gap_check_interval=60
+    )
     await hub.start()
     first_got = await _conn(hub, "r", 0)  # keeps the room watched
     broker.hold = True
@@ -251,7 +259,7 @@ async def test_a_connection_never_gets_a_seq_twice() -> None:
 
 async def test_hub_delivers_locally_when_the_broker_is_down() -> None:
     broker = ShuffledBroker()
-    hub = Hub(broker, 0)
+    hub = Hub(broker, LOCAL_PRESENCE)
     await hub.start()
     got = await _conn(hub, "r", 0)
     broker.down = True

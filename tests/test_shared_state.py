@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 
-from chat.limits import Limiter, LocalLimiter
-from chat.presence import Presence
-from chat.presence_store import LocalPresenceStore, PresenceStore
+from chat.backends.limits import Limiter
+from chat.backends.memory_limits import MemoryLimiter
+from chat.backends.memory_presence import MemoryPresence
+from chat.backends.presence import PresenceStore
+from chat.backends.redis_client import redis_client
+from chat.backends.redis_limits import RedisLimiter
+from chat.backends.redis_presence import RedisPresence
+from chat.limits.buckets import RateLimiter
 from chat.protocol import UserRef
-from chat.ratelimit import RateLimiter
-from chat.redis_broker import redis_client
-from chat.redis_limits import RedisLimiter
-from chat.redis_presence import RedisPresence
 from tests.redis_support import shared_redis_url, unique_prefix
 
 pytestmark = pytest.mark.redis
@@ -126,8 +127,8 @@ async def test_entries_lost_by_redis_come_back_on_the_next_refresh(
 
 async def test_local_store_keeps_the_old_semantics() -> None:
     events: Events = []
-    store: PresenceStore = LocalPresenceStore(
-        Presence(0, lambda room, ev, user: events.append((room, ev, user.name)))
+    store: PresenceStore = MemoryPresence(
+        0, lambda room, ev, user: events.append((room, ev, user.name))
     )
     await store.add("r", 1, ALICE)
     await store.add("r", 2, ALICE)
@@ -144,7 +145,7 @@ async def limiters(
 ) -> AsyncIterator[tuple[Limiter, Limiter]]:
     """Two processes' limiters: separate buckets locally, one bucket through Redis."""
     if request.param == "local":
-        yield LocalLimiter(RateLimiter()), LocalLimiter(RateLimiter())
+        yield MemoryLimiter(RateLimiter()), MemoryLimiter(RateLimiter())
         return
     prefix = unique_prefix()
     yield RedisLimiter(client, prefix, RateLimiter()), RedisLimiter(client, prefix, RateLimiter())

@@ -15,8 +15,8 @@ from chat import metrics
 from chat.abuse import AbuseEvent
 from chat.accounts import TokenPair
 from chat.api.deps import Caller, ServicesDep, unauthorized
+from chat.limits.buckets import Busy
 from chat.protocol import CloseCode
-from chat.ratelimit import Busy
 from chat.security import TokenError
 from chat.services import Services
 from chat.store import Conflict, InputError, normalize_username

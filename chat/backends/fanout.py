@@ -1,9 +1,10 @@
-"""Publish/subscribe between hub processes, chosen by URL.
+"""Fan-out: publish/subscribe between hub processes (the `Broker` protocol).
 
 The hub subscribes to a channel while it has a local listener for it and
 publishes every outgoing event; each process then delivers to its own
-connections. `MemoryBroker` serves one process; a Redis broker (`redis://`)
-implements the same `Broker` protocol for many.
+connections. `memory_fanout.MemoryBroker` serves one process;
+`redis_fanout.RedisBroker` serves many through Redis pub/sub. Revocations
+(`user:<id>` channels) and task frames (`admins`) travel the same way.
 """
 
 from __future__ import annotations
@@ -53,50 +54,3 @@ class Broker(Protocol):
 
     async def ping(self) -> None:
         """Raise when the broker is unreachable."""
-
-
-class MemoryBroker:
-    """In-process broker: publish calls the handler directly, in order."""
-
-    def __init__(self) -> None:
-        self._handler: Handler | None = None
-        self._channels: set[str] = set()
-
-    async def start(self, handler: Handler, on_resubscribed: Resubscribed | None = None) -> None:
-        self._handler = handler  # nothing is ever lost in process: no resubscription
-
-    async def stop(self) -> None:
-        self._handler = None
-        self._channels.clear()
-
-    async def publish(self, channel: str, payload: str) -> None:
-        if self._handler is None or channel not in self._channels:
-            return
-        result = self._handler(channel, payload)
-        if result is not None:
-            await result
-
-    async def publish_many(self, items: Sequence[tuple[str, str]]) -> None:
-        for channel, payload in items:
-            await self.publish(channel, payload)
-
-    async def subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
-
-    async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
-
-    async def ping(self) -> None:
-        return None
-
-
-def create_broker(redis_url: str | None, prefix: str | None = None) -> Broker:
-    """The broker for a URL: in-memory when unset, Redis for `redis://`/`rediss://`.
-
-    `prefix` namespaces Redis channels and keys (default `chat:`).
-    """
-    if not redis_url:
-        return MemoryBroker()
-    from chat.redis_broker import DEFAULT_PREFIX, RedisBroker
-
-    return RedisBroker(redis_url, prefix=prefix or DEFAULT_PREFIX)

@@ -32,85 +32,37 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
-from chat.broker import BrokerUnavailable, Handler, Resubscribed
+from chat.backends.fanout import BrokerUnavailable, Handler, Resubscribed
+from chat.backends.redis_client import (
+    BACKOFF_CAP,
+    CONNECT_TIMEOUT,
+    DEFAULT_PREFIX,
+    REDIS_DOWN,
+    RedisConnection,
+    backoff_delay,
+    cancel_and_wait,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "chat:"
-BACKOFF_BASE = 0.1  # seconds before the first reconnect attempt (before jitter)
-BACKOFF_CAP = 5.0  # longest wait between attempts
 HEALTH_INTERVAL = 5.0  # an idle subscriber connection is pinged this often
 SUBSCRIBE_TIMEOUT = 5.0  # longest wait for Redis to confirm a SUBSCRIBE
 PUBLISH_FAIL_FAST = 1.0  # after a failed publish, refuse at once for this long
 OUTBOX_SIZE = 10_000  # publishes queued for the writer before `publish` waits
 BATCH_MAX = 500  # most publishes sent in one pipeline
-CONNECT_TIMEOUT = 2.0
-SOCKET_TIMEOUT = 2.0
 
 RECONNECTS = Counter("chat_broker_reconnects_total", "Redis subscriber reconnections")
 PUBLISH_FAILURES = Counter(
     "chat_broker_publish_failures_total", "Publishes Redis did not take (delivered locally only)"
 )
-
-# Errors that mean "Redis is not answering": anything else is a bug and is raised.
-REDIS_DOWN = (RedisError, OSError, TimeoutError)
-
-
-def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Seconds to wait before reconnect `attempt` (0, 1, 2...): "equal jitter".
-
-    Half of `min(cap, base * 2**attempt)` is fixed, half random, so workers that
-    lost Redis together do not reconnect in lockstep and never spin at zero delay.
-    """
-    ceiling = min(cap, base * 2.0 ** min(attempt, 32))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel `task` and wait until it is done, cancelling again if it swallowed one.
-
-    Python 3.11's `asyncio.wait_for` (which redis-py uses around socket writes)
-    can drop a cancellation that lands as its inner operation completes, so a
-    single `cancel()` may leave a loop running.
-    """
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("task %s ended with %r", task.get_name(), task.exception())
-
-
-def redis_client(url: str, retries: int = 1) -> Redis:
-    """A client for `url` that fails fast: short timeouts, `retries` immediate retries.
-
-    One retry (the default) replaces a pooled connection that went stale when
-    Redis restarted; a Redis that is really down fails the command within
-    about the connect timeout so callers can fall back. The subscriber uses
-    `retries=0`: reconnecting it is the listener's job (with backoff).
-    """
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_keepalive=True,
-        health_check_interval=0,
-        retry=Retry(NoBackoff(), retries),
-    )
-
 
 _Outgoing = tuple[str, str, "asyncio.Future[None]"]
 
@@ -120,16 +72,17 @@ class RedisBroker:
 
     def __init__(
         self,
-        url: str,
+        redis: RedisConnection,
         *,
-        prefix: str = DEFAULT_PREFIX,
         health_interval: float = HEALTH_INTERVAL,
         backoff_cap: float = BACKOFF_CAP,
+        owns_connection: bool = False,
     ) -> None:
-        self.url = url
-        self.prefix = prefix
-        self.client = redis_client(url)  # publishes, pings, presence and rate limit scripts
-        self._sub_client = redis_client(url, retries=0)  # the subscriber connection
+        self._redis = redis
+        self._owns_connection = owns_connection
+        self.prefix = redis.prefix
+        self.client = redis.commands  # publishes and pings
+        self._sub_client = redis.subscriber
         self._health_interval = health_interval
         self._backoff_cap = backoff_cap
         self._handler: Handler | None = None
@@ -148,6 +101,11 @@ class RedisBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
         self.reconnects = 0
+
+    @classmethod
+    def connect(cls, url: str, prefix: str = DEFAULT_PREFIX, **options: float) -> RedisBroker:
+        """A broker on a connection of its own, closed by `stop` (tools and tests)."""
+        return cls(RedisConnection(url, prefix), owns_connection=True, **options)
 
     # --- life -----------------------------------------------------------------
 
@@ -170,7 +128,7 @@ class RedisBroker:
             await asyncio.wait_for(self.connected.wait(), CONNECT_TIMEOUT + 0.5)
 
     async def stop(self) -> None:
-        """Stop the tasks, fail queued publishes and close both connections."""
+        """Stop the tasks and fail queued publishes; close the connection if it is ours."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await cancel_and_wait(task)
@@ -182,8 +140,8 @@ class RedisBroker:
         self._release_waiters()
         self._handler = None
         self._channels.clear()
-        await self.client.aclose()
-        await self._sub_client.aclose()
+        if self._owns_connection:
+            await self._redis.aclose()
 
     # --- Broker protocol ------------------------------------------------------
 

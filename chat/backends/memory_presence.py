@@ -1,4 +1,4 @@
-"""Who is in which room: tracked per connection, merged per user.
+"""Presence kept in this process: who is in which room, merged per user.
 
 A user is present in a room while at least one of their connections has joined
 it. When the last one leaves, the user stays listed for a short grace period,
@@ -8,13 +8,10 @@ so a quick reconnect neither announces a leave nor a second join.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chat.backends.presence import PresenceCallback
 from chat.protocol import UserRef
-
-# Called with (room, "join" | "leave", user) when presence really changes.
-PresenceCallback = Callable[[str, str, UserRef], None]
 
 
 @dataclass
@@ -103,3 +100,28 @@ class Presence:
             for user_id, timer in list(state.pending_leave.items()):
                 timer.cancel()
                 self._finish_leave(room, user_id)
+
+
+class MemoryPresence:
+    """`PresenceStore` over an in-process `Presence` (counts per user, not per connection)."""
+
+    def __init__(self, grace: float, on_change: PresenceCallback) -> None:
+        self.presence = Presence(grace, on_change)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.presence.flush()
+
+    async def add(self, room: str, conn_id: int, user: UserRef) -> None:
+        self.presence.add(room, user)
+
+    async def remove(self, room: str, conn_id: int, user: UserRef) -> None:
+        self.presence.remove(room, user)
+
+    async def members(self, room: str) -> list[UserRef]:
+        return self.presence.members(room)
+
+    async def snapshot(self) -> dict[str, list[UserRef]]:
+        return self.presence.snapshot()

@@ -37,9 +37,9 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from chat.presence import PresenceCallback
+from chat.backends.presence import PresenceCallback
+from chat.backends.redis_client import REDIS_DOWN, cancel_and_wait
 from chat.protocol import UserRef
-from chat.redis_broker import REDIS_DOWN, cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import time
 
 from redis.asyncio import Redis
 
-from chat.limits import ALLOWED, Verdict
-from chat.ratelimit import MIN_WAIT, RateLimiter
-from chat.redis_broker import REDIS_DOWN
+from chat.backends.limits import ALLOWED, Verdict
+from chat.backends.redis_client import REDIS_DOWN
+from chat.limits.buckets import MIN_WAIT, RateLimiter
 
 log = logging.getLogger(__name__)
 

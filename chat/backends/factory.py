@@ -1,0 +1,67 @@
+"""The one place that decides between the memory and Redis backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Literal
+
+from chat.backends.fanout import Broker
+from chat.backends.limits import Limiter
+from chat.backends.presence import PresenceFactory
+from chat.config import Settings
+from chat.limits.buckets import RateLimiter
+
+if TYPE_CHECKING:
+    from chat.backends.redis_client import RedisConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    """Fan-out, presence and per-user limits of this process, and what they run on."""
+
+    kind: Literal["memory", "redis"]
+    fanout: Broker
+    presence: PresenceFactory  # given the hub's change callback
+    frame_limits: Limiter
+    redis: RedisConnection | None = None  # closed by `close`, after the users stopped
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def create_backends(settings: Settings) -> Backends:
+    """Memory backends without `CHAT_REDIS_URL`; Redis ones, on one connection, with it."""
+    local_buckets = RateLimiter()  # the per-user limits' own, or Redis's fallback
+    if not settings.redis_url:
+        from chat.backends.memory_fanout import MemoryBroker
+        from chat.backends.memory_limits import MemoryLimiter
+        from chat.backends.memory_presence import MemoryPresence
+
+        return Backends(
+            "memory",
+            MemoryBroker(),
+            partial(MemoryPresence, settings.presence_grace),
+            MemoryLimiter(local_buckets),
+        )
+    # Imported only here: a process without Redis never loads the Redis modules.
+    from chat.backends.redis_client import RedisConnection
+    from chat.backends.redis_fanout import RedisBroker
+    from chat.backends.redis_limits import RedisLimiter
+    from chat.backends.redis_presence import RedisPresence
+
+    redis = RedisConnection(settings.redis_url, settings.redis_prefix)
+    return Backends(
+        "redis",
+        RedisBroker(redis),
+        partial(
+            RedisPresence,
+            redis.commands,
+            redis.prefix,
+            settings.presence_grace,
+            settings.presence_ttl,
+        ),
+        RedisLimiter(redis.commands, redis.prefix, local_buckets),
+        redis,
+    )
