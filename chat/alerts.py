@@ -3,7 +3,7 @@
 `Alerts.raise_alert(level, text)` is the one way in. Repeated-event alerts
 (rate-limit closes of one user, authentication failures from one address) are
 counted per process over a sliding window by `note_*`, which are synchronous so
-the hot paths in `api/ws.py` and `api/auth.py` stay one-line calls; the alert
+the hot paths in `chat/ws/` and `api/auth.py` stay one-line calls; the alert
 itself is raised in the background. `HealthWatcher` probes the database and the
 broker and raises an alert when either becomes unreachable (and when it recovers).
 """

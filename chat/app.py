@@ -13,12 +13,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from chat import __version__
-from chat.api import admin, auth, errors, ops, rooms, tasks, ws
-from chat.api.ws import websocket_endpoint
+from chat.api import admin, auth, errors, ops, rooms, tasks
 from chat.config import Settings
+from chat.drain import install_drain_handlers
 from chat.limits.body import BodyLimit
 from chat.services import Services
-from chat.serving import install_drain_handlers
+from chat.ws.handshake import websocket_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.build(settings)
         app.state.services = services
+        app.state.ws = services.ws_deps()
         await services.start()
         restore_signals = install_drain_handlers(services)
         log.info("chat server ready (database %s)", services.db.engine.url.render_as_string())
@@ -69,9 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         larger={("POST", "/api/tasks"): settings.max_upload_request_bytes},
     )
 
-    routers = (auth.router, rooms.router, admin.router, tasks.router, ws.router, ops.router)
+    routers = (auth.router, rooms.router, admin.router, tasks.router, ops.router)
     for router in routers:
         app.include_router(router)
+    app.add_api_websocket_route("/ws", websocket_endpoint)
     app.mount("/static", StaticFiles(directory=ops.WEB_DIR), name="static")
     return app
 

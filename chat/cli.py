@@ -99,7 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from chat.security import resolve_secret
 
     resolve_secret(settings)
-    from chat.serving import PROTOCOL_CLASS, SHUTDOWN_GRACE
+    from chat.drain import SHUTDOWN_GRACE
+    from chat.ws.socket import PROTOCOL_CLASS
 
     uvicorn.run(
         "chat.app:create_server",
@@ -107,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        # Jittered protocol pings, closes that never wait on a stuck peer (chat/serving.py).
+        # Jittered protocol pings, closes that never wait on a stuck peer (chat/ws/socket.py).
         ws=PROTOCOL_CLASS,
         ws_per_message_deflate=settings.ws_compression,
         ws_max_size=settings.max_frame_bytes,

@@ -73,7 +73,7 @@ def user_channel(user_id: int) -> str:
 
 
 class Sink(Protocol):
-    """Where a connection's frames go: the socket's transport (see `chat.serving`)."""
+    """Where a connection's frames go: the socket's transport (see `chat.ws.socket`)."""
 
     def write(self, messages: Sequence[bytes]) -> None:
         """Send whole text messages (UTF-8), in order, without waiting."""

@@ -21,6 +21,7 @@ from chat.security import PasswordService, TokenService, resolve_secret
 from chat.store import Store, Stored
 from chat.tasks import TaskRunner
 from chat.writer import MessageWriter
+from chat.ws.deps import WsDeps
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +134,18 @@ class Services:
         await self.hub.stop()
         await self.backends.close()
         await self.db.dispose()
+
+    def ws_deps(self) -> WsDeps:
+        """The parts the WebSocket layer uses (`chat.ws.deps`)."""
+        return WsDeps(
+            settings=self.settings,
+            hub=self.hub,
+            store=self.store,
+            accounts=self.accounts,
+            writer=self.writer,
+            frame_limits=self.backends.frame_limits,
+            handshake_limits=self.limiter,
+            abuse=self.abuse,
+            greet=self.tasks.greet,
+            draining=lambda: self.draining,
+        )

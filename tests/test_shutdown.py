@@ -25,7 +25,7 @@ from tests.harness import (
     recv_until,
 )
 
-SHUTDOWN_GRACE = 5.0  # chat.serving.SHUTDOWN_GRACE: uvicorn's own wait after our drain
+SHUTDOWN_GRACE = 5.0  # chat.drain.SHUTDOWN_GRACE: uvicorn's own wait after our drain
 
 
 class Burst:

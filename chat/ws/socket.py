@@ -1,4 +1,5 @@
-"""How the server runs under uvicorn: jittered heartbeats, bounded closes and a graceful drain.
+"""The socket under a session: uvicorn's WebSocket protocol with jittered heartbeats,
+bounded closes and direct writes.
 
 ASGI has no ping, so heartbeats stay at the WebSocket protocol level, where
 browsers and every client library answer them without any code of ours.
@@ -20,10 +21,6 @@ browsers and every client library answer them without any code of ours.
   two-to-ten-byte header per recipient and written with that recipient's other
   frames of the same loop turn, instead of going through a task, starlette's
   and uvicorn's send wrappers and a compression pass per recipient.
-
-`install_drain_handlers` makes the first SIGTERM or SIGINT drain the hub
-(stop accepting, let in-flight frames finish, flush queues, close with 1001)
-before handing the signal to uvicorn, which then shuts down as usual.
 """
 
 from __future__ import annotations
@@ -32,13 +29,9 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 import struct
-import threading
-import time
-from collections.abc import Callable, Sequence
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
@@ -46,20 +39,13 @@ from websockets.exceptions import InvalidState
 from chat import metrics
 from chat.protocol import CloseCode
 
-if TYPE_CHECKING:
-    from chat.services import Services
-
 log = logging.getLogger(__name__)
 
-PROTOCOL_CLASS = "chat.serving:ChatWebSocketProtocol"
+PROTOCOL_CLASS = "chat.ws.socket:ChatWebSocketProtocol"
 SINK_EXTENSION = "chat.sink"  # scope["extensions"] key of the connection's SocketSink
 SINK_POLL = 0.01  # seconds between looks at a draining buffer below the high-water mark
 PING_JITTER = 0.25  # each ping waits a random 75-100 % of the interval
 CLOSE_TIMEOUT = 5.0  # seconds a peer has to finish the closing handshake
-SHUTDOWN_GRACE = 5  # seconds uvicorn waits for leftovers after our drain
-DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -254,81 +240,10 @@ def socket_sink(websocket: Any) -> SocketSink:
     """The sink `ChatWebSocketProtocol` put in the scope of an accepted WebSocket."""
     extension = websocket.scope.get("extensions", {}).get(SINK_EXTENSION)
     if extension is None:
-        raise RuntimeError("run the chat server with chat.serving's WebSocket protocol")
+        raise RuntimeError("run the chat server with chat.ws.socket's WebSocket protocol")
     sink: SocketSink = extension["sink"]
     return sink
 
 
 def _peer(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "a client"
-
-
-def install_drain_handlers(services: Services) -> Callable[[], None]:
-    """Drain `services` on the first SIGTERM/SIGINT, then pass the signal on to uvicorn.
-
-    Only installed from the main thread over a handler someone (uvicorn) set;
-    a second signal goes straight through. Returns a function that restores
-    the previous handlers.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    loop = asyncio.get_running_loop()
-    previous: dict[int, SignalHandler] = {}
-    tasks: set[asyncio.Task[None]] = set()
-
-    def start(signum: int, frame: FrameType | None) -> None:
-        task = loop.create_task(_drain_then_exit(services, signum, frame, previous))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if services.draining:
-            _chain(previous.get(signum), signum, frame)
-            return
-        services.draining = True
-        # Signal handlers run between bytecodes: wake the loop up properly.
-        loop.call_soon_threadsafe(start, signum, frame)
-
-    for signum in DRAIN_SIGNALS:
-        current = signal.getsignal(signum)
-        if not callable(current) or current is signal.default_int_handler:
-            continue  # nobody asked for a graceful stop: leave it alone
-        previous[signum] = current
-        signal.signal(signum, handler)
-
-    def restore() -> None:
-        for signum, old in previous.items():
-            if signal.getsignal(signum) is handler:
-                signal.signal(signum, old)
-
-    return restore
-
-
-async def _drain_then_exit(
-    services: Services, signum: int, frame: FrameType | None, previous: dict[int, SignalHandler]
-) -> None:
-    try:
-        await drain(services, services.settings.drain_timeout)
-    except Exception:
-        log.exception("draining failed; shutting down anyway")
-    finally:
-        _chain(previous.get(signum), signum, frame)
-
-
-def _chain(handler: SignalHandler, signum: int, frame: FrameType | None) -> None:
-    if callable(handler):
-        handler(signum, frame)
-
-
-async def drain(services: Services, timeout: float) -> None:
-    """Refuse new sockets, let each connection finish its frame, flush and close 1001."""
-    started = time.monotonic()
-    services.draining = True
-    count = len(services.hub.connections)
-    log.info("draining %d connection(s), at most %.1fs", count, timeout)
-    left = await services.hub.drain(CloseCode.GOING_AWAY, "server shutting down", timeout)
-    log.info(
-        "drained in %.2fs%s",
-        time.monotonic() - started,
-        f"; {left} connection(s) left to close" if left else "",
-    )

@@ -1,0 +1,67 @@
+"""`join` and `leave`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chat.protocol import ErrorCode, FrameError, JoinedFrame, JoinIn, LeaveIn, LeftFrame, encode
+
+if TYPE_CHECKING:
+    from chat.ws.session import Session
+
+
+async def join(session: Session, frame: JoinIn) -> None:
+    """Join a room: presence, `joined`, then what the client missed since `since`.
+
+    The connection is registered (buffering live messages) before `last_seq` is
+    read, so a message stored meanwhile is either replayed or delivered live:
+    once, in order.
+    """
+    conn, settings = session.conn, session.settings
+    hub, store = session.deps.hub, session.deps.store
+    if frame.room not in conn.rooms and len(conn.rooms) >= settings.max_rooms_per_connection:
+        raise FrameError(
+            ErrorCode.FORBIDDEN,
+            f"at most {settings.max_rooms_per_connection} rooms per connection",
+            frame.ref,
+        )
+    # Before any database work: a join may replay `replay_cap` messages.
+    await session.rate_limit("join", settings.join_rate, settings.join_burst, frame.ref)
+    room = await session.readable_room(frame.room, frame.ref)
+    session.joined[room.name] = room  # what sends need, without a read each
+    presence = await hub.join(conn, room.name)
+    last_seq = await store.last_seq(room.id)
+    replay = []
+    since = frame.since
+    truncated = False
+    if since is not None and since < last_seq:
+        cap = settings.replay_cap
+        replay = await store.messages(room, after=since, upto=last_seq, limit=cap)
+        truncated = last_seq - since > cap
+    conn.push(
+        encode(
+            JoinedFrame(
+                room=room.name,
+                presence=presence,
+                last_seq=last_seq,
+                replay_truncated=truncated,
+                ref=frame.ref,
+            )
+        )
+    )
+    for message in replay:  # waits for the socket rather than overflowing the queue
+        if conn.claim(room.name, message.seq):
+            await conn.put(encode(message))
+    hub.finish_replay(conn, room.name, last_seq)
+
+
+async def leave(session: Session, frame: LeaveIn) -> None:
+    settings = session.settings
+    # The join bucket: a join/leave loop pays for both halves.
+    await session.rate_limit(
+        "join", settings.join_rate, settings.join_burst, frame.ref, "too many join and leave frames"
+    )
+    if not await session.deps.hub.leave(session.conn, frame.room):
+        raise FrameError(ErrorCode.NOT_JOINED, "you have not joined that room", frame.ref)
+    session.joined.pop(frame.room, None)
+    session.conn.push(encode(LeftFrame(room=frame.room, ref=frame.ref)))

@@ -1,0 +1,68 @@
+"""`send`: checked here, stored by the writer in a batch, acked in order."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from chat.protocol import ErrorCode, FrameError, SendIn, encode
+from chat.store import NewMessage, Stored, check_body
+from chat.writer import WriterFull
+
+if TYPE_CHECKING:
+    from chat.ws.session import Session
+
+INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
+
+
+async def send(session: Session, frame: SendIn) -> None:
+    settings = session.settings
+    session.require_joined(frame.room, frame.ref)
+    if len(frame.body) > settings.max_body_chars:
+        raise FrameError(
+            ErrorCode.TOO_LARGE,
+            f"body is longer than {settings.max_body_chars} characters",
+            frame.ref,
+        )
+    problem = check_body(frame.body)
+    if problem:
+        raise FrameError(ErrorCode.BAD_FRAME, problem, frame.ref)
+    bot = session.user.role == "bot"
+    await session.rate_limit(
+        "send",
+        settings.bot_send_rate if bot else settings.send_rate,
+        settings.bot_send_burst if bot else settings.send_burst,
+        frame.ref,
+    )
+    # Backpressure: past the bound, stop reading until acks come back; refuse if they do not.
+    if not await session.sends.wait_for_room(session.sink.lost, INFLIGHT_WAIT):
+        raise FrameError(
+            ErrorCode.OVERLOADED,
+            f"{settings.max_inflight_sends} sends are waiting to be stored",
+            frame.ref,
+            INFLIGHT_WAIT,
+        )
+    if session.sink.lost.is_set():
+        return  # the client is gone and gets no ack: it resends with the same ref
+    message = NewMessage(session.joined[frame.room], session.user, frame.ref, frame.body)
+    try:
+        session.deps.writer.submit(message, partial(_stored, session, frame.ref))
+    except WriterFull:
+        raise FrameError(
+            ErrorCode.OVERLOADED, "the server is busy: nothing was stored", frame.ref, 1.0
+        ) from None
+    session.sends.add()
+
+
+def _stored(session: Session, ref: str, result: Stored | Exception) -> None:
+    """The writer's answer to one of the session's sends, in the order they came."""
+    session.sends.done()
+    if isinstance(result, Stored):
+        session.conn.push(encode(result.ack))
+    else:
+        session.error(
+            ErrorCode.UNAVAILABLE,
+            "the message could not be stored: send it again with the same ref",
+            ref,
+            1.0,
+        )

@@ -1,0 +1,29 @@
+"""What the WebSocket layer uses from the rest of the server, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from chat.abuse import AbuseMonitor
+from chat.accounts import Accounts
+from chat.backends.limits import Limiter
+from chat.config import Settings
+from chat.hub import Connection, Hub
+from chat.limits.buckets import RateLimiter
+from chat.store import Store
+from chat.writer import MessageWriter
+
+
+@dataclass(frozen=True, slots=True)
+class WsDeps:
+    settings: Settings
+    hub: Hub
+    store: Store  # rooms, history, and the token checks' user facts
+    accounts: Accounts  # authentication
+    writer: MessageWriter  # sends go here; acks come back per sender
+    frame_limits: Limiter  # per-user buckets (shared through Redis when set)
+    handshake_limits: RateLimiter  # per-address handshake throttle
+    abuse: AbuseMonitor
+    greet: Callable[[Connection], Awaitable[None]]  # active tasks' state for a new socket
+    draining: Callable[[], bool]  # shutting down: refuse new sockets

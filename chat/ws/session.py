@@ -1,0 +1,248 @@
+"""One authenticated connection's life: hello, the receive loop, expiry, cleanup.
+
+Frames are read straight from the socket (no task per frame) and handed to
+their command (`chat.ws.commands`); the session keeps what commands share:
+the rooms joined, the sends in flight, the flood guard, and how to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from chat import metrics
+from chat.abuse import AbuseEvent
+from chat.accounts import Principal
+from chat.hub import Connection
+from chat.limits.flood import FloodGuard
+from chat.protocol import (
+    CloseCode,
+    ErrorCode,
+    ErrorFrame,
+    FrameError,
+    HelloFrame,
+    encode,
+    iso,
+    parse_client_frame,
+)
+from chat.store import RoomView
+from chat.ws.commands import COMMANDS
+from chat.ws.deps import WsDeps
+from chat.ws.inflight import InFlight
+from chat.ws.socket import socket_sink
+
+log = logging.getLogger(__name__)
+# Longer than any access token lives: bot tokens are revoked, not expired.
+EXPIRY_WATCH_LIMIT = 7 * 24 * 3600.0
+CLOSE_WAIT = 5.0  # seconds a session waits for its close frame to be handed over
+FAIR_SHARE = 8  # frames a session handles before yielding the event loop to others
+
+
+def client_address(websocket: WebSocket) -> str | None:
+    return websocket.client.host if websocket.client else None
+
+
+async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> None:
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    try:
+        await websocket.close(code, reason)
+    except Exception as exc:  # already closed by the peer or the server
+        log.debug("close failed: %r", exc)
+
+
+class Session:
+    """One authenticated connection's life: hello, frames, expiry, cleanup."""
+
+    def __init__(self, websocket: WebSocket, deps: WsDeps, principal: Principal) -> None:
+        self.ws = websocket
+        self.deps = deps
+        self.settings = deps.settings
+        self.principal = principal
+        self.user = principal.user
+        self.sink = socket_sink(websocket)
+        self.conn = Connection(
+            self.user, self.sink, self._close, self.settings.outbound_buffer_bytes
+        )
+        self.flood = FloodGuard(
+            deps.frame_limits, self.user.id, self.settings.rate_limit_close_after
+        )
+        self._close_after_acks: tuple[int, str] | None = None  # (code, reason)
+        self._penalty = 0.0  # seconds to wait before reading the next frame
+        self._expiry: asyncio.TimerHandle | None = None
+        self.joined: dict[str, RoomView] = {}  # rooms joined, as read at the join
+        self.sends = InFlight(self.settings.max_inflight_sends)
+
+    async def _close(self, code: int, reason: str) -> None:
+        await close_quietly(self.ws, code, reason)
+
+    async def run(self) -> None:
+        hub = self.deps.hub
+        # Check and register with no await in between: the cap holds under a burst.
+        if hub.user_connections(self.user.id) >= self.settings.max_connections_per_user:
+            await self._close(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                f"at most {self.settings.max_connections_per_user} connections per user",
+            )
+            return
+        await hub.register(self.conn)
+        try:
+            # A revocation published between authenticating and registering
+            # found no socket to close: look again now that this one is findable.
+            if not await self._still_valid():
+                self.conn.abort(CloseCode.REVOKED, "token revoked")
+                await self.conn.closed.wait()
+                return
+            self.watch_expiry()
+            self.conn.push(
+                encode(
+                    HelloFrame(
+                        user=self.user,
+                        expires_at=self.expires_iso(),
+                        limits={
+                            "max_body_chars": self.settings.max_body_chars,
+                            "max_frame_bytes": self.settings.max_frame_bytes,
+                            "heartbeat_interval": self.settings.heartbeat_interval,
+                            "replay_cap": self.settings.replay_cap,
+                        },
+                    )
+                )
+            )
+            await self.deps.greet(self.conn)  # active tasks' state, then live
+            await self._receive_loop()
+        finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            await hub.unregister(self.conn)
+            if self.conn.closing:
+                # Returning drops the socket: let the close frame (and its code) go first.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.conn.closed.wait(), CLOSE_WAIT)
+
+    async def _receive_loop(self) -> None:
+        # Read straight from the protocol (no task per frame); a halt or a close of
+        # ours wakes the read up with a message of its own.
+        handled = 0
+        while not self.conn.closing and not self.conn.halt.is_set() and not self.sink.lost.is_set():
+            message = await self.sink.receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":  # a wake-up: the loop's condition decides
+                continue
+            text = message.get("text")
+            if text is None:
+                self.error(ErrorCode.BAD_FRAME, "binary frames are not accepted: send JSON text")
+                continue
+            await self.handle_text(text)
+            handled += 1
+            if self._penalty:
+                await asyncio.sleep(self._penalty)
+                self._penalty = 0.0
+            elif handled % FAIR_SHARE == 0:
+                # One read can bring hundreds of frames, handled without a pause:
+                # let the other connections have the loop in between.
+                await asyncio.sleep(0)
+            if self._close_after_acks is not None:
+                # Stop reading; the sends already taken get their acks, then the close.
+                await self._settle()
+                self.conn.abort(*self._close_after_acks, flush=True)
+                return
+        if self.conn.halt.is_set() and not self.conn.closing:
+            # Shutting down: the frames in hand are done once their sends are acked;
+            # flush the replies, then 1001.
+            await self._settle()
+            await self.conn.drain_and_close(
+                CloseCode.GOING_AWAY, "server shutting down", self.settings.drain_timeout
+            )
+
+    async def _settle(self) -> None:
+        """Wait (up to the drain timeout) until every send taken has been answered."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.sends.settled.wait(), self.settings.drain_timeout)
+
+    async def handle_text(self, text: str) -> None:
+        ref: str | None = None
+        try:
+            frame = parse_client_frame(text)
+            ref = frame.ref
+            metrics.frame_in(frame.type)
+            await COMMANDS[type(frame)](self, frame)
+        except FrameError as exc:
+            self.error(exc.code, exc.detail, exc.ref or ref, exc.retry_after)
+        except Exception:
+            log.exception("internal error handling a frame")
+            self.error(ErrorCode.INTERNAL, "internal error; the frame was not processed", ref)
+
+    # --- helpers --------------------------------------------------------------
+
+    async def readable_room(self, name: str, ref: str | None) -> RoomView:
+        room = await self.deps.store.room_for(name, self.user)
+        if room is None:
+            raise FrameError(ErrorCode.NOT_FOUND, "no such room, or you may not read it", ref)
+        return room
+
+    def require_joined(self, room: str, ref: str | None) -> None:
+        if room not in self.conn.rooms:
+            raise FrameError(ErrorCode.NOT_JOINED, "join the room first", ref)
+
+    async def rate_limit(
+        self, action: str, rate: float, burst: int, ref: str | None, detail: str | None = None
+    ) -> None:
+        """Raise `rate_limited` when the user's `action` bucket is empty (see `FloodGuard`)."""
+        refusal = await self.flood.check(action, rate, burst)
+        if refusal is None:
+            return
+        self._penalty = refusal.pause
+        if refusal.close:
+            self._close_after_acks = (CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
+            self.deps.abuse.report(
+                AbuseEvent(
+                    "rate_limit_close",
+                    client_address(self.ws),
+                    user_id=self.user.id,
+                    username=self.user.name,
+                    detail=action,
+                )
+            )
+        raise FrameError(
+            ErrorCode.RATE_LIMITED, detail or f"too many {action} frames", ref, refusal.retry_after
+        )
+
+    def error(
+        self, code: str, detail: str, ref: str | None = None, retry_after: float | None = None
+    ) -> None:
+        metrics.ERRORS.labels(code).inc()
+        self.conn.push(
+            encode(ErrorFrame(code=code, detail=detail, ref=ref, retry_after=retry_after))
+        )
+
+    def watch_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        remaining = self.principal.claims.expires_at - time.time()
+        if remaining > EXPIRY_WATCH_LIMIT:
+            self._expiry = None
+            return
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(remaining, 0.0),
+            self.conn.abort,
+            CloseCode.TOKEN_EXPIRED,
+            "token expired: refresh it and reconnect",
+        )
+
+    async def _still_valid(self) -> bool:
+        """Whether the token that opened this session is still live (not revoked or banned)."""
+        claims = self.principal.claims
+        store = self.deps.store
+        user = await store.user_for_token(claims.user_id)
+        if user is None or user.banned or user.token_version != claims.version:
+            return False
+        return claims.type != "bot" or await store.bot_token_live(claims.jti)
+
+    def expires_iso(self) -> str:
+        return iso(self.principal.claims.expires_at)
