@@ -111,9 +111,9 @@ class Services:
         return self.backends.fanout
 
     @property
-    def frame_limits(self) -> Limiter:
-        """Per-user frame buckets (in Redis when it is configured)."""
-        return self.backends.frame_limits
+    def limits(self) -> Limiter:
+        """Per-user and per-address buckets (in Redis when it is configured)."""
+        return self.backends.limits
 
     async def _publish_stored(self, stored: Sequence[Stored]) -> None:
         await self.hub.publish_messages(
@@ -143,8 +143,7 @@ class Services:
             store=self.store,
             accounts=self.accounts,
             writer=self.writer,
-            frame_limits=self.backends.frame_limits,
-            handshake_limits=self.limiter,
+            limits=self.backends.limits,
             abuse=self.abuse,
             greet=self.tasks.greet,
             draining=lambda: self.draining,

@@ -1,4 +1,8 @@
-"""Fixtures: real servers on SQLite (default) or PostgreSQL (`CHAT_TEST_DATABASE_URL`).
+"""Fixtures: real servers on SQLite (default) or PostgreSQL (`CHAT_TEST_DATABASE_URL`),
+on every backend: `server` and `make_server` are parametrized by `backend`, so each
+end-to-end test runs against one process on the memory backend and against two
+processes sharing Redis (`tests.harness.ServerPair`). `CHAT_TEST_BACKENDS` picks
+which (default `memory,redis`; e.g. `redis` alone for the PostgreSQL run in CI).
 
 Tests that need a service (PostgreSQL, Redis, Chromium) skip with a reason when
 it is absent, except under `CHAT_REQUIRE_SERVICES=1` (CI), where they fail.
@@ -16,10 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Api, ServerProcess
+from tests.harness import Api, Server, ServerPair, ServerProcess
 
 TEST_DATABASE_URL = os.environ.get("CHAT_TEST_DATABASE_URL", "")
 REQUIRE_SERVICES = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
+BACKENDS = [b for b in os.environ.get("CHAT_TEST_BACKENDS", "memory,redis").split(",") if b]
+if set(BACKENDS) - {"memory", "redis"}:
+    raise RuntimeError(f"CHAT_TEST_BACKENDS: unknown backend in {BACKENDS!r}")
 
 
 def need_service(name: str, available: bool, why: str) -> None:
@@ -96,12 +103,58 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
 
 
 ServerFactory = Callable[..., ServerProcess]
+BackendServerFactory = Callable[..., Server]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(name, marks=[pytest.mark.redis] if name == "redis" else [])
+        for name in BACKENDS
+    ],
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    """`memory`: one process; `redis`: two processes sharing one Redis and one database."""
+    if request.param == "redis":
+        from tests.redis_support import shared_redis_url
+
+        shared_redis_url()  # skips, or fails in CI, when Redis is down
+    name: str = request.param
+    return name
+
+
+def _server_for(backend: str, database_url: str, workdir: Path, settings: dict[str, Any]) -> Server:
+    if backend == "redis":
+        from tests.redis_support import SHARED_REDIS_URL
+
+        return ServerPair(database_url, workdir, SHARED_REDIS_URL, **settings)
+    return ServerProcess(database_url, workdir, **settings)
 
 
 @pytest.fixture(scope="module")
 def module_servers(
+    backend: str, databases: Databases, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BackendServerFactory]:
+    """Module-wide servers with custom settings, on the module's backend."""
+    started: list[Server] = []
+
+    def make(database_url: str | None = None, **settings: Any) -> Server:
+        workdir = tmp_path_factory.mktemp("server")
+        server = _server_for(backend, database_url or databases.new(), workdir, settings)
+        started.append(server.start())
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_processes(
     databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerFactory]:
+    """Module-wide single processes, whatever the backend: for tests that build their
+    own topology (their own Redis, several processes)."""
     started: list[ServerProcess] = []
 
     def make(database_url: str | None = None, **settings: Any) -> ServerProcess:
@@ -117,27 +170,53 @@ def module_servers(
 
 
 @pytest.fixture(scope="module")
-def server(module_servers: ServerFactory) -> ServerProcess:
-    """One server per test module; tests use unique names so they do not collide."""
-    return module_servers()
+def server(
+    backend: str, databases: Databases, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server (or pair) per test module and backend; tests use unique names so
+    they do not collide."""
+    started = _server_for(backend, databases.new(), tmp_path_factory.mktemp("server"), {})
+    yield started.start()
+    started.stop()
 
 
 @pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Api]:
+def api(server: Server) -> Iterator[Api]:
     client = Api(server)
     yield client
     client.close()
 
 
 @pytest.fixture
-def make_server(databases: Databases, tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start servers with custom settings (`make_server(heartbeat_interval=1)`), per test."""
+def make_process(databases: Databases, tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start single processes with custom settings, per test, whatever the backend:
+    for tests that build their own topology (their own Redis, several processes)."""
     started: list[ServerProcess] = []
 
     def make(database_url: str | None = None, **settings: Any) -> ServerProcess:
-        workdir = tmp_path / f"server{len(started)}"
+        workdir = tmp_path / f"process{len(started)}"
         workdir.mkdir()
         server = ServerProcess(database_url or databases.new(), workdir, **settings)
+        started.append(server.start())
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def make_server(
+    backend: str, databases: Databases, tmp_path: Path
+) -> Iterator[BackendServerFactory]:
+    """Start servers with custom settings (`make_server(heartbeat_interval=1)`), per test,
+    on the module's backend."""
+    started: list[Server] = []
+
+    def make(database_url: str | None = None, **settings: Any) -> Server:
+        workdir = tmp_path / f"server{len(started)}"
+        workdir.mkdir()
+        server = _server_for(backend, database_url or databases.new(), workdir, settings)
         started.append(server.start())
         return server
 

@@ -145,6 +145,95 @@ class ServerProcess:
         )
 
 
+class ServerPair:
+    """Two `chat serve` processes on one database and one Redis: a site of two nodes.
+
+    Stands in for a `ServerProcess` in every end-to-end test (the `redis`
+    backend): each new connection or HTTP client goes to the next node in turn
+    (A, B, A, ...), so two clients of one test usually sit on different
+    processes and anything that only works inside one process fails there.
+    `proc`, `port` and `cli` are node A's; `start`, `stop` and `restart` act
+    on both.
+    """
+
+    def __init__(self, database_url: str, workdir: Path, redis_url: str, **settings: Any) -> None:
+        prefix = f"t{uuid.uuid4().hex[:10]}:"  # this site's keys and channels
+        shared = {"redis_url": redis_url, "redis_prefix": prefix, **settings}
+        self.nodes = []
+        for name in ("a", "b"):
+            (workdir / name).mkdir(exist_ok=True)
+            self.nodes.append(ServerProcess(database_url, workdir / name, **shared))
+        self.database_url = database_url
+        self.workdir = workdir
+        self._turn = itertools.cycle(self.nodes)
+
+    def _next(self) -> ServerProcess:
+        return next(self._turn)
+
+    @property
+    def http(self) -> str:
+        return self._next().http
+
+    @property
+    def ws(self) -> str:
+        return self._next().ws
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.nodes[0].proc
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.nodes[0].env
+
+    def start(self, timeout: float = 20.0) -> ServerPair:
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                node.start(timeout)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        codes = [node.stop(sig, timeout) for node in self.nodes]
+        return codes[0]
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return "\n".join(f"--- node {chr(97 + i)}\n{n.log()}" for i, n in enumerate(self.nodes))
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.nodes[0].cli(*args, stdin=stdin)
+
+
+Server = ServerProcess | ServerPair
+
+
+def nodes(server: Server) -> list[ServerProcess]:
+    return list(server.nodes) if isinstance(server, ServerPair) else [server]
+
+
+def metric(server: Server, sample: str) -> float:
+    """A Prometheus sample (`name{labels}`) summed over the server's processes."""
+    total = 0.0
+    for node in nodes(server):
+        for line in httpx.get(f"{node.http}/metrics").text.splitlines():
+            if line.startswith(sample + " "):
+                total += float(line.split(" ")[1])
+    return total
+
+
+def one_node(server: Server) -> ServerProcess:
+    """A single process of `server` (the next node of a pair), for what is per process:
+    its own origin, its own log."""
+    return server._next() if isinstance(server, ServerPair) else server
+
+
 @dataclass
 class Account:
     id: int
@@ -162,7 +251,7 @@ class Account:
 class Api:
     """Synchronous HTTP helpers against a running server."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.client = httpx.Client(base_url=server.http, timeout=10)
 
@@ -230,7 +319,7 @@ def all_messages(api: Api, account: Account, room: str) -> list[dict[str, Any]]:
 
 
 async def connect(
-    server: ServerProcess, token: str | None = None, *, frame_auth: bool = False, **kwargs: Any
+    server: Server, token: str | None = None, *, frame_auth: bool = False, **kwargs: Any
 ) -> ClientConnection:
     """Open /ws authenticated by header (default) or by a first `auth` frame; reads `hello`."""
     headers = dict(kwargs.pop("additional_headers", {}) or {})
@@ -249,7 +338,7 @@ async def connect(
     return ws
 
 
-async def open_with_small_buffer(server: ServerProcess, token: str) -> ClientConnection:
+async def open_with_small_buffer(server: Server, token: str) -> ClientConnection:
     """A client whose socket takes little before TCP pushes back: stalls show up sooner."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.harness import Api, ServerProcess, connect, join, say
+from tests.harness import Api, ServerProcess, connect, join, one_node, say
 
 
 def test_health_and_readiness(api: Api) -> None:
@@ -23,10 +23,11 @@ def test_health_and_readiness(api: Api) -> None:
 async def test_metrics_count_connections_and_messages(server: ServerProcess, api: Api) -> None:
     alice = api.user()
     room = api.room(alice)
-    ws = await connect(server, alice.token)
+    node = one_node(server)  # metrics are per process (several workers: docs/operations.md)
+    ws = await connect(node, alice.token)
     await join(ws, room)
     await say(ws, room, "counted")
-    text = api.client.get("/metrics").text
+    text = httpx.get(f"{node.http}/metrics").text
     samples = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in text.splitlines()

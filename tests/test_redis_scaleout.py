@@ -59,12 +59,12 @@ Site = tuple[ServerProcess, ServerProcess, str, str]  # A, B, database, prefix
 
 
 @pytest.fixture(scope="module")
-def site(module_servers: ServerFactory, databases: Databases) -> Site:
+def site(module_processes: ServerFactory, databases: Databases) -> Site:
     """Servers A and B on one database (the session's default kind) and one Redis."""
     url, prefix = shared_redis_url(), unique_prefix()
     database = databases.new()
-    a = module_servers(database, redis_url=url, redis_prefix=prefix, **SITE)
-    b = module_servers(database, redis_url=url, redis_prefix=prefix, **SITE)
+    a = module_processes(database, redis_url=url, redis_prefix=prefix, **SITE)
+    b = module_processes(database, redis_url=url, redis_prefix=prefix, **SITE)
     return a, b, database, prefix
 
 
@@ -180,12 +180,12 @@ async def test_concurrent_senders_on_both_servers_keep_one_gapless_order(
 
 @pytest.mark.postgres
 async def test_concurrent_senders_keep_one_order_on_postgresql(
-    make_server: ServerFactory, databases: Databases
+    make_process: ServerFactory, databases: Databases
 ) -> None:
     database = fresh_pg_database()
     url, prefix = shared_redis_url(), unique_prefix()
-    a = make_server(database, redis_url=url, redis_prefix=prefix, **SITE)
-    b = make_server(database, redis_url=url, redis_prefix=prefix, **SITE)
+    a = make_process(database, redis_url=url, redis_prefix=prefix, **SITE)
+    b = make_process(database, redis_url=url, redis_prefix=prefix, **SITE)
     api = Api(a)
     try:
         await _ordering_run(a, b, api, api.admin(), per_sender=60)
@@ -281,10 +281,10 @@ async def test_admin_presence_lists_users_of_every_server(
 
 
 async def test_users_of_a_killed_server_leave_after_their_entries_expire(
-    site: Site, module_servers: ServerFactory, api: Api
+    site: Site, module_processes: ServerFactory, api: Api
 ) -> None:
     a, _, database, prefix = site
-    c = module_servers(database, redis_url=shared_redis_url(), redis_prefix=prefix, **SITE)
+    c = module_processes(database, redis_url=shared_redis_url(), redis_prefix=prefix, **SITE)
     alice, bob = api.user(), api.user()
     room = api.room(alice)
     wa, wc = await connect(a, alice.token), await connect(c, bob.token)
@@ -315,13 +315,13 @@ async def _wait_ready(server: ServerProcess, ready: bool, timeout: float = 15.0)
 
 
 async def test_delivery_resumes_after_redis_restarts(
-    make_server: ServerFactory, databases: Databases, tmp_path: Path
+    make_process: ServerFactory, databases: Databases, tmp_path: Path
 ) -> None:
     redis = PrivateRedis(tmp_path).start()
     try:
         database = databases.new()
-        a = make_server(database, redis_url=redis.url, **SITE)
-        b = make_server(database, redis_url=redis.url, **SITE)
+        a = make_process(database, redis_url=redis.url, **SITE)
+        b = make_process(database, redis_url=redis.url, **SITE)
         api = Api(a)
         alice, bob = api.user(), api.user()
         room = api.room(alice)

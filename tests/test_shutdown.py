@@ -20,6 +20,7 @@ from tests.harness import (
     all_messages,
     connect,
     join,
+    one_node,
     open_with_small_buffer,
     recv,
     recv_until,
@@ -71,7 +72,8 @@ class Burst:
 async def test_sigterm_mid_burst_keeps_every_acknowledged_message(
     make_server: ServerFactory,
 ) -> None:
-    server = make_server(send_rate=100_000, send_burst=100_000, drain_timeout=10)
+    # The drain is per process: signal one node (its pair, if any, keeps serving).
+    server = one_node(make_server(send_rate=100_000, send_burst=100_000, drain_timeout=10))
     api = Api(server)
     users = [api.user() for _ in range(3)]
     room = api.room(users[0])
@@ -133,8 +135,11 @@ async def test_drain_refuses_new_sockets_and_is_bounded_by_a_stuck_client(
     make_server: ServerFactory,
 ) -> None:
     drain = 3.0
-    server = make_server(
-        drain_timeout=drain, outbound_buffer_bytes=64 << 20, send_rate=10_000, send_burst=10_000
+    # The drain is per process: signal one node (its pair, if any, keeps serving).
+    server = one_node(
+        make_server(
+            drain_timeout=drain, outbound_buffer_bytes=64 << 20, send_rate=10_000, send_burst=10_000
+        )
     )
     api = Api(server)
     alice, stuck_user, calm_user = api.user(), api.user(), api.user()

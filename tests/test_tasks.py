@@ -653,7 +653,7 @@ def test_repeat_counter_fires_once_per_window() -> None:
 
 @pytest.mark.redis
 async def test_tasks_across_processes_frames_cancel_and_orphans(
-    make_server: ServerFactory, databases: Any
+    make_process: ServerFactory, databases: Any
 ) -> None:
     from tests.redis_support import shared_redis_url, unique_prefix
 
@@ -664,8 +664,8 @@ async def test_tasks_across_processes_frames_cancel_and_orphans(
         "task_progress_interval": 0.1,
     }
     database = databases.new()
-    a = make_server(database, **site)
-    b = make_server(database, **site)
+    a = make_process(database, **site)
+    b = make_process(database, **site)
     api_a, api_b = Api(a), Api(b)
     boss = api_a.admin()
     user = api_a.user()
@@ -743,13 +743,13 @@ async def test_the_cli_starts_follows_and_downloads_tasks(
 
 @pytest.mark.redis
 async def test_an_unreachable_broker_raises_an_alert(
-    make_server: ServerFactory, tmp_path: Path
+    make_process: ServerFactory, tmp_path: Path
 ) -> None:
     from tests.redis_support import PrivateRedis
 
     redis = PrivateRedis(tmp_path).start()
     try:
-        server = make_server(redis_url=redis.url, health_check_interval=0.3)
+        server = make_process(redis_url=redis.url, health_check_interval=0.3)
         api = Api(server)
         boss = api.admin()
         a = await connect(server, boss.token)

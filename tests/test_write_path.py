@@ -245,11 +245,11 @@ def refused_codes(sends: Sequence[Sent]) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def pair(
-    module_servers: ServerFactory, databases: Databases
+    module_processes: ServerFactory, databases: Databases
 ) -> tuple[ServerProcess, ServerProcess]:
     """Two processes on one database (no Redis: each delivers only its own messages)."""
     database = databases.new()
-    return module_servers(database, **SETTINGS), module_servers(database, **SETTINGS)
+    return module_processes(database, **SETTINGS), module_processes(database, **SETTINGS)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from tests.harness import (
     connect,
     expect_no_frame,
     join,
+    one_node,
     recv,
     recv_until,
     say,
@@ -475,7 +476,8 @@ async def test_origin_allowlist(make_server: Any) -> None:
             await connect(server, token, additional_headers={"Origin": origin})
         assert refused.value.response.status_code == 403
     ok = await connect(server, token, additional_headers={"Origin": "https://chat.example.com"})
-    same = await connect(server, token, additional_headers={"Origin": server.http})
+    node = one_node(server)  # its own origin: scheme, host and port
+    same = await connect(node, token, additional_headers={"Origin": node.http})
     bot = await connect(server, token)  # no Origin at all, as from a bot
     for ws in (ok, same, bot):
         await ws.close()

@@ -4,7 +4,7 @@
 |-------------|--------------------------|-------------------|----------------------------|
 | fan-out     | `fanout.Broker`          | `memory_fanout`   | `redis_fanout`             |
 | presence    | `presence.PresenceStore` | `memory_presence` | `redis_presence`           |
-| frame limits| `limits.Limiter`         | `memory_limits`   | `redis_limits`             |
+| rate limits | `limits.Limiter`         | `memory_limits`   | `redis_limits`             |
 
 Fan-out carries room messages and every other cross-process signal: presence
 changes, revocations (`user:<id>` channels close a user's sockets everywhere)

@@ -23,7 +23,7 @@ class Backends:
     kind: Literal["memory", "redis"]
     fanout: Broker
     presence: PresenceFactory  # given the hub's change callback
-    frame_limits: Limiter
+    limits: Limiter  # per user (frames) and per address (handshakes)
     redis: RedisConnection | None = None  # closed by `close`, after the users stopped
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Per-user frame rate limits behind one small interface (the `Limiter` protocol).
+"""Rate limits shared by every process: per user (frames) and per address (handshakes).
 
 `memory_limits.MemoryLimiter` answers from this process's token buckets (the
 default); `redis_limits.RedisLimiter` keeps the buckets in Redis so that a
@@ -21,7 +21,7 @@ ALLOWED = Verdict(None, 0)
 
 
 class Limiter(Protocol):
-    """Token buckets keyed by (action, user id)."""
+    """Token buckets keyed by (action, key): a user id, or a client address."""
 
-    async def hit(self, action: str, key: int, rate: float, burst: int) -> Verdict:
+    async def hit(self, action: str, key: int | str, rate: float, burst: int) -> Verdict:
         """Take one token from the (action, key) bucket of `burst` tokens refilled at `rate`/s."""

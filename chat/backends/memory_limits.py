@@ -12,7 +12,7 @@ class MemoryLimiter:
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
 
-    async def hit(self, action: str, key: int, rate: float, burst: int) -> Verdict:
+    async def hit(self, action: str, key: int | str, rate: float, burst: int) -> Verdict:
         wait = self.limiter.take(action, key, rate, burst)
         if wait is None:
             return ALLOWED

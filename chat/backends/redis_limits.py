@@ -56,7 +56,7 @@ class RedisLimiter:
         self._fallback = fallback
         self._warned = 0.0
 
-    async def hit(self, action: str, key: int, rate: float, burst: int) -> Verdict:
+    async def hit(self, action: str, key: int | str, rate: float, burst: int) -> Verdict:
         try:
             wait, refused = await self._script(
                 keys=[f"{self._prefix}{action}:{key}"], args=[rate, burst]

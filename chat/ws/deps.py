@@ -10,7 +10,6 @@ from chat.accounts import Accounts
 from chat.backends.limits import Limiter
 from chat.config import Settings
 from chat.hub import Connection, Hub
-from chat.limits.buckets import RateLimiter
 from chat.store import Store
 from chat.writer import MessageWriter
 
@@ -22,8 +21,7 @@ class WsDeps:
     store: Store  # rooms, history, and the token checks' user facts
     accounts: Accounts  # authentication
     writer: MessageWriter  # sends go here; acks come back per sender
-    frame_limits: Limiter  # per-user buckets (shared through Redis when set)
-    handshake_limits: RateLimiter  # per-address handshake throttle
+    limits: Limiter  # per-user frame and per-address handshake buckets (Redis when set)
     abuse: AbuseMonitor
     greet: Callable[[Connection], Awaitable[None]]  # active tasks' state for a new socket
     draining: Callable[[], bool]  # shutting down: refuse new sockets

@@ -55,9 +55,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if deps.draining():
         await refuse(websocket, 503, "the server is shutting down", 1)
         return
-    wait = deps.handshake_limits.take(
+    # Per address, across every process when CHAT_REDIS_URL is set.
+    wait, _ = await deps.limits.hit(
         "handshake",
-        address,
+        address or "unknown",
         settings.handshakes_per_ip_per_second,
         settings.handshakes_per_ip_burst,
     )
