@@ -12,8 +12,8 @@ from starlette.datastructures import UploadFile
 
 from chat.api.deps import Admin, Caller, ServicesDep
 from chat.api.rooms import MAX_SEQ
-from chat.task_kinds import MEDIA_TYPES, export_path
 from chat.tasks import REGISTRY, TaskRefused, TaskStatus, validation_detail
+from chat.tasks.kinds.export import MEDIA_TYPES, export_path
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 

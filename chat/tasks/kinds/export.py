@@ -22,7 +22,7 @@ from sqlalchemy import and_, delete, func, select
 from chat.models import Message, Room, User
 from chat.protocol import UserRef, iso
 from chat.store import Conflict, InputError
-from chat.tasks import TaskContext, TaskFailed, TaskRefused, task_kind
+from chat.tasks.runner import TaskContext, TaskFailed, TaskRefused, task_kind
 
 if TYPE_CHECKING:
     from chat.services import Services

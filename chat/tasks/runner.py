@@ -211,7 +211,7 @@ class TaskRunner:
     """Starts, runs, reports, cancels and lists tasks (one per process, on `Services`)."""
 
     def __init__(self, services: Services) -> None:
-        importlib.import_module("chat.task_kinds")  # registers the built-in kinds
+        importlib.import_module("chat.tasks.kinds")  # registers the built-in kinds
         self.services = services
         self.settings = services.settings
         self.db = services.db
