@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from chat import __version__
-from chat.api import admin, auth, errors, ops, rooms, tasks, ws
+from chat.api import admin, alerts, auth, errors, ops, rooms, tasks, ws
 from chat.api.ws import websocket_endpoint
 from chat.bodylimit import BodyLimit
 from chat.config import Settings
@@ -69,7 +69,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         larger={("POST", "/api/tasks"): settings.max_upload_request_bytes},
     )
 
-    routers = (auth.router, rooms.router, admin.router, tasks.router, ws.router, ops.router)
+    routers = (
+        auth.router,
+        rooms.router,
+        admin.router,
+        tasks.router,
+        alerts.router,
+        ws.router,
+        ops.router,
+    )
     for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=ops.WEB_DIR), name="static")

@@ -699,22 +699,20 @@ async def test_tasks_across_processes_frames_cancel_and_orphans(
 
 
 def test_old_export_files_are_pruned(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
     from chat.config import Settings
-    from chat.tasks import TaskRunner
+    from chat.tasks import ExportFiles
 
     settings = Settings(data_dir=tmp_path, export_retention_days=1, jwt_secret="s" * 32)
-    runner = TaskRunner(SimpleNamespace(settings=settings, db=None))  # type: ignore[arg-type]
+    files = ExportFiles.from_settings(settings)
     exports = tmp_path / "exports"
-    assert runner.prune_exports() == 0  # no folder yet
+    assert files.prune() == 0  # no folder yet
     exports.mkdir()
     old, fresh = exports / "old.jsonl", exports / "fresh.csv"
     old.write_text("{}\n")
     fresh.write_text("a\n")
     two_days_ago = time.time() - 2 * 86400
     os.utime(old, (two_days_ago, two_days_ago))
-    assert runner.prune_exports() == 1
+    assert files.prune() == 1
     assert not old.exists() and fresh.exists()
 
 
