@@ -716,6 +716,28 @@ def test_old_export_files_are_pruned(tmp_path: Path) -> None:
     assert not old.exists() and fresh.exists()
 
 
+def test_the_task_package_never_imports_the_services_container() -> None:
+    """Each part of chat.tasks gets what it uses; taking `Services` whole would also bring
+    back the services -> tasks -> kinds -> services import cycle."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "chat" / "tasks"
+    modules = sorted(package.rglob("*.py"))
+    assert len(modules) > 10
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            assert not any(n == "chat.services" or n.startswith("chat.services.") for n in names), (
+                f"{path.relative_to(package)} imports chat.services"
+            )
+
+
 async def test_the_cli_starts_follows_and_downloads_tasks(
     tserver: ServerProcess, tapi: Api, admin: Account, tmp_path: Path
 ) -> None:
