@@ -68,7 +68,15 @@ class Services:
             max_batch=s.write_batch_max,
             max_pending=s.write_queue_max,
         )
-        self.tasks = TaskRunner(self)
+        self.tasks = TaskRunner(
+            s,
+            self.db,
+            self.hub,
+            self.alerts,
+            rooms=self.store,
+            accounts=self.accounts,
+            draining=lambda: self.draining,
+        )
         self.hub.on_resync(self.tasks.resync)
         probes = {"database": self.db.ping, "broker": self.broker.ping}
         self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)

@@ -699,23 +699,43 @@ async def test_tasks_across_processes_frames_cancel_and_orphans(
 
 
 def test_old_export_files_are_pruned(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
     from chat.config import Settings
-    from chat.tasks import TaskRunner
+    from chat.tasks import ExportFiles
 
     settings = Settings(data_dir=tmp_path, export_retention_days=1, jwt_secret="s" * 32)
-    runner = TaskRunner(SimpleNamespace(settings=settings, db=None))  # type: ignore[arg-type]
+    files = ExportFiles.from_settings(settings)
     exports = tmp_path / "exports"
-    assert runner.prune_exports() == 0  # no folder yet
+    assert files.prune() == 0  # no folder yet
     exports.mkdir()
     old, fresh = exports / "old.jsonl", exports / "fresh.csv"
     old.write_text("{}\n")
     fresh.write_text("a\n")
     two_days_ago = time.time() - 2 * 86400
     os.utime(old, (two_days_ago, two_days_ago))
-    assert runner.prune_exports() == 1
+    assert files.prune() == 1
     assert not old.exists() and fresh.exists()
+
+
+def test_the_task_package_never_imports_the_services_container() -> None:
+    """Each part of chat.tasks gets what it uses; taking `Services` whole would also bring
+    back the services -> tasks -> kinds -> services import cycle."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "chat" / "tasks"
+    modules = sorted(package.rglob("*.py"))
+    assert len(modules) > 10
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            assert not any(n == "chat.services" or n.startswith("chat.services.") for n in names), (
+                f"{path.relative_to(package)} imports chat.services"
+            )
 
 
 async def test_the_cli_starts_follows_and_downloads_tasks(

@@ -1,4 +1,4 @@
-"""Task endpoints: start, poll, list, cancel, download the result; the alert list."""
+"""Task endpoints: start, poll, list, cancel, download the result."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from chat.api.deps import Admin, Caller, ServicesDep
-from chat.api.rooms import MAX_SEQ
-from chat.task_kinds import MEDIA_TYPES, export_path
-from chat.tasks import REGISTRY, TaskRefused, TaskStatus, validation_detail
+from chat.api.deps import Caller, ServicesDep
+from chat.tasks import MEDIA_TYPES, REGISTRY, TaskRefused, TaskStatus, validation_detail
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -187,8 +185,8 @@ async def task_result(task_id: str, caller: Caller, services: ServicesDep) -> Fi
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such export task")
     if task.status != TaskStatus.SUCCEEDED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"the export is {task.status}, not finished")
-    path = export_path(services.settings.state_dir / "exports", task.id, fmt)
-    if fmt not in MEDIA_TYPES or not path.is_file():
+    path = services.tasks.exports.finished(task.id, fmt)
+    if path is None:
         raise HTTPException(status.HTTP_410_GONE, "the export file is no longer available")
     safe_room = "".join(c if c.isalnum() or c in "-_." else "_" for c in room)[:60] or "room"
     return FileResponse(
@@ -197,17 +195,3 @@ async def task_result(task_id: str, caller: Caller, services: ServicesDep) -> Fi
         filename=f"{safe_room}-{task.id[:8]}.{fmt}",
         headers={"Cache-Control": "no-store"},
     )
-
-
-@router.get("/alerts", tags=["admin"])
-async def list_alerts(
-    _: Admin,
-    services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[
-        int | None, Query(ge=1, le=MAX_SEQ, description="an alert id: older ones only")
-    ] = None,
-) -> dict[str, Any]:
-    """Stored alerts, newest first (admins)."""
-    alerts = await services.alerts.recent(limit, before)
-    return {"items": [a.to_json() for a in alerts]}
