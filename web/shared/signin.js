@@ -49,6 +49,7 @@ export class SignIn {
   /** Resume the kept session, or show the form. Keeps trying while the server is down. */
   async start() {
     const { splash } = this.options;
+    const loading = splash.textContent; // the page's own "Loading…" words
     for (let attempt = 0; ; attempt += 1) {
       try {
         const user = await this.session.resume();
@@ -65,7 +66,7 @@ export class SignIn {
         const why = err instanceof NetworkError ? "The server cannot be reached." : "The server is busy.";
         setText(splash, `${why} Trying again in ${wait} s…`);
         await new Promise((resolve) => setTimeout(resolve, wait * 1000));
-        setText(splash, "Loading…");
+        setText(splash, loading);
       }
     }
   }
