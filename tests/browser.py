@@ -72,6 +72,13 @@ class BrowserPage:
         if message.type == "error" and ("Content Security Policy" in text or "Uncaught" in text):
             self.problems.append(f"console: {text}")
 
+    def submit_sign_in(self, name: str, password: str) -> None:
+        """Fill and submit the sign-in form both pages share (web/shared/signin.js)."""
+        self.page.locator("#signin-view").wait_for()
+        self.page.fill("#signin-username", name)
+        self.page.fill("#signin-password", password)
+        self.page.click("#signin-submit")
+
     def expect(self, target: Any) -> Any:
         """Playwright's `expect` for a selector string or a locator."""
         from playwright.sync_api import expect

@@ -69,16 +69,13 @@ class Console(BrowserPage):
 
     def sign_in(self, account: Account) -> Console:
         self.page.goto(self.base + "/admin")
-        self.page.locator("#signin-view").wait_for()
-        self.page.fill("#signin-username", account.name)
-        self.page.fill("#signin-password", account.password)
-        self.page.click("#signin-submit")
+        self.submit_sign_in(account.name, account.password)
         return self
 
     def open(self, account: Account) -> Console:
         self.sign_in(account)
         self.page.locator("#console-view").wait_for()
-        self.expect("#conn-text").to_have_text("Live")
+        self.expect("#conn-text").to_have_text("Online")
         return self
 
     def start_task(self, kind: str, **params: Any) -> Any:
@@ -150,6 +147,7 @@ def test_a_non_admin_is_told_they_are_not_an_admin(consoles: Consoles, admin_api
         f"signed in as {user.name}, who is not an admin"
     )
     console.expect("#console-view").to_be_hidden()
+    console.expect("#signin-switch").to_have_count(0)  # the console offers no registration
     console.shot("02-not-an-admin", full_page=False)
 
 
@@ -303,11 +301,26 @@ def test_the_console_reconnects_after_a_server_restart(
     console = consoles().open(boss)
     admin_server.stop()
     console.expect("#conn").not_to_have_attribute("data-state", "online")
-    console.expect("#conn-text").to_have_text(re.compile(r"Disconnected|Reconnecting|Connecting"))
+    console.expect("#conn-text").to_have_text(re.compile(r"Reconnecting|Connecting"))
+    console.expect("#banner").to_contain_text("Reconnecting")  # the chat's words and banner
     console.shot("07-disconnected", full_page=False)
     admin_server.start()
-    console.expect("#conn-text").to_have_text("Live", timeout=40_000)
+    console.expect("#conn-text").to_have_text("Online", timeout=40_000)
     console.expect("#conn").to_have_attribute("data-state", "online")
+    console.expect("#banner").to_be_hidden()
+
+
+def test_signing_out_of_the_console_shows_the_shared_form(
+    consoles: Consoles, boss: Account
+) -> None:
+    console = consoles().open(boss)
+    console.page.click("#signout")
+    console.expect("#signin-view").to_be_visible()
+    console.expect("#signin-notice").to_have_text("You have signed out.")
+    console.expect("#console-view").to_be_hidden()
+    console.expect("#conn").to_have_attribute("data-state", "idle")
+    console.page.reload()
+    console.expect("#signin-view").to_be_visible()  # nothing left to resume
 
 
 def test_task_and_alert_text_is_shown_as_text_and_fits_a_phone(

@@ -67,21 +67,16 @@ class ChatPage(BrowserPage):
 
     def sign_in(self, account: Account) -> ChatPage:
         self.open()
-        self.page.locator("#auth-view").wait_for()
-        self.page.fill("#auth-username", account.name)
-        self.page.fill("#auth-password", account.password)
-        self.page.click("#auth-submit")
+        self.submit_sign_in(account.name, account.password)
         self.page.locator("#chat-view").wait_for()
         return self
 
     def register(self, name: str, password: str = PASSWORD) -> ChatPage:
         self.open()
-        self.page.locator("#auth-view").wait_for()
-        self.page.click("#auth-switch")
-        self.expect("#auth-title").to_have_text("Create an account")
-        self.page.fill("#auth-username", name)
-        self.page.fill("#auth-password", password)
-        self.page.click("#auth-submit")
+        self.page.locator("#signin-view").wait_for()
+        self.page.click("#signin-switch")
+        self.expect("#signin-title").to_have_text("Create an account")
+        self.submit_sign_in(name, password)
         self.page.locator("#chat-view").wait_for()
         return self
 
@@ -193,16 +188,14 @@ def test_two_people_chat_with_presence_and_typing(chat_pages: ChatPages, web_api
     alice_name, room = unique("alice"), unique("lobby")
 
     sign_in = chat_pages().open()
-    sign_in.page.locator("#auth-view").wait_for()
+    sign_in.page.locator("#signin-view").wait_for()
     sign_in.shot("01-sign-in")
-    sign_in.page.fill("#auth-username", bob.name)
-    sign_in.page.fill("#auth-password", "not the password")
-    sign_in.page.click("#auth-submit")
-    sign_in.expect("#auth-error").to_have_text("Wrong username or password.")
+    sign_in.submit_sign_in(bob.name, "not the password")
+    sign_in.expect("#signin-error").to_have_text("Wrong username or password.")
     sign_in.shot("02-sign-in-error")
 
     alice = chat_pages().register(alice_name)
-    alice.expect("#conn-pill").to_have_text("Online")
+    alice.expect("#conn").to_have_text("Online")
     alice.create_room(room)
     alice.expect("#presence-list").to_contain_text(alice_name)
 
@@ -324,18 +317,18 @@ def test_private_room_members_reload_and_sign_out(chat_pages: ChatPages, web_api
     # A reload resumes with the refresh token kept in sessionStorage: no sign-in form.
     b.page.reload()
     b.page.locator("#chat-view").wait_for()
-    b.expect("#auth-view").to_be_hidden()
+    b.expect("#signin-view").to_be_hidden()
     b.expect("#room-title").to_have_text(f"# {room}")  # the room is remembered in the URL
     b.expect(b.message("welcome to the secret room")).to_have_count(1)
-    b.expect("#conn-pill").to_have_text("Online")
+    b.expect("#conn").to_have_text("Online")
 
     b.page.click("#sign-out")
-    b.expect("#auth-view").to_be_visible()
-    b.expect("#auth-notice").to_have_text("You have signed out.")
+    b.expect("#signin-view").to_be_visible()
+    b.expect("#signin-notice").to_have_text("You have signed out.")
     b.page.reload()
-    b.expect("#auth-view").to_be_visible()  # nothing left to resume
+    b.expect("#signin-view").to_be_visible()  # nothing left to resume
     b.expect("#chat-view").to_be_hidden()
-    a.expect("#conn-pill").to_have_text("Online")  # the other person is unaffected
+    a.expect("#conn").to_have_text("Online")  # the other person is unaffected
 
 
 def test_phone_width(chat_pages: ChatPages, web_api: Api, web_server: ServerProcess) -> None:
@@ -388,7 +381,7 @@ def test_server_restart_mid_conversation(
     web_server.stop()  # SIGTERM: the server drains and closes every socket
     for page in (a, b):
         page.expect("#banner").to_contain_text("Reconnecting")
-        page.expect("#conn-pill").not_to_have_text("Online")
+        page.expect("#conn").not_to_have_text("Online")
     a.shot("10-reconnecting")
 
     # Alice types while the server is down: the message waits in the queue.
@@ -404,7 +397,7 @@ def test_server_restart_mid_conversation(
     b.expect("#banner").to_contain_text("offline")
 
     web_server.start()  # same port, same database
-    a.expect("#conn-pill").to_have_text("Online", timeout=20_000)
+    a.expect("#conn").to_have_text("Online", timeout=20_000)
     a.expect("#banner").to_be_hidden()
     a.expect(queued).to_have_attribute("data-state", "sent")
     for i in range(1, 6):
@@ -413,7 +406,7 @@ def test_server_restart_mid_conversation(
 
     # Bob comes back: rejoin with `since`, a replay truncated at 3, the rest paged.
     b.context.set_offline(False)
-    b.expect("#conn-pill").to_have_text("Online", timeout=20_000)
+    b.expect("#conn").to_have_text("Online", timeout=20_000)
     b.expect(b.message("meanwhile 5")).to_have_count(1)
 
     expected = [
@@ -462,7 +455,7 @@ def test_token_refresh_and_rate_limit(chat_pages: ChatPages, make_server: Server
     # Meanwhile the pages refreshed their tokens before they expired and re-authenticated
     # their open sockets, so the server never had to close one (it would, with 4001).
     a.page.wait_for_timeout(max(0, 4.5 - (time.monotonic() - signed_in)) * 1000)
-    a.expect("#conn-pill").to_have_text("Online")
+    a.expect("#conn").to_have_text("Online")
     a.expect("#banner").to_be_hidden()
     log = server.log()
     assert log.count("POST /api/auth/refresh") >= 2
@@ -500,7 +493,7 @@ def test_unsent_messages_survive_a_reload(chat_pages: ChatPages, web_api: Api) -
 
     cut[0] = False
     a.page.click("#retry-now")
-    a.expect("#conn-pill").to_have_text("Online")
+    a.expect("#conn").to_have_text("Online")
     a.expect(pending).to_have_attribute("data-state", "sent")
     b.expect(b.message("written offline, then the page was reloaded")).to_have_count(1)
     stored = [m["body"] for m in web_api.history(alice, room, limit=100)]
@@ -530,7 +523,7 @@ def test_oversized_messages_are_refused_in_plain_words(chat_pages: ChatPages, we
     failed = a.page.locator("#scroller .messages > li")
     a.expect(failed).to_have_attribute("data-state", "failed")
     a.expect(failed).to_contain_text("Not sent: That message is too large to send")
-    a.expect("#conn-pill").to_have_text("Online")
+    a.expect("#conn").to_have_text("Online")
     failed.get_by_role("button", name="Discard").click()
     a.expect(failed).to_have_count(0)
     a.say("a normal message still works")

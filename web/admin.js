@@ -1,27 +1,35 @@
 // admin.js — the admin console (`/admin`): tasks with live progress, alerts, who is online.
 //
-// Uses the shared browser client (auth, reconnecting WebSocket) and DOM helpers; every
+// Uses the shared browser client (auth, reconnecting WebSocket), and shares the sign-in
+// view, the connection indicator and the wording of errors with the chat (shared/). Every
 // piece of server data reaches the page as text (textContent), never as HTML, and
 // nothing is styled inline (the Content-Security-Policy forbids it): progress bars are
-// <progress> elements, states are data attributes that admin.css styles.
+// <progress> elements, states are data attributes (`data-tone`, `data-status`) styled
+// by shared/components.css and admin.css.
 //
 // Data flow: on start (and after every reconnect) the task list, the recent alerts and
 // the presence snapshot are loaded over HTTP; after that `task` and `alert` frames keep
 // them current. A task frame never moves a task backwards (a final status is final and
 // progress only grows), so a snapshot racing a live frame cannot undo it.
 
-import { ApiError, Connection, NetworkError, Session, State } from "/static/shared/client.js";
-import { byId, clear, h, setText, timeElement } from "/static/shared/dom.js";
+import { ApiError, Connection, NetworkError, Session } from "/static/shared/client.js";
+import { byId, clear, h, setText, showText, timeElement } from "/static/shared/dom.js";
+import { couldNot, requestErrorWords } from "/static/shared/errors.js";
+import { SignIn } from "/static/shared/signin.js";
+import { ConnectionStatus } from "/static/shared/status.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, cancelled: 2 };
+// The colour of a task's status and of an alert's level (`data-tone`, components.css).
+const STATUS_TONE = { queued: "neutral", running: "accent", succeeded: "ok", failed: "danger", cancelled: "warn" };
+const LEVEL_TONE = { info: "neutral", warning: "warn", error: "danger", critical: "danger" };
 const MAX_TASKS = 100;
 const MAX_ALERTS = 100;
 const PRESENCE_EVERY = 5000;
 const CONFIRM_FOR = 4000;
 
 const session = new Session();
-let conn = null;
+let conn = null; // the Connection while the console is open
 let me = null;
 let kinds = [];
 const tasks = new Map(); // id -> {data, el}
@@ -31,20 +39,9 @@ let tickTimer = null;
 let rooms = [];
 
 const $ = {
-  splash: byId("splash"),
-  signin: byId("signin-view"),
-  signinForm: byId("signin-form"),
-  signinNotice: byId("signin-notice"),
-  signinError: byId("signin-error"),
-  signinSubmit: byId("signin-submit"),
-  username: byId("signin-username"),
-  password: byId("signin-password"),
   console: byId("console-view"),
   meName: byId("me-name"),
   signout: byId("signout"),
-  conn: byId("conn"),
-  connText: byId("conn-text"),
-  connRetry: byId("conn-retry"),
   taskForm: byId("task-form"),
   taskKind: byId("task-kind"),
   taskParams: byId("task-params"),
@@ -66,82 +63,46 @@ const $ = {
   moderateStatus: byId("moderate-status"),
 };
 
-// --- signing in ---------------------------------------------------------------------------
+// --- signing in (shared/signin.js) -------------------------------------------------------
 
-function showSignIn(notice = "") {
-  stopConsole();
-  $.splash.hidden = true;
-  $.console.hidden = true;
-  $.signin.hidden = false;
-  setText($.signinNotice, notice);
-  $.signinNotice.hidden = !notice;
-  $.signinError.hidden = true;
-  $.signinSubmit.disabled = false;
-  $.username.focus();
-}
-
-function explain(err, { signingIn = false } = {}) {
-  if (err instanceof NetworkError) return "The server cannot be reached. Check that it is running and try again.";
-  if (err instanceof ApiError) {
-    if (err.status === 401) return signingIn ? "Wrong username or password." : "Your session has ended: sign in again.";
-    if (err.status === 429 && err.retryAfter) return `${err.detail} (try again in ${Math.ceil(err.retryAfter)} s)`;
-    return err.detail;
-  }
-  return String(err?.message ?? err);
-}
-
-$.signinForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const username = $.username.value.trim();
-  const password = $.password.value;
-  if (!username || !password) {
-    setText($.signinError, "Enter your username and password.");
-    $.signinError.hidden = false;
-    return;
-  }
-  $.signinSubmit.disabled = true;
-  $.signinError.hidden = true;
-  try {
-    const user = await session.signIn(username, password);
-    $.password.value = "";
-    enter(user);
-  } catch (err) {
-    setText($.signinError, explain(err, { signingIn: true }));
-    $.signinError.hidden = false;
-    $.signinSubmit.disabled = false;
-  }
+const signin = new SignIn({
+  session,
+  root: byId("signin-view"),
+  splash: byId("splash"),
+  brand: { name: "Chat", tag: "admin" },
+  heading: "Admin console",
+  lead: "Sign in with an administrator account to run tasks, watch alerts and manage who is online.",
+  docTitle: "Admin console · Chat",
+  register: null,
+  role: "admin", // anyone else is told so; their session is left alone (a chat tab uses it)
+  links: [{ href: "/", text: "Back to the chat" }],
+  onEnter: enter,
+  onLeave: leave,
 });
+const status = new ConnectionStatus(byId("conn"), byId("banner"));
 
 $.signout.addEventListener("click", async () => {
   $.signout.disabled = true;
   stopConsole();
-  await session.signOut();
-  $.signout.disabled = false;
-  showSignIn("You have signed out.");
-});
-
-session.on("signedout", ({ reason }) => {
-  if (reason === "signout" || $.console.hidden) return;
-  showSignIn(
-    reason === "revoked"
-      ? "Your session was ended (signed out elsewhere, kicked or banned). Sign in again."
-      : "Your session has expired. Sign in again.",
-  );
+  try {
+    await signin.signOut(); // back to the form, via leave()
+  } finally {
+    $.signout.disabled = false;
+  }
 });
 
 function enter(user) {
-  if (user.role !== "admin") {
-    // Keep their session (the chat in this tab still uses it); just refuse the console.
-    showSignIn(`You are signed in as ${user.name}, who is not an admin. Sign in with an admin account to use the console.`);
-    $.username.value = "";
-    return;
-  }
   me = user;
-  $.splash.hidden = true;
-  $.signin.hidden = true;
   $.console.hidden = false;
+  document.title = "Admin console · Chat";
   setText($.meName, user.name);
   startConsole();
+}
+
+function leave() {
+  stopConsole();
+  me = null;
+  $.console.hidden = true;
 }
 
 // --- the console's life ---------------------------------------------------------------
@@ -157,7 +118,7 @@ function startConsole() {
   loadAlerts();
   loadPresence();
   conn = new Connection(session);
-  conn.on("state", renderConn);
+  status.attach(conn);
   conn.on("hello", () => {
     // After a reconnect: catch up on what finished or was raised meanwhile.
     loadTasks();
@@ -175,49 +136,12 @@ function stopConsole() {
   clearInterval(presenceTimer);
   clearInterval(tickTimer);
   presenceTimer = tickTimer = null;
+  status.detach();
   if (conn) {
     conn.dispose();
     conn = null;
   }
-  renderConn({ state: State.IDLE });
 }
-
-// --- connection state -----------------------------------------------------------------
-
-let connInfo = { state: State.IDLE };
-
-function renderConn(info) {
-  connInfo = info;
-  const { state } = info;
-  $.conn.dataset.state = state;
-  $.connRetry.hidden = !(state === State.WAITING || state === State.OFFLINE);
-  let text;
-  switch (state) {
-    case State.ONLINE:
-      text = "Live";
-      break;
-    case State.CONNECTING:
-      text = "Connecting…";
-      break;
-    case State.WAITING: {
-      const secs = info.retryAt ? Math.max(0, Math.ceil((info.retryAt - Date.now()) / 1000)) : 0;
-      text = secs > 0 ? `Disconnected, retrying in ${secs} s` : "Reconnecting…";
-      break;
-    }
-    case State.OFFLINE:
-      text = "Offline: waiting for the network";
-      break;
-    case State.SIGNED_OUT:
-      text = "Signed out";
-      break;
-    default:
-      text = "Not connected";
-  }
-  setText($.connText, text);
-  $.conn.title = info.reason ? `Last close: ${info.code ?? ""} ${info.reason}`.trim() : "";
-}
-
-$.connRetry.addEventListener("click", () => conn?.retryNow());
 
 // --- tasks: the form ------------------------------------------------------------------
 
@@ -226,7 +150,7 @@ async function loadKinds() {
     const body = await session.api("/api/tasks/kinds");
     kinds = body.items ?? [];
   } catch (err) {
-    showTaskError(`Could not load the task kinds: ${explain(err)}`);
+    showTaskError(couldNot("load the task kinds", err));
     return;
   }
   clear($.taskKind);
@@ -324,8 +248,7 @@ function paramField(name, schema, required, kind) {
 }
 
 function showTaskError(text) {
-  setText($.taskError, text);
-  $.taskError.hidden = !text;
+  showText($.taskError, text);
 }
 
 $.taskForm.addEventListener("submit", async (event) => {
@@ -361,7 +284,7 @@ $.taskForm.addEventListener("submit", async (event) => {
     const picker = $.taskParams.querySelector("input[type=file]");
     if (picker) picker.value = "";
   } catch (err) {
-    showTaskError(explain(err));
+    showTaskError(requestErrorWords(err));
   } finally {
     $.taskStart.disabled = false;
   }
@@ -375,7 +298,7 @@ async function loadTasks() {
     // Oldest first, so the newest ends up on top.
     for (const view of (body.items ?? []).slice().reverse()) upsertTask(view, "view");
   } catch (err) {
-    if (!(err instanceof NetworkError)) showTaskError(`Could not load tasks: ${explain(err)}`);
+    if (!(err instanceof NetworkError)) showTaskError(couldNot("load tasks", err)); // else: the banner says so
   }
   renderCount();
 }
@@ -447,6 +370,7 @@ function renderTask(entry) {
   const t = entry.data;
   const el = entry.el;
   el.dataset.status = t.status;
+  el.dataset.tone = STATUS_TONE[t.status] ?? "neutral";
   el.dataset.kind = t.kind;
   const statusText = t.status === "running" && t.cancel_requested ? "cancelling" : t.status;
   const head = h(
@@ -456,7 +380,7 @@ function renderTask(entry) {
     h("code", { class: "task-id", text: t.id.slice(0, 8), attrs: { title: t.id } }),
     t.user?.name ? h("span", { class: "task-user muted", text: `by ${t.user.name}` }) : null,
     summaryOfParams(t),
-    h("span", { class: "status", data: { status: t.status }, text: statusText }),
+    h("span", { class: "badge status", data: { status: t.status, tone: STATUS_TONE[t.status] ?? "neutral" }, text: statusText }),
   );
   const bar = h("progress", {
     class: "bar",
@@ -476,7 +400,7 @@ function renderTask(entry) {
     actions.append(
       h("button", {
         type: "button",
-        class: "btn small subtle cancel",
+        class: "btn small cancel",
         text: t.cancel_requested ? "Cancelling…" : "Cancel",
         disabled: Boolean(t.cancel_requested),
         on: { click: (e) => cancelTask(t.id, e.currentTarget) },
@@ -577,7 +501,6 @@ function tick() {
       if (el) setText(el, elapsedText(entry.data));
     }
   }
-  if (connInfo.state === State.WAITING) renderConn(connInfo);
 }
 
 async function cancelTask(id, button) {
@@ -589,7 +512,7 @@ async function cancelTask(id, button) {
     button.disabled = false;
     setText(button, "Cancel");
     if (err instanceof ApiError && err.status === 409) fetchTask(id);
-    else showTaskError(`Could not cancel: ${explain(err)}`);
+    else showTaskError(couldNot("cancel the task", err));
   }
 }
 
@@ -609,7 +532,7 @@ async function download(t, button) {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 30_000);
   } catch (err) {
-    showTaskError(`Could not download: ${explain(err)}`);
+    showTaskError(couldNot("download the export", err));
   } finally {
     button.disabled = false;
     setText(button, label);
@@ -649,8 +572,8 @@ function addAlert(alert, live) {
   }
   const item = h(
     "li",
-    { class: ["alert", live ? "fresh" : ""], data: { level: alert.level } },
-    h("span", { class: "level", text: alert.level }),
+    { class: ["alert", live ? "fresh" : ""], data: { level: alert.level, tone: LEVEL_TONE[alert.level] ?? "neutral" } },
+    h("span", { class: "badge level", text: alert.level }),
     h("span", { class: "alert-text", text: alert.text }),
     timeElement(alert.ts, "alert-time"),
   );
@@ -679,7 +602,7 @@ async function loadPresence() {
     renderPresence(body.rooms ?? []);
     setText($.onlineStatus, `Updated ${new Date().toLocaleTimeString()}`);
   } catch (err) {
-    setText($.onlineStatus, `Could not load presence: ${explain(err)}`);
+    setText($.onlineStatus, couldNot("load who is online", err));
   }
 }
 
@@ -690,7 +613,7 @@ function renderPresence(list) {
     $.onlineRooms.append(h("p", { class: "empty", text: "Nobody is in a room right now." }));
     return;
   }
-  $.onlineRooms.append(h("p", { class: "muted small", text: `${people.size} ${people.size === 1 ? "person" : "people"} in ${list.length} ${list.length === 1 ? "room" : "rooms"}` }));
+  $.onlineRooms.append(h("p", { class: "muted small-print", text: `${people.size} ${people.size === 1 ? "person" : "people"} in ${list.length} ${list.length === 1 ? "room" : "rooms"}` }));
   for (const room of list) {
     const users = h("ul", { class: "people" });
     for (const user of room.users) users.append(personRow(user));
@@ -710,19 +633,19 @@ function personRow(user) {
     "li",
     { class: "person", data: { user: user.name } },
     h("span", { class: "person-name", text: user.name }),
-    user.role !== "user" ? h("span", { class: "role", data: { role: user.role }, text: user.role }) : null,
+    user.role !== "user" ? h("span", { class: "badge", data: { tone: user.role === "admin" ? "accent" : "neutral" }, text: user.role }) : null,
   );
   if (user.id !== me?.id) {
     row.append(
       h(
         "span",
         { class: "person-actions" },
-        confirmButton("Kick", "Kick?", "subtle", () => moderate(user.name, "kick")),
+        confirmButton("Kick", "Kick?", "", () => moderate(user.name, "kick")),
         confirmButton("Ban", "Ban?", "danger-outline", () => moderate(user.name, "ban")),
       ),
     );
   } else {
-    row.append(h("span", { class: "muted small", text: "you" }));
+    row.append(h("span", { class: "muted small-print", text: "you" }));
   }
   return row;
 }
@@ -763,7 +686,7 @@ async function moderate(username, action) {
     await session.api(`/api/admin/users/${encodeURIComponent(username)}/${action}`, { method: "POST" });
     setText($.moderateStatus, `${username} was ${words[action]}.`);
   } catch (err) {
-    setText($.moderateStatus, `Could not ${action} ${username}: ${explain(err)}`);
+    setText($.moderateStatus, couldNot(`${action} ${username}`, err, { 404: `There is no user called “${username}”.` }));
   }
   setTimeout(loadPresence, 500);
 }
@@ -783,16 +706,4 @@ $.moderateUnban.addEventListener("click", () => {
 
 // --- start --------------------------------------------------------------------------
 
-async function boot() {
-  let user = null;
-  try {
-    user = await session.resume();
-  } catch (err) {
-    showSignIn(explain(err));
-    return;
-  }
-  if (user) enter(user);
-  else showSignIn();
-}
-
-boot();
+signin.start(); // resumes the session kept for this tab, or shows the form

@@ -1,11 +1,17 @@
 // chat.js — the browser chat UI at `/`.
 //
 // All protocol work (tokens, reconnecting, resuming, the outbound queue, de-duplicating)
-// lives in shared/client.js; this module renders it. User text only ever reaches the
+// lives in shared/client.js; this module renders it. The sign-in view, the connection
+// indicator, the wording of errors and the toasts are shared with the admin console
+// (shared/signin.js, status.js, errors.js, toasts.js). User text only ever reaches the
 // page as text (shared/dom.js), never as HTML.
 
-import { ApiError, Connection, NetworkError, Session, State, bodyLength } from "./shared/client.js";
-import { byId, clear, h, hueClass, initials, linkify, setText, timeElement } from "./shared/dom.js";
+import { Connection, NetworkError, Session, State, bodyLength } from "./shared/client.js";
+import { byId, clear, h, hueClass, initials, linkify, setText, showText, timeElement } from "./shared/dom.js";
+import { couldNot, frameErrorWords, requestErrorWords, sendDelayWords, waitWords } from "./shared/errors.js";
+import { SignIn } from "./shared/signin.js";
+import { ConnectionStatus } from "./shared/status.js";
+import { Toasts } from "./shared/toasts.js";
 
 const HISTORY_PAGE = 50; // messages per history request
 const TYPING_EVERY = 3000; // ms between our own `typing` frames
@@ -20,34 +26,14 @@ let me = null; // {id, name, role}
 let rooms = new Map(); // name -> RoomView
 let current = null; // RoomView
 let roomsTimer = null;
-let everOnline = false;
-let connInfo = { state: State.IDLE };
 let lastTypingSent = 0;
 
 const $ = {
-  splash: byId("splash"),
-  authView: byId("auth-view"),
-  authTitle: byId("auth-title"),
-  authLead: byId("auth-lead"),
-  authNotice: byId("auth-notice"),
-  authForm: byId("auth-form"),
-  authUser: byId("auth-username"),
-  authPass: byId("auth-password"),
-  authPassHint: byId("auth-password-hint"),
-  authError: byId("auth-error"),
-  authSubmit: byId("auth-submit"),
-  authSwitch: byId("auth-switch"),
-  authSwitchText: byId("auth-switch-text"),
   chatView: byId("chat-view"),
   toggleRooms: byId("toggle-rooms"),
-  pill: byId("conn-pill"),
-  pillText: byId("conn-pill-text"),
   meAvatar: byId("me-avatar"),
   meName: byId("me-name"),
   signOut: byId("sign-out"),
-  banner: byId("banner"),
-  bannerText: byId("banner-text"),
-  retryNow: byId("retry-now"),
   sidebar: byId("sidebar"),
   roomList: byId("room-list"),
   roomsEmpty: byId("rooms-empty"),
@@ -80,6 +66,21 @@ const $ = {
   backdrop: byId("backdrop"),
 };
 
+const signin = new SignIn({
+  session,
+  root: byId("signin-view"),
+  splash: byId("splash"),
+  brand: { name: "Chat" },
+  heading: "Sign in",
+  lead: "Welcome back. Sign in to pick up where you left off.",
+  docTitle: "Sign in · Chat",
+  register: { lead: "Pick a username and a password to start chatting.", docTitle: "Create an account · Chat" },
+  onEnter: enterChat,
+  onLeave: leaveChat,
+});
+const status = new ConnectionStatus(byId("conn"), byId("banner"), { queued: () => conn?.pending().length ?? 0 });
+const toasts = new Toasts($.notices);
+
 // --- one room's view ---------------------------------------------------------------
 
 class RoomView {
@@ -110,136 +111,20 @@ class RoomView {
 
 // --- start -------------------------------------------------------------------------
 
-session.on("signedout", ({ reason }) => {
-  if (!me) return;
-  leaveChat();
-  showAuth(
-    reason === "signout"
-      ? "You have signed out."
-      : "Your session has ended. Please sign in again.",
-  );
-});
-
-async function boot() {
-  wireAuth();
+function boot() {
   wireChat();
-  // Resume with the refresh token kept in sessionStorage (see shared/client.js). If the
-  // server is unreachable (say, restarting), keep trying rather than ask for a password.
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      const user = await session.resume();
-      if (user) enterChat(user);
-      else showAuth();
-      return;
-    } catch (err) {
-      const transient = err instanceof NetworkError || (err instanceof ApiError && (err.status >= 500 || err.status === 429));
-      if (!transient || !session.signedIn) {
-        showAuth();
-        return;
-      }
-      const wait = Math.min(15, 2 ** attempt);
-      setText($.splash, `The server cannot be reached. Trying again in ${wait} s…`);
-      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
-      setText($.splash, "Loading…");
-    }
-  }
-}
-
-// --- sign in / register ------------------------------------------------------------
-
-let authMode = "signin";
-
-function setAuthMode(mode) {
-  authMode = mode;
-  const register = mode === "register";
-  setText($.authTitle, register ? "Create an account" : "Sign in");
-  setText(
-    $.authLead,
-    register ? "Pick a username and a password to start chatting." : "Welcome back. Sign in to pick up where you left off.",
-  );
-  setText($.authSubmit, register ? "Create account" : "Sign in");
-  setText($.authSwitchText, register ? "Already have an account?" : "New here?");
-  setText($.authSwitch, register ? "Sign in instead" : "Create an account");
-  $.authPass.autocomplete = register ? "new-password" : "current-password";
-  $.authPassHint.hidden = !register;
-  $.authError.hidden = true;
-  document.title = register ? "Create an account · Chat" : "Sign in · Chat";
-}
-
-function showAuth(notice = "") {
-  $.splash.hidden = true;
-  $.chatView.hidden = true;
-  $.authView.hidden = false;
-  $.authNotice.hidden = !notice;
-  setText($.authNotice, notice);
-  setAuthMode(authMode);
-  $.authPass.value = "";
-  (($.authUser.value && $.authPass) || $.authUser).focus();
-}
-
-function authError(text) {
-  $.authError.hidden = !text;
-  setText($.authError, text);
-}
-
-function wireAuth() {
-  $.authSwitch.addEventListener("click", () => {
-    setAuthMode(authMode === "signin" ? "register" : "signin");
-    $.authUser.focus();
-  });
-  $.authForm.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const username = $.authUser.value.trim();
-    const password = $.authPass.value;
-    if (!username || !password) {
-      authError("Enter a username and a password.");
-      (username ? $.authPass : $.authUser).focus();
-      return;
-    }
-    const register = authMode === "register";
-    $.authSubmit.disabled = true;
-    setText($.authSubmit, register ? "Creating account…" : "Signing in…");
-    authError("");
-    try {
-      if (register) await session.register(username, password);
-      const user = await session.signIn(username, password);
-      $.authPass.value = "";
-      $.authNotice.hidden = true;
-      enterChat(user);
-    } catch (err) {
-      authError(describeAuthError(err, register));
-      $.authPass.focus();
-    } finally {
-      $.authSubmit.disabled = false;
-      setText($.authSubmit, register ? "Create account" : "Sign in");
-    }
-  });
-}
-
-function describeAuthError(err, register) {
-  if (err instanceof NetworkError) return "The server cannot be reached. Check your connection and try again.";
-  if (!(err instanceof ApiError)) return "Something went wrong. Please try again.";
-  if (err.status === 429) return `Too many attempts. Try again in ${waitWords(err.retryAfter ?? 30)}.`;
-  if (register && err.status === 409) return "That username is taken. Pick another one.";
-  if (register && err.status === 403) return "Registration is turned off here. Ask an administrator for an account.";
-  if (!register && (err.status === 400 || err.status === 401)) return "Wrong username or password.";
-  if (err.status === 422 || err.status === 400) return err.detail;
-  if (err.status >= 500) return "The server had a problem. Please try again in a moment.";
-  return err.detail;
+  signin.start(); // resumes the session kept for this tab, or shows the form
 }
 
 // --- entering and leaving the chat ---------------------------------------------------
 
 function enterChat(user) {
   me = user;
-  $.splash.hidden = true;
-  $.authView.hidden = true;
   $.chatView.hidden = false;
   setText($.meName, user.name);
   setText($.meAvatar, initials(user.name));
   $.meAvatar.className = `avatar small ${hueClass(user.name)}`;
   document.title = "Chat";
-  everOnline = false;
 
   // Unacknowledged messages survive a reload of the tab (sessionStorage, per user).
   conn = new Connection(session, { outboxKey: `chat.outbox.${user.id}` });
@@ -257,7 +142,7 @@ function enterChat(user) {
   conn.on("presence_changes", onPresenceChanges);
   conn.on("typing", onTyping);
   conn.on("error", onErrorFrame);
-  conn.on("queue", () => updateBanner());
+  status.attach(conn);
   conn.start();
 
   loadRooms().then(() => {
@@ -279,6 +164,7 @@ function enterChat(user) {
 }
 
 function leaveChat() {
+  status.detach();
   conn?.dispose();
   conn = null;
   me = null;
@@ -286,7 +172,7 @@ function leaveChat() {
   rooms = new Map();
   current = null;
   clear($.roomList);
-  clear($.notices);
+  toasts.clear();
   clear($.presenceList);
   showNoRoom();
   $.chatView.hidden = true;
@@ -299,15 +185,15 @@ function wireChat() {
     if (queued && !window.confirm(`${queued === 1 ? "1 message has" : `${queued} messages have`} not been sent yet. Sign out anyway?`)) return;
     $.signOut.disabled = true;
     // Close our socket first, so the server's "revoked" close is not mistaken for an expiry.
+    status.detach();
     conn?.dispose();
     conn = null;
     try {
-      await session.signOut();
+      await signin.signOut(); // back to the form, via leaveChat
     } finally {
       $.signOut.disabled = false;
     }
   });
-  $.retryNow.addEventListener("click", () => conn?.retryNow());
 
   // Drawers on narrow screens.
   $.toggleRooms.addEventListener("click", () => toggleDrawer("rooms-open"));
@@ -384,82 +270,13 @@ function closeDrawers() {
 
 // --- connection state ------------------------------------------------------------------
 
-let bannerTimer = null;
-
+// The pill and the banner are shared/status.js; here only what the chat itself shows.
 function onState(info) {
-  connInfo = info;
-  if (info.state === State.ONLINE) everOnline = true;
   if (info.state !== State.ONLINE) {
     for (const view of rooms.values()) view.joined = false;
     $.presenceList.classList.add("stale");
   }
-  updateBanner();
   updatePendingLabels();
-}
-
-function updateBanner() {
-  clearTimeout(bannerTimer);
-  const { state, retryAt, code } = connInfo;
-  const queued = conn ? conn.pending().length : 0;
-  const queuedWords = queued
-    ? ` ${queued === 1 ? "1 message is" : `${queued} messages are`} waiting and will be sent when it is back.`
-    : "";
-  let pill = "Connecting…";
-  let text = "";
-  let retry = false;
-  switch (state) {
-    case State.ONLINE:
-      pill = "Online";
-      break;
-    case State.CONNECTING:
-      pill = everOnline ? "Reconnecting…" : "Connecting…";
-      text = everOnline ? `Reconnecting…${queuedWords}` : "";
-      break;
-    case State.WAITING: {
-      const secs = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
-      pill = "Reconnecting";
-      const why = everOnline ? closeWords(code) : "Cannot reach the chat server.";
-      text = `${why} Reconnecting in ${secs} s…${queuedWords}`;
-      retry = true;
-      bannerTimer = setTimeout(updateBanner, 250);
-      break;
-    }
-    case State.OFFLINE:
-      pill = "Offline";
-      text = `You are offline. We will reconnect when your network is back.${queuedWords}`;
-      retry = true;
-      break;
-    case State.SIGNED_OUT:
-      pill = "Signed out";
-      break;
-    default:
-      pill = "Offline";
-  }
-  $.pill.dataset.state = state === State.CONNECTING && everOnline ? "waiting" : state;
-  setText($.pillText, pill);
-  $.banner.hidden = !text;
-  $.banner.dataset.state = state;
-  setText($.bannerText, text);
-  $.retryNow.hidden = !retry;
-}
-
-function closeWords(code) {
-  switch (code) {
-    case 1001:
-      return "The server is restarting.";
-    case 4002:
-      return "The connection stopped responding.";
-    case 4008:
-      return "The connection fell behind.";
-    case 4009:
-      return "Too many chat windows are open; close some.";
-    case 4029:
-      return "Disconnected for sending too fast.";
-    case 1011:
-      return "The server had a problem.";
-    default:
-      return "Connection lost.";
-  }
 }
 
 function onHello() {
@@ -475,7 +292,7 @@ async function loadRooms() {
     items = (await session.api("/api/rooms"))?.items ?? [];
   } catch (err) {
     if (err instanceof NetworkError) return; // the banner already says so
-    notice(`Could not load the room list: ${err.message}`, "error");
+    notice(couldNot("load the room list", err), "danger");
     return;
   }
   for (const info of items) {
@@ -587,10 +404,7 @@ function renderRoomHeader() {
 async function createRoom(event) {
   event.preventDefault();
   const name = $.newRoomName.value.trim();
-  const error = (text) => {
-    $.createRoomError.hidden = !text;
-    setText($.createRoomError, text);
-  };
+  const error = (text) => showText($.createRoomError, text);
   if (!name) {
     error("Give the room a name.");
     $.newRoomName.focus();
@@ -609,10 +423,12 @@ async function createRoom(event) {
     renderRoomList();
     selectRoom(info.name);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 409) error(`A room called “${name}” already exists.`);
-    else if (err instanceof ApiError && err.status === 429) error(`Slow down: try again in ${waitWords(err.retryAfter)}.`);
-    else if (err instanceof NetworkError) error("The server cannot be reached. Try again in a moment.");
-    else error(err.message);
+    error(
+      requestErrorWords(err, {
+        409: `A room called “${name}” already exists.`,
+        429: (e) => `Slow down: try again in ${waitWords(e.retryAfter)}.`,
+      }),
+    );
   } finally {
     $.createRoomSubmit.disabled = false;
   }
@@ -622,13 +438,12 @@ async function addMember(event) {
   event.preventDefault();
   const view = current;
   const username = $.memberName.value.trim();
-  const status = (text, ok) => {
-    $.addMemberStatus.hidden = !text;
-    $.addMemberStatus.classList.toggle("ok", Boolean(ok));
-    setText($.addMemberStatus, text);
+  const say = (text, ok) => {
+    showText($.addMemberStatus, text);
+    $.addMemberStatus.dataset.tone = ok ? "ok" : "danger";
   };
   if (!view || !username) {
-    status("Enter a username.", false);
+    say("Enter a username.", false);
     return;
   }
   $.addMemberSubmit.disabled = true;
@@ -638,13 +453,15 @@ async function addMember(event) {
       json: { username },
     });
     $.memberName.value = "";
-    status(`${username} can now join #${view.name}.`, true);
+    say(`${username} can now join #${view.name}.`, true);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 404) status(`There is no user called “${username}”.`);
-    else if (err instanceof ApiError && err.status === 403) status("Only the room’s owner can add members.");
-    else if (err instanceof ApiError && err.status === 409) status(`${username} is already a member.`, true);
-    else if (err instanceof NetworkError) status("The server cannot be reached. Try again in a moment.");
-    else status(err.message);
+    const already = `${username} is already a member.`;
+    const words = requestErrorWords(err, {
+      404: `There is no user called “${username}”.`,
+      403: "Only the room’s owner can add members.",
+      409: already,
+    });
+    say(words, words === already);
   } finally {
     $.addMemberSubmit.disabled = false;
   }
@@ -685,7 +502,7 @@ async function loadOlder(view, initial = false) {
     view.list.removeAttribute("aria-busy");
     view.status.classList.add("error");
     clear(view.status).append(
-      err instanceof NetworkError ? "Could not load messages: the server cannot be reached. " : `Could not load messages: ${err.message} `,
+      `${couldNot("load messages", err)} `,
       h("button", {
         type: "button",
         class: "link",
@@ -833,7 +650,7 @@ function sendCurrent() {
   const max = maxBody();
   const length = bodyLength(body);
   if (length > max) {
-    notice(`That message is too long: ${length.toLocaleString()} characters, and the limit is ${max.toLocaleString()}.`, "error");
+    notice(`That message is too long: ${length.toLocaleString()} characters, and the limit is ${max.toLocaleString()}.`, "danger");
     return;
   }
   const ref = conn.send(view.name, body);
@@ -921,7 +738,7 @@ function onSendFailed(failure) {
     },
   });
   li.classList.add("failed");
-  setMessageState(li, "failed", `Not sent: ${errorWords(failure)}`, [retry, discard]);
+  setMessageState(li, "failed", `Not sent: ${frameErrorWords(failure, { maxBody: maxBody() })}`, [retry, discard]);
 }
 
 // --- presence and typing ----------------------------------------------------------------
@@ -965,8 +782,7 @@ function renderPresence() {
         h("span", { class: `avatar small ${hueClass(user.name)}`, text: initials(user.name), attrs: { "aria-hidden": "true" } }),
         h("span", { class: "person-name", text: user.name }),
         you ? h("span", { class: "muted", text: " (you)" }) : null,
-        user.role === "bot" ? h("span", { class: "tag", text: "bot" }) : null,
-        user.role === "admin" ? h("span", { class: "tag", text: "admin" }) : null,
+        user.role === "bot" || user.role === "admin" ? h("span", { class: "badge", data: { tone: user.role === "admin" ? "accent" : "neutral" }, text: user.role }) : null,
       ),
     );
   }
@@ -999,7 +815,7 @@ function renderTyping() {
   setText($.typing, text);
 }
 
-// --- errors in plain words --------------------------------------------------------------
+// --- errors (worded by shared/errors.js) --------------------------------------------------
 
 function onErrorFrame(frame) {
   const op = frame.op ?? {};
@@ -1007,8 +823,7 @@ function onErrorFrame(frame) {
   if (op.type === "send" && later) {
     // Still queued: the connection sends it again (same ref) after the wait.
     const li = rooms.get(op.room)?.byRef.get(frame.ref);
-    const why = frame.code === "rate_limited" ? "Sending too fast" : "The server is busy";
-    if (li) setMessageState(li, "pending", `${why}: trying again in ${waitWords(frame.retry_after)}…`);
+    if (li) setMessageState(li, "pending", `${sendDelayWords(frame.code)}: trying again in ${waitWords(frame.retry_after)}…`);
   }
   if (op.type === "send" && !later && frame.code !== "not_joined") return; // shown on the message
   if (op.type === "join" && (frame.code === "forbidden" || frame.code === "not_found")) {
@@ -1019,75 +834,12 @@ function onErrorFrame(frame) {
       view.status.classList.add("error");
     }
   }
-  notice(errorWords(frame), later ? "warn" : "error");
+  notice(frameErrorWords(frame, { maxBody: maxBody() }), later ? "warn" : "danger");
 }
 
-function errorWords({ code, detail, retry_after: retryAfter, op = {}, room }) {
-  const where = op.room ?? room;
-  switch (code) {
-    case "rate_limited":
-      return op.type === "send"
-        ? `You are sending messages too fast. Yours will go out in ${waitWords(retryAfter)}.`
-        : `Slow down a little: try again in ${waitWords(retryAfter)}.`;
-    case "overloaded":
-    case "unavailable":
-      return op.type === "send"
-        ? `The server is busy: yours will go out in ${waitWords(retryAfter)}.`
-        : `The server is busy: try again in ${waitWords(retryAfter)}.`;
-    case "too_large":
-      return `That message is too large to send (the limit is ${maxBody().toLocaleString()} characters).`;
-    case "forbidden":
-      return op.type === "join" ? `You cannot join #${where}: it is a private room.` : "You are not allowed to do that here.";
-    case "not_found":
-      return op.type === "join" ? `The room #${where} does not exist any more.` : "That room does not exist any more.";
-    case "not_joined":
-      return "You were not in that room any more; rejoining and sending again.";
-    case "bad_frame":
-      return op.type === "send"
-        ? `The server refused it: ${detail}.`
-        : `The server could not understand a request (${detail}). Reloading the page may help.`;
-    case "resync_failed":
-      return `Some messages missed in #${where} could not be loaded. Reload the page to see them.`;
-    case "internal":
-      return "The server had a problem with that. Please try again.";
-    default:
-      return detail || "Something went wrong.";
-  }
-}
-
-function waitWords(seconds) {
-  const s = Math.max(1, Math.ceil(Number(seconds) || 1));
-  if (s < 90) return s === 1 ? "1 second" : `${s} seconds`;
-  const m = Math.ceil(s / 60);
-  return `${m} minutes`;
-}
-
-const noticeTimers = new WeakMap();
-
-/** A dismissible notice above the composer; repeated texts are not stacked. */
-function notice(text, level = "info") {
-  for (const el of $.notices.children) {
-    if (el.dataset.text === text) {
-      clearTimeout(noticeTimers.get(el));
-      noticeTimers.set(el, setTimeout(() => el.remove(), 8000));
-      return;
-    }
-  }
-  const el = h(
-    "div",
-    { class: `notice-item ${level}`, data: { text }, attrs: { role: level === "error" ? "alert" : "status" } },
-    h("span", { text }),
-    h("button", {
-      type: "button",
-      class: "notice-close",
-      attrs: { "aria-label": "Dismiss" },
-      text: "×",
-      on: { click: () => el.remove() },
-    }),
-  );
-  $.notices.append(el);
-  while ($.notices.children.length > 3) $.notices.firstElementChild.remove();
-  noticeTimers.set(el, setTimeout(() => el.remove(), 8000));
+/** A dismissible toast above the composer (tone: accent, warn or danger). */
+function notice(text, tone = "accent") {
+  toasts.show(text, tone);
 }
 
 // --- small helpers ---------------------------------------------------------------------

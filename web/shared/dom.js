@@ -59,6 +59,13 @@ export function setText(el, text) {
   return el;
 }
 
+/** Show `text` in `el`, or hide `el` when there is none (form errors, status lines). */
+export function showText(el, text) {
+  setText(el, text);
+  el.hidden = !text;
+  return el;
+}
+
 /** `document.getElementById` that fails loudly when the page and script disagree. */
 export function byId(id) {
   const el = document.getElementById(id);
