@@ -68,9 +68,7 @@ class Session:
         self.conn = Connection(
             self.user, self.sink, self._close, self.settings.outbound_buffer_bytes
         )
-        self.flood = FloodGuard(
-            deps.limits, self.user.id, self.settings.rate_limit_close_after
-        )
+        self.flood = FloodGuard(deps.limits, self.user.id, self.settings.rate_limit_close_after)
         self._close_after_acks: tuple[int, str] | None = None  # (code, reason)
         self._penalty = 0.0  # seconds to wait before reading the next frame
         self._expiry: asyncio.TimerHandle | None = None
