@@ -333,9 +333,6 @@ class Hub:
                 del self._by_user[conn.user.id]
                 await self.broker.unsubscribe(user_channel(conn.user.id))
 
-    def user_connections(self, user_id: int) -> int:
-        return len(self._by_user.get(user_id, ()))
-
     async def join(self, conn: Connection, room: str) -> list[UserRef]:
         """Add `conn` to `room`, buffering live events until `finish_replay`."""
         already = room in conn.rooms

@@ -129,6 +129,7 @@ class Services:
         )
 
     async def start(self) -> None:
+        await self.backends.connections.start()
         await self.hub.start()
         self.writer.start()
         await self.tasks.start()
@@ -140,6 +141,7 @@ class Services:
         await self.writer.stop()
         await self.alerts.stop()
         await self.hub.stop()
+        await self.backends.connections.stop()
         await self.backends.close()
         await self.db.dispose()
 
@@ -151,6 +153,7 @@ class Services:
             store=self.store,
             accounts=self.accounts,
             writer=self.writer,
+            connections=self.backends.connections,
             limits=self.backends.limits,
             abuse=self.abuse,
             greet=self.tasks.greet,

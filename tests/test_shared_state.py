@@ -13,6 +13,7 @@ from chat.backends.memory_limits import MemoryLimiter
 from chat.backends.memory_presence import MemoryPresence
 from chat.backends.presence import PresenceStore
 from chat.backends.redis_client import redis_client
+from chat.backends.redis_connections import RedisConnections
 from chat.backends.redis_limits import RedisLimiter
 from chat.backends.redis_presence import RedisPresence
 from chat.limits.buckets import RateLimiter
@@ -187,4 +188,43 @@ async def test_limiter_falls_back_to_local_buckets_when_redis_is_down() -> None:
     limiter = RedisLimiter(dead, "x:", RateLimiter())
     verdicts = [await limiter.hit("send", 1, 0.1, 2) for _ in range(3)]
     assert [v.retry_after is None for v in verdicts] == [True, True, False]
+    await dead.aclose()
+
+
+# --- connections per user --------------------------------------------------------------
+
+
+async def test_the_connection_cap_holds_across_processes(client: Redis) -> None:
+    prefix = unique_prefix()
+    a, b = RedisConnections(client, prefix, 5), RedisConnections(client, prefix, 5)
+    assert await a.acquire(7, 1, 2)
+    assert await b.acquire(7, 1, 2), "connection ids are per process: B's 1 is another"
+    assert not await a.acquire(7, 2, 2), "the user has two, one on each process"
+    assert not await b.acquire(7, 2, 2)
+    assert await a.acquire(8, 2, 2), "users are separate"
+    await b.release(7, 1)
+    assert await a.acquire(7, 2, 2), "a released place is free on every process"
+    await a.stop()
+    assert await b.acquire(7, 3, 2), "a stopped process lets go of its entries"
+
+
+async def test_a_crashed_processes_connections_stop_counting(client: Redis) -> None:
+    prefix = unique_prefix()
+    crashed, live = RedisConnections(client, prefix, 0.3), RedisConnections(client, prefix, 0.3)
+    await live.start()
+    assert await crashed.acquire(7, 1, 1)  # never refreshed: as if killed
+    assert await live.acquire(7, 1, 1) is False
+    await asyncio.sleep(0.5)
+    assert await live.acquire(7, 1, 1), "the dead process's entry expired"
+    await asyncio.sleep(0.5)
+    assert not await live.acquire(7, 2, 1), "the live process's own entry is refreshed"
+    await live.stop()
+
+
+async def test_connections_fall_back_to_this_process_when_redis_is_down() -> None:
+    dead = redis_client("redis://127.0.0.1:1/0")
+    conns = RedisConnections(dead, "x:", 5)
+    assert [await conns.acquire(7, c, 2) for c in (1, 2, 3)] == [True, True, False]
+    await conns.release(7, 1)
+    assert await conns.acquire(7, 3, 2)
     await dead.aclose()

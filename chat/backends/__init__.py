@@ -5,12 +5,13 @@
 | fan-out     | `fanout.Broker`          | `memory_fanout`   | `redis_fanout`             |
 | presence    | `presence.PresenceStore` | `memory_presence` | `redis_presence`           |
 | rate limits | `limits.Limiter`         | `memory_limits`   | `redis_limits`             |
+| connections | `connections.ConnectionCounter` | `memory_connections` | `redis_connections` |
 
 Fan-out carries room messages and every other cross-process signal: presence
 changes, revocations (`user:<id>` channels close a user's sockets everywhere)
 and task frames (`admins`); task cancels are stored in the database.
 
-`create_backends(settings)` reads the settings once and builds all three on
+`create_backends(settings)` reads the settings once and builds them all on
 one `redis_client.RedisConnection` (or none).
 """
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
+from chat.backends.connections import ConnectionCounter
 from chat.backends.fanout import Broker
 from chat.backends.limits import Limiter
 from chat.backends.presence import PresenceFactory
@@ -24,6 +25,7 @@ class Backends:
     fanout: Broker
     presence: PresenceFactory  # given the hub's change callback
     limits: Limiter  # per user (frames) and per address (handshakes)
+    connections: ConnectionCounter  # per user, for the connection cap
     redis: RedisConnection | None = None  # closed by `close`, after the users stopped
 
     async def close(self) -> None:
@@ -35,6 +37,7 @@ def create_backends(settings: Settings) -> Backends:
     """Memory backends without `CHAT_REDIS_URL`; Redis ones, on one connection, with it."""
     local_buckets = RateLimiter()  # the per-user limits' own, or Redis's fallback
     if not settings.redis_url:
+        from chat.backends.memory_connections import MemoryConnections
         from chat.backends.memory_fanout import MemoryBroker
         from chat.backends.memory_limits import MemoryLimiter
         from chat.backends.memory_presence import MemoryPresence
@@ -44,9 +47,11 @@ def create_backends(settings: Settings) -> Backends:
             MemoryBroker(),
             partial(MemoryPresence, settings.presence_grace),
             MemoryLimiter(local_buckets),
+            MemoryConnections(),
         )
     # Imported only here: a process without Redis never loads the Redis modules.
     from chat.backends.redis_client import RedisConnection
+    from chat.backends.redis_connections import RedisConnections
     from chat.backends.redis_fanout import RedisBroker
     from chat.backends.redis_limits import RedisLimiter
     from chat.backends.redis_presence import RedisPresence
@@ -63,5 +68,6 @@ def create_backends(settings: Settings) -> Backends:
             settings.presence_ttl,
         ),
         RedisLimiter(redis.commands, redis.prefix, local_buckets),
+        RedisConnections(redis.commands, redis.prefix, settings.presence_ttl),
         redis,
     )

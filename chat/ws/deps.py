@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from chat.abuse import AbuseMonitor
 from chat.accounts import Accounts
+from chat.backends.connections import ConnectionCounter
 from chat.backends.limits import Limiter
 from chat.config import Settings
 from chat.hub import Connection, Hub
@@ -21,6 +22,7 @@ class WsDeps:
     store: Store  # rooms, history, and the token checks' user facts
     accounts: Accounts  # authentication
     writer: MessageWriter  # sends go here; acks come back per sender
+    connections: ConnectionCounter  # per-user connection cap (Redis when set)
     limits: Limiter  # per-user frame and per-address handshake buckets (Redis when set)
     abuse: AbuseMonitor
     greet: Callable[[Connection], Awaitable[None]]  # active tasks' state for a new socket

@@ -79,14 +79,19 @@ class Session:
         await close_quietly(self.ws, code, reason)
 
     async def run(self) -> None:
-        hub = self.deps.hub
-        # Check and register with no await in between: the cap holds under a burst.
-        if hub.user_connections(self.user.id) >= self.settings.max_connections_per_user:
-            await self._close(
-                CloseCode.TOO_MANY_CONNECTIONS,
-                f"at most {self.settings.max_connections_per_user} connections per user",
-            )
+        connections = self.deps.connections
+        cap = self.settings.max_connections_per_user
+        # Counted on every process when CHAT_REDIS_URL is set (chat.backends).
+        if not await connections.acquire(self.user.id, self.conn.id, cap):
+            await self._close(CloseCode.TOO_MANY_CONNECTIONS, f"at most {cap} connections per user")
             return
+        try:
+            await self._registered()
+        finally:
+            await connections.release(self.user.id, self.conn.id)  # idempotent
+
+    async def _registered(self) -> None:
+        hub = self.deps.hub
         await hub.register(self.conn)
         try:
             # A revocation published between authenticating and registering
@@ -116,6 +121,7 @@ class Session:
             if self._expiry is not None:
                 self._expiry.cancel()
             await hub.unregister(self.conn)
+            await self.deps.connections.release(self.user.id, self.conn.id)  # at once
             if self.conn.closing:
                 # Returning drops the socket: let the close frame (and its code) go first.
                 with contextlib.suppress(TimeoutError):
