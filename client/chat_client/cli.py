@@ -165,7 +165,8 @@ async def _tail(args: argparse.Namespace) -> int:
                 elif isinstance(event, ErrorFrame):
                     if not client.rooms:
                         raise RequestError(event)
-                    print(f"chat tail: {event.code}: {event.detail}", file=sys.stderr, flush=True)
+                    line = f"{_prog(args, 'tail')}: {event.code}: {event.detail}"
+                    print(line, file=sys.stderr, flush=True)
     except asyncio.CancelledError:
         return 0
     return 0
@@ -232,9 +233,14 @@ def _run(command: str, args: argparse.Namespace, work: Coroutine[Any, Any, int])
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     code, reason = _outcome(lambda: asyncio.run(work))
     if reason:
-        prog = getattr(args, "prog", None) or f"chat {command}"
-        print(f"{prog}: {reason}", file=sys.stderr, flush=True)
+        print(f"{_prog(args, command)}: {reason}", file=sys.stderr, flush=True)
     return code
+
+
+def _prog(args: argparse.Namespace, command: str) -> str:
+    """The command's name for its error lines: `chat send`, `chat-client tail`..."""
+    prog: str | None = getattr(args, "prog", None)
+    return prog or f"chat {command}"
 
 
 def _outcome(call: Callable[[], int]) -> tuple[int, str | None]:
