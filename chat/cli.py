@@ -1,4 +1,8 @@
-"""The `chat` command: serve, db upgrade, users create, bots create, send, tail."""
+"""The `chat` command: serve, db upgrade, users create, bots create; send, tail, tasks.
+
+The last three are the client's own subcommands (`chat_client.cli`), the same as
+`chat-client` runs where only the client is installed.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from chat.config import Settings
+from chat_client.cli import add_client_commands
+from chat_client.tasks_cli import add_task_commands
 
 log = logging.getLogger("chat")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -70,14 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     create_bot.add_argument("name")
     create_bot.set_defaults(handler=cmd_bots_create)
 
-    try:
-        from chat.client_cli import add_client_commands
-    except ImportError:  # the client tools are optional
-        pass
-    else:
-        add_client_commands(commands)
-    from chat.tasks_cli import add_task_commands
-
+    # The client's subcommands (send, tail, tasks), from the client distribution.
+    add_client_commands(commands)
     add_task_commands(commands)
     return parser
 

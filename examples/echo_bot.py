@@ -4,7 +4,8 @@
     CHAT_TOKEN=<token> python examples/echo_bot.py general
 
 `CHAT_URL` defaults to ws://127.0.0.1:8000/ws. The client reconnects by itself
-and resumes where it stopped, so the bot survives server restarts.
+and resumes where it stopped, so the bot survives server restarts. It needs only
+the client distribution (`pip install ./client`), not the server.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import asyncio
 import os
 import sys
 
-from chat.client import ChatClient
-from chat.protocol import MessageFrame
+from chat_client import ChatClient, MessageFrame
 
 
 async def echo(client: ChatClient) -> None:

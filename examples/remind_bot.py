@@ -4,7 +4,8 @@
     CHAT_TOKEN=<token> python examples/remind_bot.py general
 
 Delays take a unit: `s`, `m` or `h` (`/remind 90s tea`, `/remind 2h standup`), up to
-a day. Reminders live in memory: they are lost if the bot itself stops.
+a day. Reminders live in memory: they are lost if the bot itself stops. The bot
+needs only the client distribution (`pip install ./client`), not the server.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import re
 import sys
 from typing import NamedTuple
 
-from chat.client import ChatClient
-from chat.protocol import MessageFrame
+from chat_client import ChatClient, MessageFrame
 
 COMMAND = re.compile(r"/remind(?:\s+(?P<args>.*))?", re.DOTALL)
 ARGS = re.compile(r"(?P<amount>\d{1,6})(?P<unit>[smh])\s+(?P<text>\S.*)", re.DOTALL)

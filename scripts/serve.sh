@@ -4,5 +4,5 @@
 # `chat serve` (e.g. --port 9000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/setup.sh ""  # no extras (without an argument it would see ours)
 exec .venv/bin/chat serve "$@"

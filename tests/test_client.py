@@ -1,4 +1,4 @@
-"""`chat.client.ChatClient` against real servers: resume, exactly-once sends, errors."""
+"""`chat_client.ChatClient` against real servers: resume, exactly-once sends, errors."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ from types import ModuleType
 import httpx
 import pytest
 
-from chat.client import (
+from chat_client import (
+    AckFrame,
     AuthenticationError,
     ChatClient,
     ConnectionFailedError,
+    MessageFrame,
+    PresenceFrame,
     RequestError,
     RevokedError,
+    TypingFrame,
     http_base_url,
 )
-from chat.protocol import AckFrame, MessageFrame, PresenceFrame, TypingFrame
 from tests.conftest import ServerFactory
 from tests.harness import ROOT, Account, Api, ServerProcess
 
@@ -322,8 +325,8 @@ def test_importing_the_client_needs_no_server_dependencies() -> None:
     import sys
 
     code = (
-        "import sys, chat.client, chat.client_cli; "
-        "heavy = {'fastapi', 'sqlalchemy', 'jose', 'starlette', 'uvicorn', 'redis'}; "
+        "import sys, chat_client, chat_client.cli, chat_client.tasks_cli; "
+        "heavy = {'fastapi', 'sqlalchemy', 'jose', 'starlette', 'uvicorn', 'redis', 'chat'}; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

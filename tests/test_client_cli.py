@@ -192,6 +192,20 @@ def test_other_failures_are_one_line_and_non_zero(
     assert one_line(down.stderr).startswith("chat send: cannot connect to ws://127.0.0.1:")
 
 
+def test_chat_client_is_the_same_tools_under_its_own_name(shell_env: dict[str, str]) -> None:
+    """The client distribution's own command: send, tail and tasks, errors named after it."""
+    client = f"{shlex.quote(sys.executable)} -m chat_client"
+    usage = sh(f"{client} --help", shell_env)
+    assert usage.returncode == 0, usage.stderr
+    assert usage.stdout.startswith("usage: chat-client [-h] {send,tail,tasks}")
+    no_token = sh(f"{client} tail --room x", {**shell_env, "CHAT_TOKEN": ""})
+    assert no_token.returncode == 2
+    assert one_line(no_token.stderr) == "chat-client tail: no token: pass --token or set CHAT_TOKEN"
+    tasks = sh(f"{client} tasks list", {**shell_env, "CHAT_TOKEN": ""})
+    assert tasks.returncode == 2
+    assert one_line(tasks.stderr) == "chat-client: no token: pass --token or set CHAT_TOKEN"
+
+
 def test_tail_stops_cleanly_on_sigterm_even_while_connecting(
     shell_env: dict[str, str], background: list[Background]
 ) -> None:

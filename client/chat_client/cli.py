@@ -1,9 +1,12 @@
-"""`chat send` and `chat tail`: the client library as command-line tools.
+"""`send` and `tail`: the client library as command-line tools, and `chat-client`.
 
-Both take `--url` (default `$CHAT_URL`, else `ws://127.0.0.1:8000/ws`) and
-`--token` (default `$CHAT_TOKEN`). Exit status: 0 on success, 1 when the server
-refused or could not be reached, 2 for bad usage, 3 when the token was refused;
-the reason is one line on stderr.
+`add_client_commands` registers them on any argparse program: the `chat-client`
+command (`main`, also `python -m chat_client`) and the server's `chat` command both
+do, beside `tasks` (`chat_client.tasks_cli`). Both take `--url` (default
+`$CHAT_URL`, else `ws://127.0.0.1:8000/ws`) and `--token` (default `$CHAT_TOKEN`).
+Exit status: 0 on success, 1 when the server refused or could not be reached, 2 for
+bad usage, 3 when the token was refused; the reason is one line on stderr, after
+the command's name (`chat send: ...`, `chat-client send: ...`).
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
-from chat.client import (
+from chat_client.client import ChatClient
+from chat_client.errors import (
     AuthenticationError,
-    ChatClient,
     ChatClientError,
     ConnectionFailedError,
     RequestError,
 )
-from chat.protocol import ErrorFrame, MessageFrame
+from chat_client.protocol import ErrorFrame, MessageFrame
+from chat_client.tasks_cli import add_task_commands
 
-__all__ = ["add_client_commands", "format_message", "run_send", "run_tail"]
+__all__ = ["add_client_commands", "format_message", "main", "run_send", "run_tail"]
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 EXIT_FAILED = 1
@@ -43,7 +47,8 @@ class _UsageError(Exception):
 def add_client_commands(subparsers: Any) -> None:
     """Register `send` and `tail` on an argparse subparsers object (`add_subparsers()`).
 
-    Each subcommand sets `handler` (and `func`) to `run_send` / `run_tail`.
+    Each subcommand sets `handler` (and `func`) to `run_send` / `run_tail`, and
+    `prog` to its full name (`chat send`), which starts its error lines.
     """
     send = subparsers.add_parser(
         "send",
@@ -57,7 +62,7 @@ def add_client_commands(subparsers: Any) -> None:
         "--timeout", type=float, default=30.0, help="seconds to wait for the ack (default 30)"
     )
     _add_connection_options(send, retries=8)
-    send.set_defaults(handler=run_send, func=run_send)
+    send.set_defaults(handler=run_send, func=run_send, prog=send.prog)
 
     tail = subparsers.add_parser(
         "tail",
@@ -75,7 +80,7 @@ def add_client_commands(subparsers: Any) -> None:
     )
     tail.add_argument("--json", action="store_true", help="one JSON object per message per line")
     _add_connection_options(tail, retries=12)
-    tail.set_defaults(handler=run_tail, func=run_tail)
+    tail.set_defaults(handler=run_tail, func=run_tail, prog=tail.prog)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser, retries: int) -> None:
@@ -114,7 +119,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    """`chat send`: send one message, print its seq (or the ack as JSON); exit status."""
+    """`send`: send one message, print its seq (or the ack as JSON); exit status."""
     return _run("send", args, _send(args))
 
 
@@ -138,7 +143,7 @@ async def _send(args: argparse.Namespace) -> int:
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    """`chat tail`: print messages as they arrive until SIGINT/SIGTERM (then exit 0)."""
+    """`tail`: print messages as they arrive until SIGINT/SIGTERM (then exit 0)."""
     return _run("tail", args, _tail(args))
 
 
@@ -160,7 +165,8 @@ async def _tail(args: argparse.Namespace) -> int:
                 elif isinstance(event, ErrorFrame):
                     if not client.rooms:
                         raise RequestError(event)
-                    print(f"chat tail: {event.code}: {event.detail}", file=sys.stderr, flush=True)
+                    line = f"{_prog(args, 'tail')}: {event.code}: {event.detail}"
+                    print(line, file=sys.stderr, flush=True)
     except asyncio.CancelledError:
         return 0
     return 0
@@ -219,7 +225,7 @@ async def _join(client: ChatClient, room: str, since: int | None = None) -> None
 
 def _run(command: str, args: argparse.Namespace, work: Coroutine[Any, Any, int]) -> int:
     """Run `work`, turning every failure into one line on stderr and an exit status."""
-    logging.getLogger("chat.client").setLevel(
+    logging.getLogger("chat_client").setLevel(
         logging.INFO if args.verbose else logging.CRITICAL + 1
     )
     logging.getLogger("httpx").setLevel(logging.INFO if args.verbose else logging.WARNING)
@@ -227,8 +233,14 @@ def _run(command: str, args: argparse.Namespace, work: Coroutine[Any, Any, int])
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     code, reason = _outcome(lambda: asyncio.run(work))
     if reason:
-        print(f"chat {command}: {reason}", file=sys.stderr, flush=True)
+        print(f"{_prog(args, command)}: {reason}", file=sys.stderr, flush=True)
     return code
+
+
+def _prog(args: argparse.Namespace, command: str) -> str:
+    """The command's name for its error lines: `chat send`, `chat-client tail`..."""
+    prog: str | None = getattr(args, "prog", None)
+    return prog or f"chat {command}"
 
 
 def _outcome(call: Callable[[], int]) -> tuple[int, str | None]:
@@ -256,14 +268,17 @@ def _outcome(call: Callable[[], int]) -> tuple[int, str | None]:
         return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
 
 
+def build_parser(prog: str = "chat-client") -> argparse.ArgumentParser:
+    """The `chat-client` program: `send`, `tail` and `tasks ...`."""
+    parser = argparse.ArgumentParser(prog=prog, description="chat hub client tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_client_commands(commands)
+    add_task_commands(commands)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m chat.client_cli send|tail ...`, for environments without `chat`."""
-    parser = argparse.ArgumentParser(prog="chat", description="chat hub client tools")
-    add_client_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    """`chat-client send|tail|tasks ...` (also `python -m chat_client`); the exit status."""
+    args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,6 @@
-"""`chat tasks ...`: start, watch, list, cancel and download tasks over the HTTP API.
+"""`tasks ...`: start, watch, list, cancel and download tasks over the HTTP API.
+
+A subcommand of both `chat` and `chat-client` (`add_task_commands`):
 
     chat tasks start export --param room=general --param format=csv --wait
     chat tasks start import_users --file users.csv --wait --json
@@ -10,7 +12,7 @@ Every command takes `--url` (the server: `http://host:port`, or its WebSocket UR
 (default `$CHAT_TOKEN`). `start` prints the task's id at once (202); with `--wait` it
 reports progress on stderr and ends with the final task. Exit status: 0 done (and,
 with `--wait`, succeeded), 1 refused, failed or cancelled, 2 bad usage, 3 the token
-was refused.
+was refused; the reason is one line on stderr, after the program's name (`chat: ...`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,16 @@ class _Exit(Exception):
 
 
 def add_task_commands(subparsers: Any) -> None:
-    """Register `chat tasks ...` on an argparse subparsers object."""
-    tasks = subparsers.add_parser(
+    """Register `tasks ...` on an argparse subparsers object (`add_subparsers()`).
+
+    Each subcommand sets `handler`, and `tool`: the program's name (`chat`,
+    `chat-client`), which starts its error lines.
+    """
+    group = subparsers.add_parser(
         "tasks", help="long-running tasks (export, purge, import_users, demo)"
-    ).add_subparsers(dest="tasks_command", required=True)
+    )
+    tool = group.prog.split()[0]  # "chat tasks" -> "chat"
+    tasks = group.add_subparsers(dest="tasks_command", required=True)
 
     start = tasks.add_parser("start", help="start a task; prints its id")
     start.add_argument("kind", help="demo, export, purge, import_users")
@@ -89,6 +97,7 @@ def add_task_commands(subparsers: Any) -> None:
         command.add_argument(
             "--token", default=os.environ.get("CHAT_TOKEN"), help="default $CHAT_TOKEN"
         )
+        command.set_defaults(tool=tool)
 
 
 def _run(work: Any) -> Any:
@@ -98,13 +107,17 @@ def _run(work: Any) -> Any:
                 code: int = work(client, args)
                 return code
         except _Exit as exc:
-            print(f"chat: {exc}", file=sys.stderr)
+            print(f"{_tool(args)}: {exc}", file=sys.stderr)
             return exc.code
         except httpx.HTTPError as exc:
-            print(f"chat: cannot reach the server: {exc}", file=sys.stderr)
+            print(f"{_tool(args)}: cannot reach the server: {exc}", file=sys.stderr)
             return EXIT_FAILED
 
     return handler
+
+
+def _tool(args: argparse.Namespace) -> str:
+    return getattr(args, "tool", None) or "chat"
 
 
 def base_url(url: str) -> str:

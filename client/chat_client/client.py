@@ -17,8 +17,10 @@ the same `ref` until it is acknowledged, so a message is stored exactly once.
 Errors that retrying cannot fix (a bad or revoked token) end the client with a
 typed exception instead.
 
-It needs only `websockets`, `httpx` and `pydantic` (through `chat.protocol`),
-never the server's own dependencies.
+This module is the public API and the supervision of the connection (the state
+they share: rooms, last seqs, pending sends, waiters); opening one connection and
+the backoff policy are in `connection.py`, paging history in `history.py`, the
+errors in `errors.py`. It needs only `websockets`, `httpx` and `pydantic`.
 """
 
 from __future__ import annotations
@@ -27,22 +29,37 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, TypeAlias
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Final, TypeAlias
 
 from pydantic import BaseModel, ValidationError
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
-from chat import __version__
-from chat.protocol import (
+from chat_client.connection import (
+    Backoff,
+    Connection,
+    describe_close,
+    http_base_url,
+    open_connection,
+    ws_url,
+)
+from chat_client.errors import (
+    AuthenticationError,
+    ChatClientError,
+    ClientClosedError,
+    ConnectionFailedError,
+    DisconnectedError,
+    FrameTooLargeError,
+    RequestError,
+    short,
+)
+from chat_client.history import PAGE, History, HistoryError
+from chat_client.protocol import (
     AckFrame,
     AlertFrame,
     AuthIn,
@@ -68,25 +85,9 @@ from chat.protocol import (
     parse_server_frame,
 )
 
-if TYPE_CHECKING:
-    import httpx  # imported when first needed: only paging a long gap uses HTTP
+__all__ = ["ChatClient", "Event", "TokenProvider"]
 
-__all__ = [
-    "AuthenticationError",
-    "ChatClient",
-    "ChatClientError",
-    "ClientClosedError",
-    "ConnectionFailedError",
-    "DisconnectedError",
-    "Event",
-    "FrameTooLargeError",
-    "RequestError",
-    "RevokedError",
-    "TokenProvider",
-    "http_base_url",
-]
-
-log = logging.getLogger("chat.client")
+log = logging.getLogger(__name__)
 
 Event: TypeAlias = MessageFrame | PresenceFrame | TypingFrame | TaskFrame | AlertFrame | ErrorFrame
 """What iterating a `ChatClient` yields. `ErrorFrame`s are the ones no call of yours awaits."""
@@ -94,97 +95,16 @@ Event: TypeAlias = MessageFrame | PresenceFrame | TypingFrame | TaskFrame | Aler
 TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
 """A callable (plain or async) returning a currently valid access token."""
 
-HISTORY_PAGE: Final = 100
-_AUTH_STATUSES: Final = frozenset({401, 403})
+RETRY_LATER: Final = frozenset(
+    {ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE}
+)
+"""`error` codes after which a send is retransmitted with its ref (nothing was stored)."""
 _INTERNAL_RETRIES: Final = 3  # `internal` errors a send is retried through
 _STABLE_AFTER: Final = 5.0  # seconds a connection must last to reset the backoff
-# Closes after which reconnecting at once (with a little jitter) is right:
-# going away, uvicorn's "service restart" (1012) and "too slow, resume" (4008).
-_RESTARTING: Final = frozenset({CloseCode.GOING_AWAY, 1012, CloseCode.SLOW_CONSUMER})
-
-
-# --- errors --------------------------------------------------------------------
-
-
-class ChatClientError(Exception):
-    """Base class of every error `ChatClient` raises."""
-
-
-class AuthenticationError(ChatClientError):
-    """The server refused the token (bad, expired or revoked). Retrying will not help.
-
-    `status` is the HTTP status of a refused handshake, `close_code` the WebSocket
-    close code of a connection ended for authentication (1008).
-    """
-
-    def __init__(
-        self, message: str, *, status: int | None = None, close_code: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.close_code = close_code
-
-
-class RevokedError(AuthenticationError):
-    """The token was revoked or the account banned while connected (close code 4003)."""
-
-
-class ConnectionFailedError(ChatClientError):
-    """The server could not be reached within the allowed number of attempts."""
-
-
-class DisconnectedError(ChatClientError):
-    """The connection dropped before the reply to a request (`ping`, `leave`...) arrived."""
-
-
-class ClientClosedError(ChatClientError):
-    """The client was closed, or is not open yet."""
-
-
-class FrameTooLargeError(ChatClientError, ValueError):
-    """A frame is larger than the server accepts (`hello.limits["max_frame_bytes"]`)."""
-
-
-class RequestError(ChatClientError):
-    """The server refused a frame of ours with an `error` frame (e.g. `forbidden`)."""
-
-    def __init__(self, frame: ErrorFrame) -> None:
-        super().__init__(f"{frame.code}: {frame.detail}")
-        self.frame = frame
-        self.code = frame.code
-        self.detail = frame.detail
 
 
 class _ResyncNeeded(Exception):
     """A gap in a room's messages could not be paged over HTTP: reconnect and resume."""
-
-
-# --- helpers -------------------------------------------------------------------
-
-
-def http_base_url(ws_url: str) -> str:
-    """The HTTP(S) base URL of the server whose WebSocket endpoint is `ws_url`.
-
-    `ws://host:8000/ws` gives `http://host:8000`, `wss://host/chat/ws` gives
-    `https://host/chat`.
-    """
-    parts = urlsplit(ws_url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/")
-    if path.endswith("/ws"):
-        path = path[: -len("/ws")]
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
-
-
-def _ws_url(url: str) -> str:
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss"):
-        raise ValueError(f"not a WebSocket URL: {url!r} (expected ws:// or wss://)")
-    path = parts.path or "/ws"
-    if path == "/" and parts.scheme in ("http", "https"):
-        path = "/ws"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 def _new_ref(prefix: str) -> str:
@@ -193,21 +113,6 @@ def _new_ref(prefix: str) -> str:
 
 def _encode(frame: BaseModel) -> str:
     return frame.model_dump_json(exclude_none=True)
-
-
-def _describe_close(code: int | None, reason: str | None) -> str:
-    text = f"close code {code}" if code is not None else "connection lost"
-    return f"{text} ({reason})" if reason else text
-
-
-@dataclass(eq=False)
-class _Connection:
-    ws: ClientConnection
-    generation: int
-    token: str
-    hello: HelloFrame
-    joins_sent: set[str] = field(default_factory=set)
-    ready: bool = False
 
 
 @dataclass(eq=False)
@@ -260,20 +165,18 @@ class ChatClient:
             raise ValueError("give exactly one of token= and token_provider=")
         if max_connect_attempts is not None and max_connect_attempts < 1:
             raise ValueError("max_connect_attempts must be at least 1 (or None)")
-        self.url = _ws_url(url)
+        self.url = ws_url(url)
         self.http_url = http_base_url(self.url)
         self._token = token
         self._token_provider = token_provider
         self._max_connect_attempts = max_connect_attempts
-        self._backoff_initial = backoff_initial
-        self._backoff_max = max(backoff_max, backoff_initial)
+        self._backoff = Backoff(backoff_initial, max(backoff_max, backoff_initial))
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._open_timeout = open_timeout
         self._request_timeout = request_timeout
-        self._http_timeout = http_timeout
 
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._generation = 0
         self._hello: HelloFrame | None = None
         self._rooms: dict[str, None] = {}  # rooms to be in, in join order
@@ -287,7 +190,7 @@ class ChatClient:
         self._background: set[asyncio.Task[None]] = set()
         self._supervisor: asyncio.Task[None] | None = None
         self._first_connect: asyncio.Future[None] | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._history = History(self.http_url, timeout=http_timeout)
         self._failure: BaseException | None = None
         self._closed = False
         self._reconnects = 0
@@ -348,9 +251,7 @@ class ChatClient:
         if self._failure is None:
             self._fail_all(ClientClosedError("the client was closed"))
             self._events.put_nowait(None)
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._history.aclose()
 
     # --- state -----------------------------------------------------------------
 
@@ -531,44 +432,25 @@ class ChatClient:
                     raise
                 except Exception as exc:
                     failures += 1
-                    log.info("connection attempt %d failed: %s", failures, _short(exc))
+                    log.info("connection attempt %d failed: %s", failures, short(exc))
                     limit = self._max_connect_attempts
                     if limit is not None and failures >= limit:
                         raise ConnectionFailedError(
-                            f"cannot connect to {self.url}: {_short(exc)}"
+                            f"cannot connect to {self.url}: {short(exc)}"
                         ) from exc
-                    delay = max(self._backoff(failures), _retry_after(exc))
+                    delay = self._backoff.after_failure(failures, exc)
                     continue
                 failures = 0
                 started = time.monotonic()
                 code, reason = await self._serve(conn)
                 lasted = time.monotonic() - started
                 unstable = 0 if lasted >= _STABLE_AFTER else unstable + 1
-                log.info("disconnected: %s", _describe_close(code, reason))
-                if code == CloseCode.POLICY:
-                    raise AuthenticationError(
-                        f"the server ended the session: {_describe_close(code, reason)}",
-                        close_code=code,
-                    )
-                if code == CloseCode.REVOKED:
-                    raise RevokedError(
-                        f"the token was revoked: {_describe_close(code, reason)}",
-                        close_code=code,
-                    )
-                if code == CloseCode.TOKEN_EXPIRED and unstable <= 1:
-                    delay = 0.0  # reconnect at once with a fresh token
-                elif code in _RESTARTING and unstable <= 1:
-                    delay = random.uniform(0, self._backoff_initial)  # spread a restart's herd
-                else:
-                    delay = self._backoff(max(unstable, 1))
+                log.info("disconnected: %s", describe_close(code, reason))
+                delay = self._backoff.after_close(code, reason, unstable)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._fail(exc)
-
-    def _backoff(self, attempt: int) -> float:
-        base = min(self._backoff_max, self._backoff_initial * 2 ** min(attempt - 1, 30))
-        return random.uniform(base / 2, base)
 
     async def _fresh_token(self) -> str:
         if self._token_provider is None:
@@ -580,54 +462,21 @@ class ChatClient:
             raise TypeError("the token provider must return a non-empty string")
         return token
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> Connection:
+        """Open a connection with a fresh token (see `open_connection`)."""
         token = await self._fresh_token()
-        try:
-            ws = await connect(
-                self.url,
-                additional_headers={"Authorization": f"Bearer {token}"},
-                user_agent_header=f"chat-client/{__version__}",
-                open_timeout=self._open_timeout,
-                ping_interval=self._ping_interval,
-                ping_timeout=self._ping_timeout,
-                close_timeout=2.0,
-                max_size=None,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in _AUTH_STATUSES:
-                raise AuthenticationError(
-                    f"the server refused the token (HTTP {status})", status=status
-                ) from None
-            raise
-        try:
-            async with asyncio.timeout(self._open_timeout):
-                raw = await ws.recv()
-            frame = parse_server_frame(raw)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            reason = exc.rcvd.reason if exc.rcvd is not None else None
-            if code == CloseCode.POLICY:
-                raise AuthenticationError(
-                    f"the server refused the token: {_describe_close(code, reason)}",
-                    close_code=code,
-                ) from None
-            if code == CloseCode.REVOKED:
-                raise RevokedError(
-                    f"the token was revoked: {_describe_close(code, reason)}", close_code=code
-                ) from None
-            raise
-        except BaseException:
-            await ws.close()
-            raise
-        if not isinstance(frame, HelloFrame):
-            await ws.close()
-            raise ConnectionError(f"expected a hello frame, got {frame.type!r}")
+        ws, hello = await open_connection(
+            self.url,
+            token,
+            open_timeout=self._open_timeout,
+            ping_interval=self._ping_interval,
+            ping_timeout=self._ping_timeout,
+        )
         self._generation += 1
-        self._hello = frame
-        return _Connection(ws=ws, generation=self._generation, token=token, hello=frame)
+        self._hello = hello
+        return Connection(ws=ws, generation=self._generation, token=token, hello=hello)
 
-    async def _serve(self, conn: _Connection) -> tuple[int | None, str | None]:
+    async def _serve(self, conn: Connection) -> tuple[int | None, str | None]:
         """Run one connection until it ends; returns its close code and reason."""
         self._conn = conn
         helpers: list[asyncio.Task[None]] = []
@@ -667,7 +516,7 @@ class ChatClient:
                     future.set_exception(DisconnectedError("the connection dropped"))
             self._requests.clear()
 
-    async def _rejoin(self, conn: _Connection) -> None:
+    async def _rejoin(self, conn: Connection) -> None:
         """Send a join for every room, with `since` the last seq delivered there.
 
         The server handles a connection's frames in order, so anything sent after
@@ -677,13 +526,13 @@ class ChatClient:
             for room in todo:
                 await self._send_join(conn, room)
 
-    async def _retransmit(self, conn: _Connection) -> None:
+    async def _retransmit(self, conn: Connection) -> None:
         """Send again, with their refs, the sends not acknowledged on an earlier connection."""
         for pending in list(self._pending.values()):
             if pending.generation != conn.generation:
                 await self._transmit(conn, pending)
 
-    async def _refresh_before_expiry(self, conn: _Connection) -> None:
+    async def _refresh_before_expiry(self, conn: Connection) -> None:
         """With a token provider, send a fresh token before the current one expires."""
         if self._token_provider is None:
             return
@@ -697,11 +546,11 @@ class ChatClient:
             try:
                 reply = await self.reauthenticate()
             except (ChatClientError, TimeoutError, TypeError) as exc:
-                log.warning("could not refresh the token: %s", _short(exc))
+                log.warning("could not refresh the token: %s", short(exc))
                 return
             expires_at = reply.expires_at
 
-    async def _send_join(self, conn: _Connection, room: str) -> None:
+    async def _send_join(self, conn: Connection, room: str) -> None:
         conn.joins_sent.add(room)
         ref = _new_ref("j-")
         self._join_refs[ref] = room
@@ -709,7 +558,7 @@ class ChatClient:
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(_encode(frame))
 
-    async def _request(self, conn: _Connection, frame: BaseModel) -> ServerFrame:
+    async def _request(self, conn: Connection, frame: BaseModel) -> ServerFrame:
         ref = getattr(frame, "ref", None)
         assert isinstance(ref, str)
         future: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
@@ -724,7 +573,7 @@ class ChatClient:
         finally:
             self._requests.pop(ref, None)
 
-    async def _transmit(self, conn: _Connection, pending: _PendingSend) -> None:
+    async def _transmit(self, conn: Connection, pending: _PendingSend) -> None:
         pending.generation = conn.generation
         while (wait := self._paused_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
@@ -749,7 +598,7 @@ class ChatClient:
 
     # --- incoming frames -------------------------------------------------------
 
-    async def _dispatch(self, conn: _Connection, raw: str | bytes) -> None:
+    async def _dispatch(self, conn: Connection, raw: str | bytes) -> None:
         try:
             frame = parse_server_frame(raw)
         except ValidationError:
@@ -812,44 +661,23 @@ class ChatClient:
 
     async def _fill(self, room: str, before: int) -> None:
         """Deliver the stored messages of `room` after its last seq and before `before`."""
-        import httpx
-
         after = self._last_seq.get(room)
         while after is not None and after + 1 < before:
+            conn = self._conn
+            token = conn.token if conn is not None else await self._fresh_token()
             try:
-                items = await self._history_after(room, after)
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-                raise _ResyncNeeded(f"cannot page {room!r} after {after}: {_short(exc)}") from exc
+                items = await self._history.after(room, after, token)
+            except HistoryError as exc:
+                raise _ResyncNeeded(f"cannot page {room!r} after {after}: {exc}") from exc
             for item in items:
                 if after < item.seq < before:
                     self._events.put_nowait(item)
                     self._last_seq[room] = after = item.seq
-            if len(items) < HISTORY_PAGE or items[-1].seq >= before - 1:
+            if len(items) < PAGE or items[-1].seq >= before - 1:
                 return
             after = max(after, items[-1].seq)
 
-    async def _history_after(self, room: str, after: int) -> list[MessageFrame]:
-        if self._http is None:
-            import httpx
-
-            self._http = httpx.AsyncClient(
-                base_url=self.http_url,
-                timeout=self._http_timeout,
-                headers={"User-Agent": f"chat-client/{__version__}"},
-            )
-        conn = self._conn
-        token = conn.token if conn is not None else await self._fresh_token()
-        response = await self._http.get(
-            f"/api/rooms/{quote(room, safe='')}/messages",
-            params={"after": after, "limit": HISTORY_PAGE},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        response.raise_for_status()
-        items = response.json()["items"]
-        frames = [MessageFrame.model_validate(item, strict=False) for item in items]
-        return sorted(frames, key=lambda m: m.seq)
-
-    def _on_error(self, conn: _Connection, frame: ErrorFrame) -> None:
+    def _on_error(self, conn: Connection, frame: ErrorFrame) -> None:
         ref = frame.ref
         if ref is not None and (pending := self._pending.get(ref)) is not None:
             if frame.code in RETRY_LATER:  # nothing stored: the same ref again, later
@@ -859,7 +687,8 @@ class ChatClient:
             elif frame.code == ErrorCode.INTERNAL and pending.internal_errors < _INTERNAL_RETRIES:
                 # Nothing was stored (say, a database hiccup while the server stops).
                 pending.internal_errors += 1
-                self._retransmit_later(conn, pending, self._backoff(pending.internal_errors))
+                delay = self._backoff.delay(pending.internal_errors)
+                self._retransmit_later(conn, pending, delay)
             elif not pending.future.done():
                 pending.future.set_exception(RequestError(frame))
             return
@@ -887,7 +716,7 @@ class ChatClient:
 
     # --- ending ----------------------------------------------------------------
 
-    def _retransmit_later(self, conn: _Connection, pending: _PendingSend, delay: float) -> None:
+    def _retransmit_later(self, conn: Connection, pending: _PendingSend, delay: float) -> None:
         pending.generation = -1  # a reconnect meanwhile retransmits it at once
 
         async def later() -> None:
@@ -898,7 +727,7 @@ class ChatClient:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _rejoin_later(self, conn: _Connection, room: str, delay: float) -> None:
+    def _rejoin_later(self, conn: Connection, room: str, delay: float) -> None:
         conn.joins_sent.discard(room)  # a reconnect meanwhile rejoins it at once
 
         async def later() -> None:
@@ -911,7 +740,7 @@ class ChatClient:
         task.add_done_callback(self._background.discard)
 
     def _fail(self, exc: BaseException) -> None:
-        log.warning("the client stopped: %s", _short(exc))
+        log.warning("the client stopped: %s", short(exc))
         self._failure = exc
         if self._first_connect is not None and not self._first_connect.done():
             self._first_connect.set_exception(exc)
@@ -937,21 +766,3 @@ def _parse_time(value: str) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
-
-
-RETRY_LATER = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE})
-
-
-def _retry_after(exc: BaseException) -> float:
-    """The `Retry-After` of a refused handshake (429 throttled, 503 draining), else 0."""
-    if not isinstance(exc, InvalidStatus):
-        return 0.0
-    try:
-        return min(float(exc.response.headers.get("Retry-After", 0)), 300.0)
-    except ValueError:
-        return 0.0
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
