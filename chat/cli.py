@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from chat.migrate import upgrade
+    from chat.storage.migrate import upgrade
 
     settings = Settings()
     if args.workers > 1 and not settings.redis_url:
@@ -96,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     upgrade(settings.database_url)
     # Resolve (and maybe generate) the dev secret once, before workers start.
-    from chat.security import resolve_secret
+    from chat.auth.tokens import resolve_secret
 
     resolve_secret(settings)
     from chat.drain import SHUTDOWN_GRACE
@@ -149,7 +149,7 @@ def serve_log_config() -> dict[str, object]:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from chat.migrate import upgrade
+    from chat.storage.migrate import upgrade
 
     upgrade(Settings().database_url)
     return 0
@@ -165,7 +165,7 @@ def _run_with_services(work: Callable[..., Awaitable[int]], *extra: object) -> i
         finally:
             await services.db.dispose()
 
-    from chat.migrate import upgrade
+    from chat.storage.migrate import upgrade
 
     upgrade(Settings().database_url)
     return asyncio.run(runner())
@@ -184,7 +184,7 @@ def _read_password() -> str:
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:
-    from chat.store import Conflict, InputError
+    from chat.storage.store import Conflict, InputError
 
     password = _read_password()
 
@@ -205,7 +205,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 
 
 def cmd_bots_create(args: argparse.Namespace) -> int:
-    from chat.store import Conflict, InputError
+    from chat.storage.store import Conflict, InputError
 
     async def work(services: object) -> int:
         from chat.services import Services

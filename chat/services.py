@@ -6,21 +6,22 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from chat.abuse import AbuseMonitor
-from chat.accounts import Accounts
-from chat.alerts import Alerts, HealthWatcher
+from chat.auth.accounts import Accounts
+from chat.auth.passwords import PasswordService
+from chat.auth.tokens import TokenService, resolve_secret
 from chat.backends import Backends, create_backends
 from chat.backends.fanout import Broker
 from chat.backends.limits import Limiter
 from chat.config import Settings
-from chat.db import Database
 from chat.hub import Hub
 from chat.limits.buckets import FailureWindow, Gate, LoginThrottle, RateLimiter
+from chat.monitoring.abuse import AbuseMonitor
+from chat.monitoring.alerts import Alerts, HealthWatcher
 from chat.protocol import encode
-from chat.security import PasswordService, TokenService, resolve_secret
-from chat.store import Store, Stored
+from chat.storage.db import Database
+from chat.storage.store import Store, Stored
+from chat.storage.writer import MessageWriter
 from chat.tasks import TaskRunner
-from chat.writer import MessageWriter
 from chat.ws.deps import WsDeps
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Services:
             draining=lambda: self.draining,
         )
         self.hub.on_resync(self.tasks.resync)
+        self.hub.on_admins_event(self.tasks.changed_somewhere)
         probes = {"database": self.db.ping, "broker": self.broker.ping}
         self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)
 

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat.config import Settings
-from chat.models import Base
+from chat.storage.models import Base
 
 target_metadata = Base.metadata
 

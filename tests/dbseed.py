@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from chat.models import Message, Room, User
+from chat.storage.models import Message, Room, User
 
 BATCH = 5000
 

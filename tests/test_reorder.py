@@ -15,8 +15,8 @@ from chat.backends.fanout import BrokerUnavailable
 from chat.backends.memory_fanout import MemoryBroker
 from chat.backends.memory_presence import MemoryPresence
 from chat.hub import Connection, Hub, room_channel
+from chat.hub.reorder import Reorder
 from chat.protocol import MessageFrame, UserRef, encode
-from chat.reorder import Reorder
 
 Released = list[tuple[str, int, str]]
 LOCAL_PRESENCE = partial(MemoryPresence, 0)

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from chat.alerts import HealthWatcher, RepeatCounter
+from chat.monitoring.alerts import HealthWatcher, RepeatCounter
 from tests.conftest import ServerFactory
 from tests.dbseed import age_messages, seed_messages
 from tests.harness import (

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from chat.ttl_cache import TTLCache
+from chat.storage.ttl_cache import TTLCache
 
 
 class Loader:

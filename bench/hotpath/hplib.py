@@ -404,7 +404,7 @@ async def start_chat(
 
 @functools.cache
 def _token_service() -> Any:
-    from chat.security import TokenService
+    from chat.auth.tokens import TokenService
 
     return TokenService(BENCH_SECRET, "HS256", 24 * 3600.0, 24 * 3600.0)
 
@@ -421,8 +421,8 @@ async def seed_accounts_db(chat: ChatServer, names: Sequence[str], role: str) ->
     from sqlalchemy import insert, select
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from chat.models import User
-    from chat.store import normalize_username
+    from chat.storage.models import User
+    from chat.storage.store import normalize_username
 
     rows = []
     for name in names:

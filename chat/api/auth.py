@@ -11,15 +11,15 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
-from chat import metrics
-from chat.abuse import AbuseEvent
-from chat.accounts import TokenPair
 from chat.api.deps import Caller, ServicesDep, unauthorized
+from chat.auth.accounts import TokenPair
+from chat.auth.tokens import TokenError
 from chat.limits.buckets import Busy
+from chat.monitoring import metrics
+from chat.monitoring.abuse import AbuseEvent
 from chat.protocol import CloseCode
-from chat.security import TokenError
 from chat.services import Services
-from chat.store import Conflict, InputError, normalize_username
+from chat.storage.store import Conflict, InputError, normalize_username
 
 router = APIRouter(prefix="/api", tags=["accounts"])
 

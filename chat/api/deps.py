@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
-from chat.accounts import Principal
-from chat.security import TokenError
+from chat.auth.accounts import Principal
+from chat.auth.tokens import TokenError
 from chat.services import Services
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)

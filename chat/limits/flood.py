@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chat import metrics
 from chat.backends.limits import Limiter
+from chat.monitoring import metrics
 
 PENALTY_AFTER = 5  # refusals in a row before the socket is read more slowly
 PENALTY_MAX = 0.05  # the longest pause after one refusal, in seconds

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from chat.db import Database
     from chat.protocol import UserRef
+    from chat.storage.db import Database
     from chat.tasks.exports import ExportFiles
     from chat.tasks.ports import AccountMaker, Rooms
 

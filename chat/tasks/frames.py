@@ -19,15 +19,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from chat.protocol import UserRef, encode
-from chat.store import user_ref
+from chat.storage.store import user_ref
+from chat.storage.ttl_cache import TTLCache
 from chat.tasks.status import TaskStatus
 from chat.tasks.views import live_frame, row_frame
-from chat.ttl_cache import TTLCache
 
 if TYPE_CHECKING:
     from chat.hub import Connection
-    from chat.models import Task, User
     from chat.protocol import TaskFrame
+    from chat.storage.models import Task, User
     from chat.tasks.context import Progress
     from chat.tasks.live import LiveTask
     from chat.tasks.ports import FramePublisher
@@ -128,6 +128,9 @@ class TaskFrames:
 
     # --- any task -----------------------------------------------------------------
 
+    def forget_greeting(self) -> None:
+        self._active_cache.clear()
+
     async def publish_row(self, task: Task, starter: User) -> None:
         """Send a stored task's state (changed in the database, not by a local run)."""
         await self.publish(user_ref(starter), encode(self._row_frame(task, starter)))
@@ -177,8 +180,8 @@ class TaskFrames:
         """Every active task, read at most once per `GREETING_CACHE_SECONDS`.
 
         A burst of connections would otherwise read the same rows once each.
-        Changes made here drop the copy at once; a task started on another
-        process reaches a socket that connected meanwhile by its next frame.
+        Any task frame, from this process or another (`forget_greeting`, on the
+        `admins` channel), drops the copy at once.
         """
         return await self._active_cache.get(
             None, partial(self.repo.rows, None, active=True, limit=200)

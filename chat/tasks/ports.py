@@ -10,11 +10,11 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from chat.alerts import Level
     from chat.hub import Connection
-    from chat.models import User
+    from chat.monitoring.alerts import Level
     from chat.protocol import UserRef
-    from chat.store import RoomView
+    from chat.storage.models import User
+    from chat.storage.store import RoomView
 
 
 class FramePublisher(Protocol):

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
-from chat.models import Task, User
+from chat.storage.models import Task, User
 from chat.tasks.status import ACTIVE, TaskStatus
 
 if TYPE_CHECKING:
-    from chat.db import Database
+    from chat.storage.db import Database
 
 _ACTIVE = [a.value for a in ACTIVE]
 

@@ -34,10 +34,10 @@ from chat.tasks.views import task_json
 
 if TYPE_CHECKING:
     from chat.config import Settings
-    from chat.db import Database
     from chat.hub import Connection
-    from chat.models import Task
     from chat.protocol import UserRef
+    from chat.storage.db import Database
+    from chat.storage.models import Task
     from chat.tasks.ports import AccountMaker, AlertSink, FramePublisher, Rooms
 
 log = logging.getLogger(__name__)
@@ -295,6 +295,10 @@ class TaskRunner:
     async def resync(self, lost_at: float) -> None:
         """After a broker outage: re-send what changed since `lost_at` to local sockets."""
         await self.frames.resync(lost_at)
+
+    def changed_somewhere(self) -> None:
+        """A task frame went out from some process: the next greeting reads again."""
+        self.frames.forget_greeting()
 
     async def sweep_orphans(self) -> int:
         """Mark active tasks of dead processes failed (interrupted); alert for each."""

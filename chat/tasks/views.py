@@ -10,11 +10,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from chat.protocol import TaskFrame, iso, now_iso
-from chat.store import user_ref
+from chat.storage.store import user_ref
 from chat.tasks.status import TaskStatus
 
 if TYPE_CHECKING:
-    from chat.models import Task, User
+    from chat.storage.models import Task, User
     from chat.tasks.live import LiveTask
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from chat.abuse import AbuseMonitor
-from chat.accounts import Accounts
+from chat.auth.accounts import Accounts
 from chat.backends.connections import ConnectionCounter
 from chat.backends.limits import Limiter
 from chat.config import Settings
 from chat.hub import Connection, Hub
-from chat.store import Store
-from chat.writer import MessageWriter
+from chat.monitoring.abuse import AbuseMonitor
+from chat.storage.store import Store
+from chat.storage.writer import MessageWriter
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,11 @@ import math
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chat import metrics
-from chat.abuse import AbuseEvent
-from chat.accounts import Principal
+from chat.auth.accounts import Principal
+from chat.auth.tokens import TokenError
+from chat.monitoring import metrics
+from chat.monitoring.abuse import AbuseEvent
 from chat.protocol import AuthIn, CloseCode, FrameError, parse_client_frame
-from chat.security import TokenError
 from chat.ws.deps import WsDeps
 from chat.ws.session import Session, client_address, close_quietly
 

@@ -14,11 +14,11 @@ import time
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from chat import metrics
-from chat.abuse import AbuseEvent
-from chat.accounts import Principal
+from chat.auth.accounts import Principal
 from chat.hub import Connection
 from chat.limits.flood import FloodGuard
+from chat.monitoring import metrics
+from chat.monitoring.abuse import AbuseEvent
 from chat.protocol import (
     CloseCode,
     ErrorCode,
@@ -29,7 +29,7 @@ from chat.protocol import (
     iso,
     parse_client_frame,
 )
-from chat.store import RoomView
+from chat.storage.store import RoomView
 from chat.ws.commands import COMMANDS
 from chat.ws.deps import WsDeps
 from chat.ws.inflight import InFlight

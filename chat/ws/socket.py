@@ -36,7 +36,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 
-from chat import metrics
+from chat.monitoring import metrics
 from chat.protocol import CloseCode
 
 log = logging.getLogger(__name__)

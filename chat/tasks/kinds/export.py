@@ -15,8 +15,8 @@ from typing import IO, Any, Literal
 from pydantic import Field
 from sqlalchemy import func, select
 
-from chat.models import Message, User
 from chat.protocol import UserRef, iso
+from chat.storage.models import Message, User
 from chat.tasks.context import TaskContext, TaskDeps
 from chat.tasks.registry import TaskParams, task_kind
 from chat.tasks.status import TaskFailed, TaskRefused

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import and_, delete, func, select
 
-from chat.models import Message, Room
 from chat.protocol import UserRef, iso
+from chat.storage.models import Message, Room
 from chat.tasks.context import TaskContext, TaskDeps
 from chat.tasks.registry import TaskParams, task_kind
 from chat.tasks.status import TaskFailed, TaskRefused

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chat.auth.tokens import TokenError
 from chat.protocol import AuthIn, ErrorCode, FrameError, ReauthedFrame, encode
-from chat.security import TokenError
 
 if TYPE_CHECKING:
     from chat.ws.session import Session

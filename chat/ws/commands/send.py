@@ -6,8 +6,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from chat.protocol import ErrorCode, FrameError, SendIn, encode
-from chat.store import NewMessage, Stored, check_body
-from chat.writer import WriterFull
+from chat.storage.store import NewMessage, Stored, check_body
+from chat.storage.writer import WriterFull
 
 if TYPE_CHECKING:
     from chat.ws.session import Session

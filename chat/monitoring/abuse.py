@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from chat import metrics
+from chat.monitoring import metrics
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Histogram
 
-from chat import metrics
-from chat.store import NewMessage, Store, Stored
+from chat.monitoring import metrics
+from chat.storage.store import NewMessage, Store, Stored
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chat.db import Database
-from chat.models import BotToken, Message, RefreshToken, Room, RoomMember, User
 from chat.protocol import AckFrame, MessageFrame, UserRef, iso
-from chat.ttl_cache import TTLCache
+from chat.storage.db import Database
+from chat.storage.models import BotToken, Message, RefreshToken, Room, RoomMember, User
+from chat.storage.ttl_cache import TTLCache
 
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from chat.models import User
+from chat.auth.passwords import PasswordService
+from chat.auth.tokens import Claims, TokenError, TokenService, TokenType
 from chat.protocol import UserRef
-from chat.security import Claims, PasswordService, TokenError, TokenService, TokenType
-from chat.store import InputError, Store
+from chat.storage.models import User
+from chat.storage.store import InputError, Store
 
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 256

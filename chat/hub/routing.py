@@ -20,31 +20,27 @@ by a periodic check (for a publisher that died between commit and publish).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from chat import metrics
 from chat.backends.fanout import Broker, BrokerUnavailable
 from chat.backends.presence import PresenceFactory, PresenceStore
+from chat.hub.connection import Connection
+from chat.hub.reorder import Reorder
+from chat.monitoring import metrics
 from chat.protocol import (
-    CloseCode,
     MessageFrame,
     PresenceChangesFrame,
     PresenceFrame,
     UserRef,
     encode,
 )
-from chat.reorder import Reorder
 
 log = logging.getLogger(__name__)
-_ids = itertools.count(1)
 
-Close = Callable[[int, str], Awaitable[None]]
 ADMINS = "admins"
 FILL_PAGE = 500  # messages read per query when filling a gap
 # A room's presence changes of one tick go out as `presence` frames up to this many,
@@ -72,151 +68,6 @@ def user_channel(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-class Sink(Protocol):
-    """Where a connection's frames go: the socket's transport (see `chat.ws.socket`)."""
-
-    def write(self, messages: Sequence[bytes]) -> None:
-        """Send whole text messages (UTF-8), in order, without waiting."""
-
-    def buffered(self) -> int:
-        """Bytes written and not yet taken by the peer."""
-
-    async def wait_below(self, limit: int) -> None:
-        """Return once at most `limit` bytes are buffered, or the socket is gone."""
-
-    def wake(self) -> None:
-        """Interrupt the session's wait for the next frame (to halt or close)."""
-
-
-class Connection:
-    """One authenticated socket: its user, joined rooms and what it is about to be sent.
-
-    Frames pushed during one turn of the event loop go out in one write at its
-    end: no task, queue or await per connection or per frame. A connection
-    whose unsent bytes pass `max_buffer` is too slow and is closed (4008).
-    """
-
-    def __init__(self, user: UserRef, sink: Sink, close: Close, max_buffer: int) -> None:
-        self.id = next(_ids)
-        self.user = user
-        # Joined rooms; a list buffers live events while the join's replay is sent.
-        self.rooms: dict[str, list[tuple[int | None, str]] | None] = {}
-        # Per joined room, the highest seq given to this connection: never repeated.
-        self.seen: dict[str, int] = {}
-        self.closed = asyncio.Event()
-        # Set at shutdown: stop reading after the frame in hand, flush, close.
-        self.halt = asyncio.Event()
-        self.close_code: int | None = None
-        self._sink = sink
-        self._close = close
-        self._max_buffer = max_buffer
-        self._out: list[bytes] = []
-        self._flush_soon: asyncio.Handle | None = None
-        self._gone = False  # unregistered: nothing more is sent
-        self._closer: asyncio.Task[None] | None = None
-
-    @property
-    def closing(self) -> bool:
-        return self.close_code is not None
-
-    def push(self, payload: str) -> None:
-        """Queue a frame for this turn's write; never waits."""
-        self.push_bytes(payload.encode())
-
-    def push_bytes(self, data: bytes) -> None:
-        """`push` for a frame encoded once for many connections."""
-        if self.closing or self._gone:
-            return
-        self._out.append(data)
-        if self._flush_soon is None:
-            self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
-
-    def claim(self, room: str, seq: int) -> bool:
-        """Record that `seq` of `room` goes to this connection; False if it went already."""
-        if seq <= self.seen.get(room, 0):
-            metrics.REPEATS_DROPPED.inc()
-            return False
-        self.seen[room] = seq
-        return True
-
-    def push_seq(self, room: str, seq: int, data: bytes) -> None:
-        """Queue a room message unless this connection was given that seq already."""
-        if self.claim(room, seq):
-            self.push_bytes(data)
-
-    async def put(self, payload: str) -> None:
-        """Send a frame now, then wait while the peer is behind (never used by fan-out).
-
-        For long answers to this connection's own request (a join's replay):
-        they wait for the socket instead of tripping the slow-consumer close,
-        keeping half of the buffer free for live frames meanwhile.
-        """
-        if self.closing or self._gone:
-            return
-        self._out.append(payload.encode())
-        self._flush(check=False)
-        if self._sink.buffered() > self._max_buffer // 2:
-            await self._sink.wait_below(self._max_buffer // 2)
-
-    def stop_reading(self) -> None:
-        """Shutting down: the session finishes the frame in hand, flushes and closes."""
-        self.halt.set()
-        self._sink.wake()
-
-    def abort(self, code: int, reason: str, *, flush: bool = False) -> None:
-        """Close the socket with `code` soon; frames not yet written are dropped
-        unless `flush` (they then go out before the close frame)."""
-        if self.closing:
-            return
-        if flush:
-            self._flush(check=False)
-        self.close_code = code
-        self._out.clear()
-        self._sink.wake()
-        self._closer = asyncio.create_task(
-            self._do_close(code, reason), name=f"conn-{self.id}-close"
-        )
-
-    async def drain_and_close(self, code: int, reason: str, timeout: float) -> None:
-        """Write what is queued, wait (up to `timeout`) for the peer to take it, close."""
-        if self.closing:
-            return
-        self._flush(check=False)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._sink.wait_below(0), timeout)
-        self.abort(code, reason)
-        await self.closed.wait()
-
-    def discard(self) -> None:
-        """The session is over: drop what is queued and send nothing more."""
-        self._gone = True
-        self._out.clear()
-
-    async def _do_close(self, code: int, reason: str) -> None:
-        try:
-            await self._close(code, reason)
-        except Exception as exc:  # the socket may already be gone
-            log.debug("closing connection %s failed: %r", self.id, exc)
-        finally:
-            self.closed.set()
-
-    def _flush(self, check: bool = True) -> None:
-        self._flush_soon = None
-        if not self._out or self.closing or self._gone:
-            return
-        out, self._out = self._out, []
-        try:
-            self._sink.write(out)
-        except Exception as exc:
-            log.debug("writing to connection %s failed: %r", self.id, exc)
-            self.abort(CloseCode.GOING_AWAY, "send failed")
-            return
-        metrics.FRAMES_OUT.inc(len(out))
-        if check and self._sink.buffered() > self._max_buffer:
-            metrics.SLOW_CONSUMERS.inc()
-            self.abort(CloseCode.SLOW_CONSUMER, "too slow: reconnect and resume with since")
-
-
 class Hub:
     """Routes events between the broker and local connections."""
 
@@ -238,7 +89,7 @@ class Hub:
         With several processes publishing to one room (a Redis broker), room
         messages can reach this process out of seq order, or not at all: with
         `room_log` given, they are released in seq order per room (see
-        `chat.reorder`), and a seq still missing `reorder_window` seconds later
+        `chat.hub.reorder`), and a seq still missing `reorder_window` seconds later
         is read from the database; every `gap_check_interval` seconds, and
         whenever the broker resubscribes, each watched room's newest seq is
         compared with the last one delivered here.
@@ -254,6 +105,7 @@ class Hub:
         self._room_ready: dict[str, asyncio.Future[None]] = {}
         self._fill_locks: dict[str, asyncio.Lock] = {}
         self._resync_listeners: list[Callable[[float], Awaitable[None]]] = []
+        self._admins_listeners: list[Callable[[], None]] = []
         # Presence changes wait `presence_tick` and go out together, per room.
         self._presence_tick = presence_tick
         self._presence_changes: dict[str, dict[int, tuple[str, UserRef]]] = {}
@@ -271,6 +123,11 @@ class Hub:
         await self.presence_store.start()
         if self._log is not None:
             self._spawn(self._check_gaps_forever())
+
+    def on_admins_event(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` for every event on the `admins` channel, from any process
+        (task frames, alerts): for caches of what those events change."""
+        self._admins_listeners.append(listener)
 
     def on_resync(self, listener: Callable[[float], Awaitable[None]]) -> None:
         """Call `listener(lost_at)` after the broker resubscribed following an outage.
@@ -471,6 +328,8 @@ class Hub:
                 else:
                     conn.push_bytes(encoded)
         elif channel == ADMINS:
+            for listener in self._admins_listeners:
+                listener()
             encoded = payload.encode()
             for conn in self.connections:
                 if conn.user.role == "admin":

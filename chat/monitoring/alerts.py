@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from chat.abuse import AbuseEvent
-from chat.db import Database
 from chat.hub import Hub
-from chat.models import Alert
+from chat.monitoring.abuse import AbuseEvent
 from chat.protocol import AlertFrame, encode, iso
+from chat.storage.db import Database
+from chat.storage.models import Alert
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Who is calling: tokens (`tokens`), passwords (`passwords`), accounts (`accounts`)."""
