@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.storage.db"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
 
 
 class Settings(BaseSettings):

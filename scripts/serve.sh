@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up and start the server on its embedded defaults: SQLite in
-# ./chat.storage.db, the in-memory broker, http://127.0.0.1:8000. Extra arguments go to
+# ./chat.db, the in-memory broker, http://127.0.0.1:8000. Extra arguments go to
 # `chat serve` (e.g. --port 9000).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -123,7 +123,10 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
-def _server_for(backend: str, database_url: str, workdir: Path, settings: dict[str, Any]) -> Server:
+def _server_for(
+    backend: str | None, database_url: str, workdir: Path, settings: dict[str, Any]
+) -> Server:
+    """A pair sharing Redis for the `redis` backend, else one process."""
     if backend == "redis":
         from tests.redis_support import SHARED_REDIS_URL
 
@@ -131,53 +134,53 @@ def _server_for(backend: str, database_url: str, workdir: Path, settings: dict[s
     return ServerProcess(database_url, workdir, **settings)
 
 
+class Servers:
+    """Starts servers for one fixture scope (`make(database_url, **settings)`) and
+    stops them when the scope ends. `backend=None`: single processes, whatever the
+    backend, for tests that build their own topology (their own Redis, pairs)."""
+
+    def __init__(
+        self, databases: Databases, workdir: Callable[[], Path], backend: str | None
+    ) -> None:
+        self.databases = databases
+        self.workdir = workdir
+        self.backend = backend
+        self.started: list[Server] = []
+
+    def __call__(self, database_url: str | None = None, **settings: Any) -> Any:
+        database = database_url or self.databases.new()
+        server = _server_for(self.backend, database, self.workdir(), settings)
+        self.started.append(server.start())
+        return server
+
+    def stop_all(self) -> Iterator[Servers]:
+        yield self
+        for server in self.started:
+            server.stop()
+
+
 @pytest.fixture(scope="module")
 def module_servers(
     backend: str, databases: Databases, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BackendServerFactory]:
+) -> Iterator[Servers]:
     """Module-wide servers with custom settings, on the module's backend."""
-    started: list[Server] = []
-
-    def make(database_url: str | None = None, **settings: Any) -> Server:
-        workdir = tmp_path_factory.mktemp("server")
-        server = _server_for(backend, database_url or databases.new(), workdir, settings)
-        started.append(server.start())
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
+    yield from Servers(databases, lambda: tmp_path_factory.mktemp("server"), backend).stop_all()
 
 
 @pytest.fixture(scope="module")
 def module_processes(
     databases: Databases, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerFactory]:
-    """Module-wide single processes, whatever the backend: for tests that build their
-    own topology (their own Redis, several processes)."""
-    started: list[ServerProcess] = []
-
-    def make(database_url: str | None = None, **settings: Any) -> ServerProcess:
-        server = ServerProcess(
-            database_url or databases.new(), tmp_path_factory.mktemp("server"), **settings
-        )
-        started.append(server.start())
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
+) -> Iterator[Servers]:
+    """Module-wide single processes, whatever the backend."""
+    yield from Servers(databases, lambda: tmp_path_factory.mktemp("server"), None).stop_all()
 
 
 @pytest.fixture(scope="module")
-def server(
-    backend: str, databases: Databases, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+def server(module_servers: Servers) -> Server:
     """One server (or pair) per test module and backend; tests use unique names so
     they do not collide."""
-    started = _server_for(backend, databases.new(), tmp_path_factory.mktemp("server"), {})
-    yield started.start()
-    started.stop()
+    result: Server = module_servers()
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -187,39 +190,26 @@ def api(server: Server) -> Iterator[Api]:
     client.close()
 
 
-@pytest.fixture
-def make_process(databases: Databases, tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start single processes with custom settings, per test, whatever the backend:
-    for tests that build their own topology (their own Redis, several processes)."""
-    started: list[ServerProcess] = []
+def _numbered(tmp_path: Path) -> Callable[[], Path]:
+    """server0, server1, ... under the test's own folder."""
+    count = iter(range(1_000))
 
-    def make(database_url: str | None = None, **settings: Any) -> ServerProcess:
-        workdir = tmp_path / f"process{len(started)}"
-        workdir.mkdir()
-        server = ServerProcess(database_url or databases.new(), workdir, **settings)
-        started.append(server.start())
-        return server
+    def make() -> Path:
+        folder = tmp_path / f"server{next(count)}"
+        folder.mkdir()
+        return folder
 
-    yield make
-    for server in started:
-        server.stop()
+    return make
 
 
 @pytest.fixture
-def make_server(
-    backend: str, databases: Databases, tmp_path: Path
-) -> Iterator[BackendServerFactory]:
+def make_process(databases: Databases, tmp_path: Path) -> Iterator[Servers]:
+    """Start single processes with custom settings, per test, whatever the backend."""
+    yield from Servers(databases, _numbered(tmp_path), None).stop_all()
+
+
+@pytest.fixture
+def make_server(backend: str, databases: Databases, tmp_path: Path) -> Iterator[Servers]:
     """Start servers with custom settings (`make_server(heartbeat_interval=1)`), per test,
     on the module's backend."""
-    started: list[Server] = []
-
-    def make(database_url: str | None = None, **settings: Any) -> Server:
-        workdir = tmp_path / f"server{len(started)}"
-        workdir.mkdir()
-        server = _server_for(backend, database_url or databases.new(), workdir, settings)
-        started.append(server.start())
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
+    yield from Servers(databases, _numbered(tmp_path), backend).stop_all()

@@ -48,7 +48,7 @@ def test_pages_carry_a_strict_csp(api: Api) -> None:
 
 
 def test_dev_secret_is_generated_once_and_kept(make_server: Any, tmp_path: Path) -> None:
-    database = tmp_path / "data" / "chat.storage.db"  # the embedded default: SQLite on disk
+    database = tmp_path / "data" / "chat.db"  # the embedded default: SQLite on disk
     server: ServerProcess = make_server(f"sqlite+aiosqlite:///{database}", jwt_secret=None)
     secret = database.parent / "chat-jwt.secret"
     assert secret.exists(), "no generated secret beside the database"

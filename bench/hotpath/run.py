@@ -282,7 +282,7 @@ async def target(
         pg = hplib.PgDatabase(ctx.args.pg_url)
         database_url = await pg.create()
     else:
-        database_url = f"sqlite+aiosqlite:///{workdir / 'chat.storage.db'}"
+        database_url = f"sqlite+aiosqlite:///{workdir / 'chat.db'}"
     chat: hplib.ChatServer | None = None
     try:
         chat = await hplib.start_chat(
