@@ -184,7 +184,7 @@ def _read_password() -> str:
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:
-    from chat.storage.store import Conflict, InputError
+    from chat.storage.rules import Conflict, InputError
 
     password = _read_password()
 
@@ -205,7 +205,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 
 
 def cmd_bots_create(args: argparse.Namespace) -> int:
-    from chat.storage.store import Conflict, InputError
+    from chat.storage.rules import Conflict, InputError
 
     async def work(services: object) -> int:
         from chat.services import Services

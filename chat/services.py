@@ -19,7 +19,8 @@ from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts, HealthWatcher
 from chat.protocol import encode
 from chat.storage.db import Database
-from chat.storage.store import Store, Stored
+from chat.storage.records import Stored
+from chat.storage.store import Store
 from chat.storage.writer import MessageWriter
 from chat.tasks import TaskRunner
 from chat.ws.deps import WsDeps

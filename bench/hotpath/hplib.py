@@ -422,7 +422,7 @@ async def seed_accounts_db(chat: ChatServer, names: Sequence[str], role: str) ->
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from chat.storage.models import User
-    from chat.storage.store import normalize_username
+    from chat.storage.rules import normalize_username
 
     rows = []
     for name in names:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from chat.api.deps import Admin, ServicesDep
 from chat.api.rooms import MAX_SEQ
 from chat.protocol import CloseCode
-from chat.storage.store import Conflict, InputError
+from chat.storage.rules import Conflict, InputError
 
 router = APIRouter(prefix="/api", tags=["admin"])
 

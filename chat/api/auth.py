@@ -19,7 +19,7 @@ from chat.monitoring import metrics
 from chat.monitoring.abuse import AbuseEvent
 from chat.protocol import CloseCode
 from chat.services import Services
-from chat.storage.store import Conflict, InputError, normalize_username
+from chat.storage.rules import Conflict, InputError, normalize_username
 
 router = APIRouter(prefix="/api", tags=["accounts"])
 

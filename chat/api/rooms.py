@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from chat.api.deps import Caller, ServicesDep
-from chat.storage.store import Conflict, InputError, RoomView, normalize_room_name
+from chat.storage.records import RoomView
+from chat.storage.rules import Conflict, InputError, normalize_room_name
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 NOT_FOUND = "no such room, or you may not read it"

@@ -9,7 +9,8 @@ from chat.auth.passwords import PasswordService
 from chat.auth.tokens import Claims, TokenError, TokenService, TokenType
 from chat.protocol import UserRef
 from chat.storage.models import User
-from chat.storage.store import InputError, Store
+from chat.storage.rules import InputError
+from chat.storage.store import Store
 
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 256

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from prometheus_client import Histogram
 
 from chat.monitoring import metrics
-from chat.storage.store import NewMessage, Store, Stored
+from chat.storage.records import NewMessage, Stored
+from chat.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from chat.protocol import UserRef, encode
-from chat.storage.store import user_ref
+from chat.storage.records import user_ref
 from chat.storage.ttl_cache import TTLCache
 from chat.tasks.status import TaskStatus
 from chat.tasks.views import live_frame, row_frame

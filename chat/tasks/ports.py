@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from chat.monitoring.alerts import Level
     from chat.protocol import UserRef
     from chat.storage.models import User
-    from chat.storage.store import RoomView
+    from chat.storage.records import RoomView
 
 
 class FramePublisher(Protocol):

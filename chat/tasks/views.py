@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from chat.protocol import TaskFrame, iso, now_iso
-from chat.storage.store import user_ref
+from chat.storage.records import user_ref
 from chat.tasks.status import TaskStatus
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from chat.protocol import (
     iso,
     parse_client_frame,
 )
-from chat.storage.store import RoomView
+from chat.storage.records import RoomView
 from chat.ws.commands import COMMANDS
 from chat.ws.deps import WsDeps
 from chat.ws.inflight import InFlight

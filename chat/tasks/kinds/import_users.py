@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from chat.storage.store import Conflict, InputError
+from chat.storage.rules import Conflict, InputError
 from chat.tasks.context import TaskContext
 from chat.tasks.registry import TaskParams, task_kind
 

@@ -6,7 +6,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from chat.protocol import ErrorCode, FrameError, SendIn, encode
-from chat.storage.store import NewMessage, Stored, check_body
+from chat.storage.records import NewMessage, Stored
+from chat.storage.rules import check_body
 from chat.storage.writer import WriterFull
 
 if TYPE_CHECKING:

@@ -1,0 +1,61 @@
+"""What queries hand back and take: small frozen records, no ORM objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chat.protocol import AckFrame, MessageFrame, UserRef, iso
+from chat.storage.models import User
+
+
+def user_ref(user: User) -> UserRef:
+    return UserRef(id=user.id, name=user.username, role=user.role)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUser:
+    """What checking a token needs to know about its user."""
+
+    ref: UserRef
+    banned: bool
+    token_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomView:
+    id: int
+    name: str
+    private: bool
+    owner: UserRef
+    last_seq: int
+    member: bool
+    created_at: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "private": self.private,
+            "owner": self.owner.model_dump(),
+            "last_seq": self.last_seq,
+            "member": self.member,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: the sender's `(user, ref)` makes it idempotent."""
+
+    room: RoomView
+    user: UserRef
+    ref: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored message: its ack for the sender and its frame for everyone."""
+
+    ack: AckFrame
+    frame: MessageFrame
+    duplicate: bool

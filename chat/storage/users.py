@@ -1,0 +1,151 @@
+"""Queries on users and their refresh and bot tokens."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from chat.protocol import UserRef
+from chat.storage.db import Database
+from chat.storage.models import BotToken, RefreshToken, User
+from chat.storage.records import TokenUser
+from chat.storage.rules import Conflict, InputError, normalize_username
+from chat.storage.ttl_cache import TTLCache
+
+USER_CACHE_SECONDS = 2.0  # how long a token check trusts a user row it read
+USER_CACHE_MAX = 100_000
+
+
+class UserQueries:
+    db: Database
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._users: TTLCache[int, TokenUser | None] = TTLCache(USER_CACHE_SECONDS, USER_CACHE_MAX)
+
+    async def create_user(self, username: str, password_hash: str | None, role: str) -> User:
+        name, key = normalize_username(username)
+        try:
+            async with self.db.write() as s:
+                user = User(username=name, username_key=key, password_hash=password_hash, role=role)
+                s.add(user)
+                await s.flush()
+                return user
+        except IntegrityError:
+            raise Conflict("that username is taken") from None
+
+    async def user_by_id(self, user_id: int) -> User | None:
+        async with self.db.read() as s:
+            return await s.get(User, user_id)
+
+    async def user_for_token(self, user_id: int) -> TokenUser | None:
+        """The token-checking facts of a user, from a cache of `USER_CACHE_SECONDS`.
+
+        Connecting checks the token's user twice; a storm of reconnects would
+        otherwise read the same rows thousands of times a second. Changes made
+        through this process (revocation, ban, password) drop the entry at once;
+        one made by another process is seen here within the cache's lifetime
+        (the sockets it must close are closed through the broker at once).
+        """
+        return await self._users.get(user_id, partial(self._token_user, user_id))
+
+    async def _token_user(self, user_id: int) -> TokenUser | None:
+        # Core, not an ORM session: a storm of handshakes makes this the connect path's read.
+        query = select(User.username, User.role, User.banned, User.token_version).where(
+            User.id == user_id
+        )
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        name, role, banned, version = row
+        ref = UserRef(id=user_id, name=name, role=role)  # type: ignore[arg-type]
+        return TokenUser(ref, banned, version)
+
+    async def user_by_name(self, username: str) -> User | None:
+        try:
+            _, key = normalize_username(username)
+        except InputError:
+            return None
+        async with self.db.read() as s:
+            return (await s.execute(select(User).where(User.username_key == key))).scalar()
+
+    async def bump_token_version(self, user_id: int, *, banned: bool | None = None) -> None:
+        """Kill every token of the user issued so far (and optionally (un)ban them)."""
+        self._users.drop(user_id)
+        values: dict[str, object] = {"token_version": User.token_version + 1}
+        if banned is not None:
+            values["banned"] = banned
+        async with self.db.write() as s:
+            await s.execute(update(User).where(User.id == user_id).values(**values))
+            await s.execute(
+                update(RefreshToken)
+                .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        self._users.drop(user_id)  # and again: a read may have raced the write
+
+    async def set_password(self, user_id: int, password_hash: str) -> None:
+        async with self.db.write() as s:
+            await s.execute(
+                update(User).where(User.id == user_id).values(password_hash=password_hash)
+            )
+        await self.bump_token_version(user_id)
+
+    # --- refresh and bot tokens --------------------------------------------
+
+    async def add_refresh_token(
+        self, jti: str, user_id: int, family: str, expires_at: float
+    ) -> None:
+        async with self.db.write() as s:
+            s.add(RefreshToken(jti=jti, user_id=user_id, family=family, expires_at=expires_at))
+
+    async def use_refresh_token(self, jti: str) -> RefreshToken | None:
+        """Mark a refresh token used. Reuse of a used one revokes its whole family."""
+        now = time.time()
+        async with self.db.write() as s:
+            # Row lock on PostgreSQL: two racing refreshes cannot both use one token.
+            token = await s.get(RefreshToken, jti, with_for_update=True)
+            if token is None:
+                return None
+            if token.used_at is not None or token.revoked_at is not None:
+                await s.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.family == token.family)
+                    .values(revoked_at=now)
+                )
+                return None
+            if token.expires_at < now:
+                return None
+            token.used_at = now
+            return token
+
+    async def add_bot_token(self, jti: str, user_id: int) -> None:
+        async with self.db.write() as s:
+            s.add(BotToken(jti=jti, user_id=user_id))
+
+    async def bot_token_live(self, jti: str) -> bool:
+        async with self.db.read() as s:
+            token = await s.get(BotToken, jti)
+            return token is not None and token.revoked_at is None
+
+    async def revoke_bot(self, user_id: int) -> bool:
+        """Revoke every token of a bot; False when there is no such bot."""
+        user = await self.user_by_id(user_id)
+        if user is None or user.role != "bot":
+            return False
+        async with self.db.write() as s:
+            await s.execute(
+                update(BotToken)
+                .where(BotToken.user_id == user_id, BotToken.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        await self.bump_token_version(user_id)
+        return True
+
+    async def count_users(self) -> int:
+        async with self.db.read() as s:
+            return int(await s.scalar(select(func.count(User.id))) or 0)
