@@ -59,6 +59,7 @@ class Services:
         self.alerts = Alerts(
             self.db,
             self.hub,
+            repeats=self.backends.repeats,
             window=s.alert_window,
             rate_limit_closes=s.alert_rate_limit_closes,
             auth_failures=s.alert_auth_failures,

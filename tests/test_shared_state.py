@@ -16,6 +16,7 @@ from chat.backends.redis_client import redis_client
 from chat.backends.redis_connections import RedisConnections
 from chat.backends.redis_limits import RedisLimiter
 from chat.backends.redis_presence import RedisPresence
+from chat.backends.redis_repeats import RedisRepeats
 from chat.limits.buckets import RateLimiter
 from chat.protocol import UserRef
 from tests.redis_support import shared_redis_url, unique_prefix
@@ -227,4 +228,28 @@ async def test_connections_fall_back_to_this_process_when_redis_is_down() -> Non
     assert [await conns.acquire(7, c, 2) for c in (1, 2, 3)] == [True, True, False]
     await conns.release(7, 1)
     assert await conns.acquire(7, 3, 2)
+    await dead.aclose()
+
+
+# --- repeated events (alerts) ----------------------------------------------------------
+
+
+async def test_repeats_are_counted_for_the_site_and_fire_once(client: Redis) -> None:
+    prefix = unique_prefix()
+    a = RedisRepeats(client, prefix, "closes", 3, 0.5)
+    b = RedisRepeats(client, prefix, "closes", 3, 0.5)
+    assert [await a.hit("u1"), await b.hit("u1")] == [False, False]
+    assert await a.hit("u1"), "the third event, whichever process saw the others"
+    assert not await b.hit("u1") and not await b.hit("u1") and not await a.hit("u1")
+    assert not await a.hit("u2"), "keys are separate"
+    other = RedisRepeats(client, prefix, "logins", 1, 0.5)
+    assert await other.hit("u1"), "names are separate"
+    await asyncio.sleep(0.6)
+    assert [await a.hit("u1"), await b.hit("u1"), await a.hit("u1")] == [False, False, True]
+
+
+async def test_repeats_fall_back_to_this_process_when_redis_is_down() -> None:
+    dead = redis_client("redis://127.0.0.1:1/0")
+    repeats = RedisRepeats(dead, "x:", "closes", 2, 10)
+    assert [await repeats.hit("k") for _ in range(3)] == [False, True, False]
     await dead.aclose()

@@ -23,7 +23,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from chat.monitoring.alerts import HealthWatcher, RepeatCounter
+from chat.backends.memory_repeats import RepeatCounter
+from chat.monitoring.alerts import HealthWatcher
 from tests.conftest import ServerFactory
 from tests.dbseed import age_messages, seed_messages
 from tests.harness import (
@@ -640,12 +641,12 @@ async def test_health_watcher_alerts_when_a_dependency_goes_and_comes_back() -> 
 
 def test_repeat_counter_fires_once_per_window() -> None:
     counter = RepeatCounter(threshold=3, window=10)
-    assert [counter.hit("k", t) for t in (0, 1, 2)] == [False, False, True]
-    assert [counter.hit("k", t) for t in (3, 4, 5, 6)] == [False] * 4  # cooling down
-    assert not counter.hit("other", 6)
-    assert counter.hit("k", 13)  # still flooding once the window has passed: again
-    assert [counter.hit("k", t) for t in (30, 31, 32)] == [False, False, True]
-    assert [counter.hit("slow", t) for t in (0, 11, 22, 33)] == [False] * 4
+    assert [counter.count("k", t) for t in (0, 1, 2)] == [False, False, True]
+    assert [counter.count("k", t) for t in (3, 4, 5, 6)] == [False] * 4  # cooling down
+    assert not counter.count("other", 6)
+    assert counter.count("k", 13)  # still flooding once the window has passed: again
+    assert [counter.count("k", t) for t in (30, 31, 32)] == [False, False, True]
+    assert [counter.count("slow", t) for t in (0, 11, 22, 33)] == [False] * 4
 
 
 # --- several processes (Redis) -----------------------------------------------------------

@@ -10,6 +10,7 @@ from chat.backends.connections import ConnectionCounter
 from chat.backends.fanout import Broker
 from chat.backends.limits import Limiter
 from chat.backends.presence import PresenceFactory
+from chat.backends.repeats import RepeatsFactory
 from chat.config import Settings
 from chat.limits.buckets import RateLimiter
 
@@ -26,6 +27,7 @@ class Backends:
     presence: PresenceFactory  # given the hub's change callback
     limits: Limiter  # per user (frames) and per address (handshakes)
     connections: ConnectionCounter  # per user, for the connection cap
+    repeats: RepeatsFactory  # repeated events that raise alerts
     redis: RedisConnection | None = None  # closed by `close`, after the users stopped
 
     async def close(self) -> None:
@@ -41,6 +43,7 @@ def create_backends(settings: Settings) -> Backends:
         from chat.backends.memory_fanout import MemoryBroker
         from chat.backends.memory_limits import MemoryLimiter
         from chat.backends.memory_presence import MemoryPresence
+        from chat.backends.memory_repeats import RepeatCounter
 
         return Backends(
             "memory",
@@ -48,6 +51,7 @@ def create_backends(settings: Settings) -> Backends:
             partial(MemoryPresence, settings.presence_grace),
             MemoryLimiter(local_buckets),
             MemoryConnections(),
+            lambda _name, threshold, window: RepeatCounter(threshold, window),
         )
     # Imported only here: a process without Redis never loads the Redis modules.
     from chat.backends.redis_client import RedisConnection
@@ -55,6 +59,7 @@ def create_backends(settings: Settings) -> Backends:
     from chat.backends.redis_fanout import RedisBroker
     from chat.backends.redis_limits import RedisLimiter
     from chat.backends.redis_presence import RedisPresence
+    from chat.backends.redis_repeats import RedisRepeats
 
     redis = RedisConnection(settings.redis_url, settings.redis_prefix)
     return Backends(
@@ -69,5 +74,6 @@ def create_backends(settings: Settings) -> Backends:
         ),
         RedisLimiter(redis.commands, redis.prefix, local_buckets),
         RedisConnections(redis.commands, redis.prefix, settings.presence_ttl),
+        partial(RedisRepeats, redis.commands, redis.prefix),
         redis,
     )

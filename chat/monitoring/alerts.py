@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import select
 
+from chat.backends.repeats import Repeats, RepeatsFactory
 from chat.hub import Hub
 from chat.monitoring.abuse import AbuseEvent
 from chat.protocol import AlertFrame, encode, iso
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 Level = Literal["info", "warning", "error", "critical"]
 LEVELS: tuple[Level, ...] = ("info", "warning", "error", "critical")
 MAX_TEXT = 2000
-MAX_KEYS = 10_000
 STORE_TIMEOUT = 5.0
 
 
@@ -49,50 +48,6 @@ class AlertView:
         return AlertFrame(level=self.level, text=self.text, ts=iso(self.created_at), id=self.id)
 
 
-class RepeatCounter:
-    """Counts events per key in a sliding window; fires once per key per window.
-
-    `hit(key)` is True exactly when the key reaches `threshold` events within
-    `window` seconds and has not fired within the last `window` seconds.
-    """
-
-    def __init__(self, threshold: int, window: float, max_keys: int = MAX_KEYS) -> None:
-        self.threshold = threshold
-        self.window = window
-        self._events: dict[str, deque[float]] = {}
-        self._fired: dict[str, float] = {}
-        self._max_keys = max_keys
-
-    def hit(self, key: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        events = self._events.get(key)
-        if events is None:
-            if len(self._events) >= self._max_keys:
-                self._forget(now)
-            events = self._events[key] = deque()
-        events.append(now)
-        while events and events[0] <= now - self.window:
-            events.popleft()
-        if len(events) < self.threshold:
-            return False
-        fired = self._fired.get(key)
-        if fired is not None and now - fired < self.window:
-            return False
-        self._fired[key] = now
-        events.clear()
-        return True
-
-    def _forget(self, now: float) -> None:
-        for key, events in list(self._events.items()):
-            if not events or events[-1] <= now - self.window:
-                del self._events[key]
-                self._fired.pop(key, None)
-        if len(self._events) >= self._max_keys:  # all busy: drop the oldest half
-            for key in list(self._events)[: self._max_keys // 2]:
-                del self._events[key]
-                self._fired.pop(key, None)
-
-
 class Alerts:
     """Raise, store and list alerts."""
 
@@ -101,14 +56,16 @@ class Alerts:
         db: Database,
         hub: Hub,
         *,
+        repeats: RepeatsFactory,
         window: float = 600.0,
         rate_limit_closes: int = 3,
         auth_failures: int = 10,
     ) -> None:
         self.db = db
         self.hub = hub
-        self._rate_limit_closes = RepeatCounter(rate_limit_closes, window)
-        self._auth_failures = RepeatCounter(auth_failures, window)
+        # Counted for the whole site when CHAT_REDIS_URL is set (chat.backends).
+        self._rate_limit_closes = repeats("rate_limit_closes", rate_limit_closes, window)
+        self._auth_failures = repeats("auth_failures", auth_failures, window)
         self._window = window
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -160,26 +117,28 @@ class Alerts:
             rows = (await s.execute(query)).scalars().all()
         return [AlertView(r.id, r.level, r.text, r.created_at) for r in rows]  # type: ignore[arg-type]
 
-    # --- repeated events (synchronous, for the hot paths) ------------------------
+    # --- repeated events (synchronous for the hot paths: counted in the background) ---
 
     def note_rate_limit_close(self, user_id: int, name: str) -> None:
         """A user's connection was closed for flooding; alert when it keeps happening."""
-        if self._rate_limit_closes.hit(f"user:{user_id}"):
-            self.raise_soon(
-                "warning",
-                f"user {name} (id {user_id}) was closed for exceeding rate limits "
-                f"{self._rate_limit_closes.threshold} times within {self._minutes}",
-            )
+        text = (
+            f"user {name} (id {user_id}) was closed for exceeding rate limits "
+            f"{self._rate_limit_closes.threshold} times within {self._minutes}"
+        )
+        self.spawn(self._count(self._rate_limit_closes, f"user:{user_id}", text))
 
     def note_auth_failure(self, address: str | None, what: str = "authentication") -> None:
         """An authentication failure from `address`; alert when one address keeps failing."""
         key = address or "unknown"
-        if self._auth_failures.hit(key):
-            self.raise_soon(
-                "warning",
-                f"{self._auth_failures.threshold} failed {what} attempts from {key} "
-                f"within {self._minutes}",
-            )
+        text = (
+            f"{self._auth_failures.threshold} failed {what} attempts from {key} "
+            f"within {self._minutes}"
+        )
+        self.spawn(self._count(self._auth_failures, key, text))
+
+    async def _count(self, repeats: Repeats, key: str, text: str) -> None:
+        if await repeats.hit(key):
+            await self.raise_alert("warning", text)
 
     def on_abuse(self, event: AbuseEvent) -> None:
         """`AbuseMonitor` listener: counts the events that deserve an alert when repeated."""
