@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
-from chat.api.deps import Admin, ServicesDep
+from chat.api.deps import AccountsDep, Admin, HubDep, StoreDep
 from chat.api.rooms import MAX_SEQ
 from chat.protocol import CloseCode
 from chat.storage.rules import Conflict, InputError
@@ -20,10 +20,10 @@ class BotIn(BaseModel):
 
 
 @router.post("/bots", status_code=status.HTTP_201_CREATED)
-async def create_bot(body: BotIn, _: Admin, services: ServicesDep) -> dict[str, Any]:
+async def create_bot(body: BotIn, _: Admin, accounts: AccountsDep) -> dict[str, Any]:
     """Create a bot account and return its long-lived token (shown once)."""
     try:
-        user, token = await services.accounts.create_bot(body.name)
+        user, token = await accounts.create_bot(body.name)
     except InputError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Conflict as exc:
@@ -33,50 +33,50 @@ async def create_bot(body: BotIn, _: Admin, services: ServicesDep) -> dict[str, 
 
 @router.delete("/bots/{bot_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_bot(
-    bot_id: Annotated[int, Path(ge=1, le=MAX_SEQ)], _: Admin, services: ServicesDep
+    bot_id: Annotated[int, Path(ge=1, le=MAX_SEQ)], _: Admin, hub: HubDep, store: StoreDep
 ) -> None:
     """Revoke every token of a bot and close its sockets."""
-    if not await services.store.revoke_bot(bot_id):
+    if not await store.revoke_bot(bot_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such bot")
-    await services.hub.close_user(bot_id, CloseCode.REVOKED, "bot token revoked")
+    await hub.close_user(bot_id, CloseCode.REVOKED, "bot token revoked")
 
 
-async def _target(services: ServicesDep, username: str) -> int:
-    user = await services.store.user_by_name(username)
+async def _target(store: StoreDep, username: str) -> int:
+    user = await store.user_by_name(username)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
     return user.id
 
 
 @router.post("/admin/users/{username}/kick", status_code=status.HTTP_204_NO_CONTENT)
-async def kick(username: str, _: Admin, services: ServicesDep) -> None:
+async def kick(username: str, _: Admin, store: StoreDep, hub: HubDep) -> None:
     """Close every session of a user: their tokens are revoked, they must sign in again."""
-    user_id = await _target(services, username)
-    await services.store.bump_token_version(user_id)
-    await services.hub.close_user(user_id, CloseCode.REVOKED, "kicked by an admin")
+    user_id = await _target(store, username)
+    await store.bump_token_version(user_id)
+    await hub.close_user(user_id, CloseCode.REVOKED, "kicked by an admin")
 
 
 @router.post("/admin/users/{username}/ban", status_code=status.HTTP_204_NO_CONTENT)
-async def ban(username: str, admin: Admin, services: ServicesDep) -> None:
+async def ban(username: str, admin: Admin, store: StoreDep, hub: HubDep) -> None:
     """Revoke a user's tokens, close their sockets and refuse new sign-ins."""
-    user_id = await _target(services, username)
+    user_id = await _target(store, username)
     if user_id == admin.user.id:
         raise HTTPException(status.HTTP_409_CONFLICT, "you cannot ban yourself")
-    await services.store.bump_token_version(user_id, banned=True)
-    await services.hub.close_user(user_id, CloseCode.REVOKED, "banned by an admin")
+    await store.bump_token_version(user_id, banned=True)
+    await hub.close_user(user_id, CloseCode.REVOKED, "banned by an admin")
 
 
 @router.post("/admin/users/{username}/unban", status_code=status.HTTP_204_NO_CONTENT)
-async def unban(username: str, _: Admin, services: ServicesDep) -> None:
+async def unban(username: str, _: Admin, store: StoreDep) -> None:
     """Let a banned user sign in again."""
-    user_id = await _target(services, username)
-    await services.store.bump_token_version(user_id, banned=False)
+    user_id = await _target(store, username)
+    await store.bump_token_version(user_id, banned=False)
 
 
 @router.get("/admin/presence")
-async def presence(_: Admin, services: ServicesDep) -> dict[str, Any]:
+async def presence(_: Admin, hub: HubDep) -> dict[str, Any]:
     """Who is online in which room (on every process when presence is shared in Redis)."""
-    snapshot = await services.hub.presence_snapshot()
+    snapshot = await hub.presence_snapshot()
     return {
         "rooms": [
             {"room": room, "users": [u.model_dump() for u in users]}

@@ -11,14 +11,24 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
-from chat.api.deps import Caller, ServicesDep, unauthorized
+from chat.api.deps import (
+    AccountsDep,
+    Caller,
+    HubDep,
+    LoginGateDep,
+    RegistrationsDep,
+    SettingsDep,
+    SignInGuards,
+    SignInGuardsDep,
+    StoreDep,
+    unauthorized,
+)
 from chat.auth.accounts import TokenPair
 from chat.auth.tokens import TokenError
 from chat.limits.buckets import Busy
 from chat.monitoring import metrics
 from chat.monitoring.abuse import AbuseEvent
 from chat.protocol import CloseCode
-from chat.services import Services
 from chat.storage.rules import Conflict, InputError, normalize_username
 
 router = APIRouter(prefix="/api", tags=["accounts"])
@@ -55,17 +65,24 @@ class TokenOut(BaseModel):
         503: {"description": "too many password hashes in flight (Retry-After)"},
     },
 )
-async def register(request: Request, body: Credentials, services: ServicesDep) -> UserOut:
+async def register(
+    request: Request,
+    body: Credentials,
+    accounts: AccountsDep,
+    login_gate: LoginGateDep,
+    registrations: RegistrationsDep,
+    settings: SettingsDep,
+) -> UserOut:
     """Create an account (refused with 403 when registration is disabled).
 
     At most `registrations_per_ip` attempts per address per `registration_window`
     (429 with `Retry-After`); the hashing shares the sign-in gate (503 when full).
     """
-    if not services.settings.registration_enabled:
+    if not settings.registration_enabled:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "registration is disabled")
     address = client_address(request)
     if address is not None:
-        wait = services.registrations.blocked(address)
+        wait = registrations.blocked(address)
         if wait is not None:
             metrics.THROTTLED.labels("register").inc()
             raise HTTPException(
@@ -73,10 +90,10 @@ async def register(request: Request, body: Credentials, services: ServicesDep) -
                 "too many registrations from this address; try again later",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        services.registrations.fail(address)  # every attempt counts, whatever its outcome
+        registrations.fail(address)  # every attempt counts, whatever its outcome
     try:
-        with services.login_gate:
-            user = await services.accounts.register(body.username, body.password)
+        with login_gate:
+            user = await accounts.register(body.username, body.password)
     except Busy:
         raise hashing_busy() from None
     except InputError as exc:
@@ -122,7 +139,7 @@ def account_key(username: str) -> str:
 
 
 async def checked_password(
-    services: Services,
+    guards: SignInGuards,
     request: Request,
     account: str,
     username: str,
@@ -135,27 +152,27 @@ async def checked_password(
     A failure is counted and reported; a success clears the account's count.
     """
     address = client_address(request)
-    wait = services.login_throttle.blocked(account, address)
+    wait = guards.login_throttle.blocked(account, address)
     if wait is not None:
         metrics.THROTTLED.labels("login").inc()
-        services.abuse.report(AbuseEvent("login_throttled", address, username=username[:64]))
+        guards.abuse.report(AbuseEvent("login_throttled", address, username=username[:64]))
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "too many failed sign-in attempts; try again later",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
     try:
-        with services.login_gate:
+        with guards.login_gate:
             pair = await attempt()
     except Busy:
         raise hashing_busy() from None
     if pair is None:
-        services.login_throttle.failed(account, address)
-        services.abuse.report(
+        guards.login_throttle.failed(account, address)
+        guards.abuse.report(
             AbuseEvent("auth_failure", address, username=username[:64], detail="password")
         )
         return None
-    services.login_throttle.succeeded(account, address)
+    guards.login_throttle.succeeded(account, address)
     return pair
 
 
@@ -163,7 +180,8 @@ async def checked_password(
 async def token(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    services: ServicesDep,
+    guards: SignInGuardsDep,
+    accounts: AccountsDep,
 ) -> dict[str, object]:
     """OAuth2 password grant: an access token and a refresh token.
 
@@ -176,11 +194,11 @@ async def token(
     else:
         password = form.password
     pair = await checked_password(
-        services,
+        guards,
         request,
         account_key(username),
         username,
-        partial(services.accounts.login, username, password),
+        partial(accounts.login, username, password),
     )
     if pair is None:
         raise unauthorized(WRONG_CREDENTIALS)
@@ -189,7 +207,12 @@ async def token(
 
 @router.post("/auth/password", response_model=TokenOut, responses=THROTTLED)
 async def change_password(
-    request: Request, body: PasswordIn, caller: Caller, services: ServicesDep
+    request: Request,
+    body: PasswordIn,
+    caller: Caller,
+    guards: SignInGuardsDep,
+    accounts: AccountsDep,
+    hub: HubDep,
 ) -> dict[str, object]:
     """Change the caller's password: every older token dies and every socket closes (4003).
 
@@ -200,12 +223,12 @@ async def change_password(
         raise HTTPException(status.HTTP_403_FORBIDDEN, "bots have no password")
     try:
         pair = await checked_password(
-            services,
+            guards,
             request,
             account_key(caller.user.name),
             caller.user.name,
             partial(
-                services.accounts.change_password,
+                accounts.change_password,
                 caller.user.id,
                 body.old_password,
                 body.new_password,
@@ -215,25 +238,25 @@ async def change_password(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     if pair is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the old password is wrong")
-    await services.hub.close_user(caller.user.id, CloseCode.REVOKED, "password changed")
+    await hub.close_user(caller.user.id, CloseCode.REVOKED, "password changed")
     return pair.to_json()
 
 
 @router.post("/auth/refresh", response_model=TokenOut)
-async def refresh(body: RefreshIn, services: ServicesDep) -> dict[str, object]:
+async def refresh(body: RefreshIn, accounts: AccountsDep) -> dict[str, object]:
     """Trade a refresh token for a new pair; the old refresh token stops working."""
     try:
-        pair = await services.accounts.refresh(body.refresh_token)
+        pair = await accounts.refresh(body.refresh_token)
     except TokenError:
         raise unauthorized("the refresh token is invalid, used, expired or revoked") from None
     return pair.to_json()
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(caller: Caller, services: ServicesDep) -> None:
+async def logout(caller: Caller, hub: HubDep, store: StoreDep) -> None:
     """Revoke every token of the caller and close their sockets."""
-    await services.store.bump_token_version(caller.user.id)
-    await services.hub.close_user(caller.user.id, CloseCode.REVOKED, "logged out")
+    await store.bump_token_version(caller.user.id)
+    await hub.close_user(caller.user.id, CloseCode.REVOKED, "logged out")
 
 
 @router.get("/me", response_model=UserOut)

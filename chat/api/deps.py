@@ -1,25 +1,82 @@
-"""FastAPI dependencies: the services and the authenticated caller."""
+"""FastAPI dependencies: the parts of the server a route uses, and the caller.
+
+A route asks for exactly the parts it uses (`StoreDep`, `HubDep`, ...), never
+the whole `Services`: each dependency reads one part of what the lifespan built.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
-from chat.auth.accounts import Principal
+from chat.auth.accounts import Accounts, Principal
 from chat.auth.tokens import TokenError
-from chat.services import Services
+from chat.config import Settings
+from chat.hub import Hub
+from chat.limits.buckets import FailureWindow, Gate, LoginThrottle
+from chat.monitoring.abuse import AbuseMonitor
+from chat.monitoring.alerts import Alerts
+from chat.storage.store import Store
+from chat.tasks import TaskRunner
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+def _part(name: str) -> Callable[[Request], Any]:
+    def get(request: Request) -> Any:
+        return getattr(request.app.state.services, name)
+
+    get.__name__ = f"get_{name}"
+    return get
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(_part("settings"))]
+StoreDep = Annotated[Store, Depends(_part("store"))]
+AccountsDep = Annotated[Accounts, Depends(_part("accounts"))]
+HubDep = Annotated[Hub, Depends(_part("hub"))]
+TasksDep = Annotated[TaskRunner, Depends(_part("tasks"))]
+AlertsDep = Annotated[Alerts, Depends(_part("alerts"))]
+LoginGateDep = Annotated[Gate, Depends(_part("login_gate"))]
+RegistrationsDep = Annotated[FailureWindow, Depends(_part("registrations"))]
+RoomCreationsDep = Annotated[FailureWindow, Depends(_part("room_creations"))]
+
+
+@dataclass(frozen=True, slots=True)
+class SignInGuards:
+    """What stands before a password check: the throttle, the hashing gate, the reports."""
+
+    login_throttle: LoginThrottle
+    login_gate: Gate
+    abuse: AbuseMonitor
+
+
+def _sign_in_guards(request: Request) -> SignInGuards:
+    services = request.app.state.services
+    return SignInGuards(services.login_throttle, services.login_gate, services.abuse)
+
+
+SignInGuardsDep = Annotated[SignInGuards, Depends(_sign_in_guards)]
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What `/readyz` asks: each dependency's probe, and whether the process is draining."""
+
+    probes: dict[str, Callable[[], Awaitable[None]]]
+    draining: bool
+
+
+def _readiness(request: Request) -> Readiness:
+    services = request.app.state.services
+    probes = {"database": services.db.ping, "broker": services.broker.ping}
+    return Readiness(probes, services.draining)
+
+
+ReadinessDep = Annotated[Readiness, Depends(_readiness)]
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -29,12 +86,12 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 async def get_principal(
-    services: ServicesDep, token: Annotated[str | None, Depends(oauth2)]
+    accounts: AccountsDep, token: Annotated[str | None, Depends(oauth2)]
 ) -> Principal:
     if not token:
         raise unauthorized("not authenticated: send Authorization: Bearer <access token>")
     try:
-        return await services.accounts.authenticate(token)
+        return await accounts.authenticate(token)
     except TokenError:
         raise unauthorized("the token is invalid, expired or revoked") from None
 

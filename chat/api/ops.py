@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from chat.api.deps import ServicesDep
+from chat.api.deps import ReadinessDep
 
 router = APIRouter(tags=["operations"])
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
@@ -21,21 +21,21 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(services: ServicesDep) -> JSONResponse:
+async def readyz(readiness: ReadinessDep) -> JSONResponse:
     """The database and the broker answer (503 naming what does not)."""
     checks: dict[str, str] = {}
-    for name, probe in (("database", services.db.ping), ("broker", services.broker.ping)):
+    for name, probe in readiness.probes.items():
         try:
             await probe()
             checks[name] = "ok"
         except Exception as exc:  # report, never raise: this is the health check
             checks[name] = f"unavailable: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values()) and not services.draining
+    ready = all(v == "ok" for v in checks.values()) and not readiness.draining
     return JSONResponse(
         {
             "status": "ready" if ready else "not ready",
             "checks": checks,
-            "draining": services.draining,
+            "draining": readiness.draining,
         },
         status_code=status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
     )

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
-from chat.api.deps import Caller, ServicesDep
+from chat.api.deps import Caller, RoomCreationsDep, SettingsDep, StoreDep
 from chat.storage.records import RoomView
 from chat.storage.rules import Conflict, InputError, normalize_room_name
 
@@ -26,18 +26,18 @@ class MemberIn(BaseModel):
     username: str = Field(max_length=64)
 
 
-async def readable_room(services: ServicesDep, caller: Caller, room: str) -> RoomView:
+async def readable_room(store: StoreDep, caller: Caller, room: str) -> RoomView:
     """The room, or 404 alike for a missing room and one the caller may not read."""
-    view = await services.store.room_for(room, caller.user)
+    view = await store.room_for(room, caller.user)
     if view is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return view
 
 
 @router.get("")
-async def list_rooms(caller: Caller, services: ServicesDep) -> dict[str, Any]:
+async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
     """Rooms the caller can read: every public room and their private ones."""
-    return {"items": [r.to_json() for r in await services.store.rooms_for(caller.user)]}
+    return {"items": [r.to_json() for r in await store.rooms_for(caller.user)]}
 
 
 @router.post(
@@ -48,16 +48,22 @@ async def list_rooms(caller: Caller, services: ServicesDep) -> dict[str, Any]:
         429: {"description": "too many rooms created recently (Retry-After)"},
     },
 )
-async def create_room(body: RoomIn, caller: Caller, services: ServicesDep) -> dict[str, Any]:
+async def create_room(
+    body: RoomIn,
+    caller: Caller,
+    room_creations: RoomCreationsDep,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> dict[str, Any]:
     """Create a room owned by the caller (409 when the name is taken).
 
     Non-admins may create `room_creations_per_user` rooms per `room_creation_window`
     (429 with `Retry-After`) and own at most `max_rooms_per_user` (403).
     """
-    settings = services.settings
+    settings = settings
     limited = caller.user.role != "admin"
     if limited:
-        wait = services.room_creations.blocked(caller.user.id)
+        wait = room_creations.blocked(caller.user.id)
         if wait is not None:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
@@ -65,35 +71,33 @@ async def create_room(body: RoomIn, caller: Caller, services: ServicesDep) -> di
                 f"{settings.room_creation_window:g} s; try again later",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
-        if await services.store.rooms_owned(caller.user.id) >= settings.max_rooms_per_user:
+        if await store.rooms_owned(caller.user.id) >= settings.max_rooms_per_user:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 f"you own {settings.max_rooms_per_user} rooms, the most allowed per user",
             )
     try:
         name = normalize_room_name(body.name, settings.max_room_name_chars)
-        view = await services.store.create_room(name, body.private, caller.user)
+        view = await store.create_room(name, body.private, caller.user)
     except InputError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     if limited:
-        services.room_creations.fail(caller.user.id)  # counts one created room
+        room_creations.fail(caller.user.id)  # counts one created room
     return view.to_json()
 
 
 @router.post("/{room:path}/members", status_code=status.HTTP_201_CREATED)
-async def add_member(
-    room: str, body: MemberIn, caller: Caller, services: ServicesDep
-) -> dict[str, Any]:
+async def add_member(room: str, body: MemberIn, caller: Caller, store: StoreDep) -> dict[str, Any]:
     """Owner or admin: let a user into a private room."""
-    view = await readable_room(services, caller, room)
+    view = await readable_room(store, caller, room)
     if caller.user.role != "admin" and view.owner.id != caller.user.id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only the room's owner or an admin")
-    user = await services.store.user_by_name(body.username)
+    user = await store.user_by_name(body.username)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
-    await services.store.add_member(view.id, user.id)
+    await store.add_member(view.id, user.id)
     return {"room": view.name, "user": {"id": user.id, "name": user.username, "role": user.role}}
 
 
@@ -101,7 +105,8 @@ async def add_member(
 async def history(
     room: str,
     caller: Caller,
-    services: ServicesDep,
+    store: StoreDep,
+    settings: SettingsDep,
     before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_SEQ)] = 50,
@@ -111,7 +116,7 @@ async def history(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "give either before or after, not both"
         )
-    view = await readable_room(services, caller, room)
-    limit = min(limit, services.settings.history_page_max)
-    items = await services.store.messages(view, before=before, after=after, limit=limit)
+    view = await readable_room(store, caller, room)
+    limit = min(limit, settings.history_page_max)
+    items = await store.messages(view, before=before, after=after, limit=limit)
     return {"items": [m.model_dump() for m in items]}

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from chat.api.deps import Caller, ServicesDep
+from chat.api.deps import Caller, StoreDep, TasksDep
 from chat.tasks import MEDIA_TYPES, REGISTRY, TaskRefused, TaskStatus, validation_detail
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -54,7 +54,7 @@ START_BODY = {
 
 
 @router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, openapi_extra=START_BODY)
-async def start_task(request: Request, caller: Caller, services: ServicesDep) -> JSONResponse:
+async def start_task(request: Request, caller: Caller, tasks: TasksDep) -> JSONResponse:
     """Start a task `{kind, params}`; answers 202 at once with the stored task.
 
     JSON, or multipart/form-data with `kind`, `params` (a JSON string) and a
@@ -63,7 +63,7 @@ async def start_task(request: Request, caller: Caller, services: ServicesDep) ->
     """
     kind, params = await _read_start(request)
     try:
-        view = await services.tasks.submit(kind, params, caller.user)
+        view = await tasks.submit(kind, params, caller.user)
     except TaskRefused as exc:
         raise _refused(exc) from None
     return JSONResponse(
@@ -141,28 +141,28 @@ async def task_kinds(caller: Caller) -> dict[str, Any]:
 @router.get("/tasks")
 async def list_tasks(
     caller: Caller,
-    services: ServicesDep,
+    tasks: TasksDep,
     active: Annotated[bool, Query(description="only queued and running tasks")] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """Tasks, newest first: every task for admins, the caller's own for others."""
-    return {"items": await services.tasks.list_tasks(caller.user, active=active, limit=limit)}
+    return {"items": await tasks.list_tasks(caller.user, active=active, limit=limit)}
 
 
 @router.get("/tasks/{task_id}")
-async def get_task(task_id: str, caller: Caller, services: ServicesDep) -> dict[str, Any]:
+async def get_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, Any]:
     """One task (its starter's or, for admins, any): status, progress, result or error."""
-    view = await services.tasks.view(task_id[:64], caller.user)
+    view = await tasks.view(task_id[:64], caller.user)
     if view is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such task")
     return view
 
 
 @router.post("/tasks/{task_id}/cancel")
-async def cancel_task(task_id: str, caller: Caller, services: ServicesDep) -> dict[str, Any]:
+async def cancel_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, Any]:
     """Cancel a queued or running task; 409 when it has already finished."""
     try:
-        return await services.tasks.cancel(task_id[:64], caller.user)
+        return await tasks.cancel(task_id[:64], caller.user)
     except TaskRefused as exc:
         raise _refused(exc) from None
 
@@ -172,20 +172,22 @@ async def cancel_task(task_id: str, caller: Caller, services: ServicesDep) -> di
     response_class=Response,
     responses={200: {"content": {v: {} for v in MEDIA_TYPES.values()}}},
 )
-async def task_result(task_id: str, caller: Caller, services: ServicesDep) -> FileResponse:
+async def task_result(
+    task_id: str, caller: Caller, store: StoreDep, tasks: TasksDep
+) -> FileResponse:
     """The file of a finished export, for anyone who may read the room it came from."""
-    task = await services.tasks.row(task_id[:64])
+    task = await tasks.row(task_id[:64])
     if task is None or task.kind != "export":
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such export task")
     params = json.loads(task.params)
     room = str(params.get("room", ""))
     fmt = str(params.get("format", "jsonl"))
-    if await services.store.room_for(room, caller.user) is None:
+    if await store.room_for(room, caller.user) is None:
         # Same answer as for a missing task: do not confirm that it exists.
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such export task")
     if task.status != TaskStatus.SUCCEEDED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"the export is {task.status}, not finished")
-    path = services.tasks.exports.finished(task.id, fmt)
+    path = tasks.exports.finished(task.id, fmt)
     if path is None:
         raise HTTPException(status.HTTP_410_GONE, "the export file is no longer available")
     safe_room = "".join(c if c.isalnum() or c in "-_." else "_" for c in room)[:60] or "room"

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from chat.auth.tokens import TokenError
 from chat.protocol import AuthIn, ErrorCode, FrameError, ReauthedFrame, encode
-
-if TYPE_CHECKING:
-    from chat.ws.session import Session
+from chat.ws.commands.context import CommandContext
 
 
-async def reauth(session: Session, frame: AuthIn) -> None:
+async def reauth(session: CommandContext, frame: AuthIn) -> None:
     try:
         principal = await session.deps.accounts.authenticate(frame.token)
     except TokenError:

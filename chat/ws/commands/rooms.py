@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from chat.protocol import ErrorCode, FrameError, JoinedFrame, JoinIn, LeaveIn, LeftFrame, encode
-
-if TYPE_CHECKING:
-    from chat.ws.session import Session
+from chat.ws.commands.context import CommandContext
 
 
-async def join(session: Session, frame: JoinIn) -> None:
+async def join(session: CommandContext, frame: JoinIn) -> None:
     """Join a room: presence, `joined`, then what the client missed since `since`.
 
     The connection is registered (buffering live messages) before `last_seq` is
@@ -55,7 +51,7 @@ async def join(session: Session, frame: JoinIn) -> None:
     hub.finish_replay(conn, room.name, last_seq)
 
 
-async def leave(session: Session, frame: LeaveIn) -> None:
+async def leave(session: CommandContext, frame: LeaveIn) -> None:
     settings = session.settings
     # The join bucket: a join/leave loop pays for both halves.
     await session.rate_limit(

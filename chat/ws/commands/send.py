@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
 
 from chat.protocol import ErrorCode, FrameError, SendIn, encode
 from chat.storage.records import NewMessage, Stored
 from chat.storage.rules import check_body
 from chat.storage.writer import WriterFull
-
-if TYPE_CHECKING:
-    from chat.ws.session import Session
+from chat.ws.commands.context import CommandContext
 
 INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
 
 
-async def send(session: Session, frame: SendIn) -> None:
+async def send(session: CommandContext, frame: SendIn) -> None:
     settings = session.settings
     session.require_joined(frame.room, frame.ref)
     if len(frame.body) > settings.max_body_chars:
@@ -55,7 +52,7 @@ async def send(session: Session, frame: SendIn) -> None:
     session.sends.add()
 
 
-def _stored(session: Session, ref: str, result: Stored | Exception) -> None:
+def _stored(session: CommandContext, ref: str, result: Stored | Exception) -> None:
     """The writer's answer to one of the session's sends, in the order they came."""
     session.sends.done()
     if isinstance(result, Stored):

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from chat.protocol import PingIn, PongFrame, TypingFrame, TypingIn, encode, now_iso
-
-if TYPE_CHECKING:
-    from chat.ws.session import Session
+from chat.ws.commands.context import CommandContext
 
 
-async def typing(session: Session, frame: TypingIn) -> None:
+async def typing(session: CommandContext, frame: TypingIn) -> None:
     settings = session.settings
     session.require_joined(frame.room, frame.ref)
     await session.rate_limit("typing", settings.typing_rate, settings.typing_burst, frame.ref)
@@ -18,5 +14,5 @@ async def typing(session: Session, frame: TypingIn) -> None:
     await session.deps.hub.publish_room(frame.room, payload, exclude_user=session.user.id)
 
 
-async def ping(session: Session, frame: PingIn) -> None:
+async def ping(session: CommandContext, frame: PingIn) -> None:
     session.conn.push(encode(PongFrame(ts=now_iso(), ref=frame.ref)))
