@@ -1,4 +1,9 @@
-"""The process-wide objects the API works with, built once per app in its lifespan."""
+"""The composition root: every part of a process, built once in the app's lifespan.
+
+Each part is handed only what it uses (the hub its backends, the writer its
+store, the task runner its ports, the WebSocket layer `WsDeps`, routes one
+dependency per part); only the app, the graceful stop and the CLI import it.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,9 @@ from chat.auth.accounts import Accounts
 from chat.auth.passwords import PasswordService
 from chat.auth.tokens import TokenService, resolve_secret
 from chat.backends import Backends, create_backends
-from chat.backends.fanout import Broker
-from chat.backends.limits import Limiter
 from chat.config import Settings
 from chat.hub import Hub
-from chat.limits.buckets import FailureWindow, Gate, LoginThrottle, RateLimiter
+from chat.limits.buckets import FailureWindow, Gate, LoginThrottle
 from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts, HealthWatcher
 from chat.protocol import encode
@@ -36,7 +39,6 @@ class Services:
     accounts: Accounts
     backends: Backends
     hub: Hub
-    limiter: RateLimiter = field(default_factory=RateLimiter)
     abuse: AbuseMonitor = field(default_factory=AbuseMonitor)
     login_throttle: LoginThrottle = field(init=False)
     login_gate: Gate = field(init=False)
@@ -82,7 +84,7 @@ class Services:
         )
         self.hub.on_resync(self.tasks.resync)
         self.hub.on_admins_event(self.tasks.changed_somewhere)
-        probes = {"database": self.db.ping, "broker": self.broker.ping}
+        probes = {"database": self.db.ping, "broker": self.backends.fanout.ping}
         self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)
 
     @classmethod
@@ -117,15 +119,6 @@ class Services:
             presence_tick=settings.presence_tick,
         )
         return cls(settings, db, store, accounts, backends, hub)
-
-    @property
-    def broker(self) -> Broker:
-        return self.backends.fanout
-
-    @property
-    def limits(self) -> Limiter:
-        """Per-user and per-address buckets (in Redis when it is configured)."""
-        return self.backends.limits
 
     async def _publish_stored(self, stored: Sequence[Stored]) -> None:
         await self.hub.publish_messages(

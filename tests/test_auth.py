@@ -12,7 +12,7 @@ import pytest
 from jose import jwt
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.harness import TEST_SECRET, Api, ServerProcess, connect, recv
+from tests.harness import TEST_SECRET, Api, Server, ServerProcess, connect, nodes, recv
 
 
 def forge(**overrides: Any) -> str:
@@ -293,3 +293,21 @@ def test_concurrent_refreshes_with_one_token_yield_one_pair(api: Api) -> None:
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(attempt, range(8)))
     assert codes.count(200) == 1, codes
+
+
+async def test_a_token_issued_after_a_logout_works_on_every_process_at_once(
+    server: Server, api: Api
+) -> None:
+    """Each process caches users' token facts for 2 s; a token newer than the cached
+    row (signed in again right after a logout elsewhere) must not be refused."""
+    alice = api.user()
+    for node in nodes(server):  # every process has read (and cached) alice's row
+        await (await connect(node, alice.token)).close()
+    r = api.client.post("/api/auth/logout", headers=alice.headers)
+    assert r.status_code == 204
+    fresh = api.login(alice.name, "correct horse")["access_token"]
+    for node in nodes(server):
+        ws = await connect(node, fresh)  # reads `hello`: accepted at once
+        await ws.close()
+        with pytest.raises(InvalidStatus):  # and the old token is dead everywhere
+            await connect(node, alice.token)

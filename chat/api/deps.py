@@ -72,7 +72,7 @@ class Readiness:
 
 def _readiness(request: Request) -> Readiness:
     services = request.app.state.services
-    probes = {"database": services.db.ping, "broker": services.broker.ping}
+    probes = {"database": services.db.ping, "broker": services.backends.fanout.ping}
     return Readiness(probes, services.draining)
 
 

@@ -60,7 +60,7 @@ class Accounts:
     ) -> Principal:
         """Check a token against its signature, claims, user, ban and revocation."""
         claims = self.tokens.decode(token, allowed)
-        user = await self.store.user_for_token(claims.user_id)
+        user = await self.store.user_for_token(claims.user_id, claims.version)
         if user is None or user.banned or user.token_version != claims.version:
             raise TokenError("token has been revoked")
         if claims.type == "bot" and not await self.store.bot_token_live(claims.jti):

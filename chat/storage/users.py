@@ -41,16 +41,25 @@ class UserQueries:
         async with self.db.read() as s:
             return await s.get(User, user_id)
 
-    async def user_for_token(self, user_id: int) -> TokenUser | None:
-        """The token-checking facts of a user, from a cache of `USER_CACHE_SECONDS`.
+    async def user_for_token(self, user_id: int, version: int) -> TokenUser | None:
+        """The token-checking facts of a user, from a cache of `USER_CACHE_SECONDS`,
+        for a token of `version`.
 
         Connecting checks the token's user twice; a storm of reconnects would
         otherwise read the same rows thousands of times a second. Changes made
         through this process (revocation, ban, password) drop the entry at once;
-        one made by another process is seen here within the cache's lifetime
-        (the sockets it must close are closed through the broker at once).
+        a revocation or ban made by another process is seen here within the
+        cache's lifetime (the sockets it must close are closed through the broker
+        at once). A token newer than the cached row (signed in again on another
+        process after a logout or password change) reads the row again, so it is
+        never refused for a change it already carries.
         """
-        return await self._users.get(user_id, partial(self._token_user, user_id))
+        load = partial(self._token_user, user_id)
+        user = await self._users.get(user_id, load)
+        if user is not None and user.token_version < version:
+            self._users.drop(user_id)
+            user = await self._users.get(user_id, load)
+        return user
 
     async def _token_user(self, user_id: int) -> TokenUser | None:
         # Core, not an ORM session: a storm of handshakes makes this the connect path's read.

@@ -243,7 +243,7 @@ class Session:
         """Whether the token that opened this session is still live (not revoked or banned)."""
         claims = self.principal.claims
         store = self.deps.store
-        user = await store.user_for_token(claims.user_id)
+        user = await store.user_for_token(claims.user_id, claims.version)
         if user is None or user.banned or user.token_version != claims.version:
             return False
         return claims.type != "bot" or await store.bot_token_live(claims.jti)
