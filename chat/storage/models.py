@@ -38,6 +38,9 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     banned: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # Migration 0003: the name people see, and the newest notification id marked read.
+    display_name: Mapped[str | None] = mapped_column(String(64))
+    notifications_read_upto: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class RefreshToken(Base):
@@ -70,6 +73,12 @@ class Room(Base):
     # The newest message's seq; incremented in the same transaction as the insert.
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # Migration 0003. `kind` is "room" or "dm"; a DM's `dm_key` ("<low id>:<high id>")
+    # is unique, so concurrent requests for one pair create one room.
+    kind: Mapped[str] = mapped_column(String(8), default="room", server_default="room")
+    topic: Mapped[str | None] = mapped_column(String(500))
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    dm_key: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class RoomMember(Base):
@@ -98,6 +107,83 @@ class Message(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     ref: Mapped[str | None] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # Migration 0003: the seq this one answers, the last edit, and deletion (body emptied).
+    reply_to: Mapped[int | None] = mapped_column(BigInteger)
+    edited_at: Mapped[float | None] = mapped_column(Float)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class MessageChange(Base):
+    """History of edits, deletes and reactions: who changed what, when (moderation),
+    and what a resuming client missed: `at_seq` is the room's `last_seq` when the
+    change was made, so a client at `since` missed at most the changes with
+    `at_seq >= since`."""
+
+    __tablename__ = "message_changes"
+    __table_args__ = (
+        Index("ix_message_changes_room_at_seq", "room_id", "at_seq"),
+        Index("ix_message_changes_message", "message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at_seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(8))  # edit, delete, react, unreact
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    old_body: Mapped[str | None] = mapped_column(Text)
+    new_body: Mapped[str | None] = mapped_column(Text)
+    emoji: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Reaction(Base):
+    __tablename__ = "reactions"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    emoji: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class RoomState(Base):
+    """A user's own state in a room: read cursor (only moves forward) and what notifies
+    them (`notify`: all, mentions or nothing; None is the room kind's default)."""
+
+    __tablename__ = "room_states"
+    __table_args__ = (Index("ix_room_states_user", "user_id"),)
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    read_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    notify: Mapped[str | None] = mapped_column(String(8))
+
+
+class Notification(Base):
+    """One entry of a user's inbox; `id` increases (globally, so per user too)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # mention, dm, app
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    title: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(String(2000))
+    from_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -23,6 +23,10 @@ __all__ = [
     "AuthIn",
     "ClientFrame",
     "CloseCode",
+    "DeleteIn",
+    "DeletedFrame",
+    "EditIn",
+    "EditedFrame",
     "ErrorCode",
     "ErrorFrame",
     "FrameError",
@@ -32,12 +36,20 @@ __all__ = [
     "LeaveIn",
     "LeftFrame",
     "MessageFrame",
+    "NotificationFrame",
     "PingIn",
     "PongFrame",
     "PresenceChangesFrame",
     "PresenceFrame",
+    "ReactIn",
+    "ReactionFrame",
+    "ReadFrame",
+    "ReadIn",
     "ReauthedFrame",
     "Ref",
+    "RemovedFrame",
+    "ReplyRef",
+    "RoomFrame",
     "RoomName",
     "SendIn",
     "ServerFrame",
@@ -54,6 +66,10 @@ __all__ = [
 
 Ref = Annotated[str, Field(min_length=1, max_length=64)]
 RoomName = Annotated[str, Field(min_length=1, max_length=200)]
+MAX_SEQ = 2**63 - 1  # the database's integer range
+Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+# A reaction: one emoji (or short code), at most 16 characters.
+Emoji = Annotated[str, Field(min_length=1, max_length=16)]
 
 
 class ErrorCode(StrEnum):
@@ -117,6 +133,38 @@ class SendIn(_Frame):
     room: RoomName
     body: str
     ref: Ref
+    reply_to: Seq | None = None
+
+
+class EditIn(_Frame):
+    type: Literal["edit"]
+    room: RoomName
+    seq: Seq
+    body: str
+    ref: Ref | None = None
+
+
+class DeleteIn(_Frame):
+    type: Literal["delete"]
+    room: RoomName
+    seq: Seq
+    ref: Ref | None = None
+
+
+class ReactIn(_Frame):
+    type: Literal["react"]
+    room: RoomName
+    seq: Seq
+    emoji: Emoji
+    on: bool
+    ref: Ref | None = None
+
+
+class ReadIn(_Frame):
+    type: Literal["read"]
+    room: RoomName
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
+    ref: Ref | None = None
 
 
 class TypingIn(_Frame):
@@ -131,9 +179,12 @@ class PingIn(_Frame):
 
 
 ClientFrame = Annotated[
-    AuthIn | JoinIn | LeaveIn | SendIn | TypingIn | PingIn, Field(discriminator="type")
+    AuthIn | JoinIn | LeaveIn | SendIn | EditIn | DeleteIn | ReactIn | ReadIn | TypingIn | PingIn,
+    Field(discriminator="type"),
 ]
-CLIENT_TYPES = frozenset({"auth", "join", "leave", "send", "typing", "ping"})
+CLIENT_TYPES = frozenset(
+    {"auth", "join", "leave", "send", "edit", "delete", "react", "read", "typing", "ping"}
+)
 _client_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
 
@@ -221,6 +272,7 @@ class UserRef(_Frame):
     id: int
     name: str
     role: Literal["user", "admin", "bot"] = "user"
+    display_name: str | None = None  # set with `PATCH /api/me`; absent until then
 
 
 class HelloFrame(_Frame):
@@ -228,6 +280,8 @@ class HelloFrame(_Frame):
     user: UserRef
     expires_at: str | None = None
     limits: dict[str, int | float] = Field(default_factory=dict)
+    notifications_unread: int = 0
+    last_notification_id: int = 0
     ref: str | None = None
 
 
@@ -243,6 +297,10 @@ class JoinedFrame(_Frame):
     presence: list[UserRef]
     last_seq: int
     replay_truncated: bool = False
+    read_seq: int = 0
+    unread: int = 0
+    topic: str | None = None
+    archived: bool = False
     ref: str | None = None
 
 
@@ -261,14 +319,104 @@ class AckFrame(_Frame):
     ts: str
 
 
+class ReplyRef(_Frame):
+    """What a reply shows of the message it answers (`excerpt`: its first characters)."""
+
+    seq: int
+    user: UserRef | None
+    excerpt: str
+
+
 class MessageFrame(_Frame):
     type: Literal["message"] = "message"
     room: str
     id: int
     seq: int
     user: UserRef
-    body: str
+    body: str  # empty once deleted
     ts: str
+    reply_to: ReplyRef | None = None
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    reactions: dict[str, list[str]] = Field(default_factory=dict)
+    edited_at: str | None = None
+    deleted: bool = False
+
+    # `reply_to` and `edited_at` are part of every message frame, null or not.
+    keep_none: ClassVar[bool] = True
+
+
+class EditedFrame(_Frame):
+    type: Literal["edited"] = "edited"
+    room: str
+    seq: int
+    body: str
+    edited_at: str
+    # The change's id in the room's history: of two frames about one message, the
+    # higher `version` is the newer state (frames from two processes may cross).
+    version: int = 0
+    ref: str | None = None
+
+
+class DeletedFrame(_Frame):
+    type: Literal["deleted"] = "deleted"
+    room: str
+    seq: int
+    version: int = 0
+    ref: str | None = None
+
+
+class ReactionFrame(_Frame):
+    type: Literal["reaction"] = "reaction"
+    room: str
+    seq: int
+    emoji: str
+    users: list[str]  # everyone with that reaction now (whole state)
+    version: int = 0
+    ref: str | None = None
+
+
+class ReadFrame(_Frame):
+    """The user's read cursor in `room` moved (sent to their other connections)."""
+
+    type: Literal["read"] = "read"
+    room: str
+    seq: int
+    ref: str | None = None
+
+
+class NotificationFrame(_Frame):
+    model_config = ConfigDict(
+        strict=True, extra="ignore", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
+
+    type: Literal["notification"] = "notification"
+    id: int
+    kind: str  # mention, dm, app
+    room: str | None = None
+    seq: int | None = None
+    title: str | None = None
+    body: str
+    link: str | None = None
+    ts: str
+    from_: UserRef | None = Field(default=None, alias="from")
+
+
+class RoomFrame(_Frame):
+    """The room's settings changed (topic, archived)."""
+
+    type: Literal["room"] = "room"
+    room: str
+    topic: str | None
+    archived: bool
+
+    keep_none: ClassVar[bool] = True
+
+
+class RemovedFrame(_Frame):
+    """The user was removed from (or left) `room`: nothing more comes from it."""
+
+    type: Literal["removed"] = "removed"
+    room: str
 
 
 class PresenceFrame(_Frame):
@@ -337,6 +485,13 @@ ServerFrame = Annotated[
     | LeftFrame
     | AckFrame
     | MessageFrame
+    | EditedFrame
+    | DeletedFrame
+    | ReactionFrame
+    | ReadFrame
+    | NotificationFrame
+    | RoomFrame
+    | RemovedFrame
     | PresenceFrame
     | PresenceChangesFrame
     | TypingFrame
@@ -355,5 +510,6 @@ def parse_server_frame(raw: str | bytes) -> ServerFrame:
 
 
 def encode(frame: BaseModel) -> str:
-    """Serialize a server frame once, leaving out unset optional fields that are None."""
-    return frame.model_dump_json(exclude_none=True)
+    """Serialize a server frame once, leaving out optional fields that are None
+    (except in frames whose contract shows them as null: `keep_none`)."""
+    return frame.model_dump_json(exclude_none=not getattr(frame, "keep_none", False))
