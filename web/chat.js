@@ -5,6 +5,11 @@
 // indicator, the wording of errors and the toasts are shared with the admin console
 // (shared/signin.js, status.js, errors.js, toasts.js). User text only ever reaches the
 // page as text (shared/dom.js), never as HTML.
+//
+// Conversations (issue 10) live in small modules of their own: chat-changes.js (edits,
+// deletes, reactions, reply quotes), chat-people.js (starting a DM, `@` completion),
+// chat-inbox.js (the bell, the inbox, the browser's notifications) and chat-settings.js
+// (room settings, your display name). This module wires them to the connection.
 
 import { Connection, NetworkError, Session, State, bodyLength } from "./shared/client.js";
 import { byId, clear, h, hueClass, initials, linkify, setText, showText, timeElement } from "./shared/dom.js";
@@ -12,6 +17,10 @@ import { couldNot, frameErrorWords, requestErrorWords, sendDelayWords, waitWords
 import { SignIn } from "./shared/signin.js";
 import { ConnectionStatus } from "./shared/status.js";
 import { Toasts } from "./shared/toasts.js";
+import { MessageState, QUICK_EMOJI, armConfirm, displayName, excerptOf, renderReactions, renderText, replyQuote } from "./chat-changes.js";
+import { Inbox } from "./chat-inbox.js";
+import { DmPicker, MentionCompleter } from "./chat-people.js";
+import { ProfileForm, RoomSettings } from "./chat-settings.js";
 
 const HISTORY_PAGE = 50; // messages per history request
 const TYPING_EVERY = 3000; // ms between our own `typing` frames
@@ -19,6 +28,8 @@ const TYPING_SHOW = 5000; // ms a "… is typing" stays without a new frame
 const GROUP_WINDOW = 5 * 60 * 1000; // consecutive messages by one author within this are grouped
 const ROOMS_POLL = 30_000; // ms between room list refreshes
 const STICK_SLACK = 48; // px from the bottom that still counts as "at the bottom"
+const READ_EVERY = 800; // ms between our `read` frames for one room
+const JUMP_PAGES = 20; // history pages loaded at most to reach a notification's message
 
 const session = new Session();
 let conn = null;
@@ -27,6 +38,8 @@ let rooms = new Map(); // name -> RoomView
 let current = null; // RoomView
 let roomsTimer = null;
 let lastTypingSent = 0;
+let replyTarget = null; // {room, seq, user, excerpt}: what the composer answers
+let roomsReload = null; // timer of a pending room list refresh
 
 const $ = {
   chatView: byId("chat-view"),
@@ -64,6 +77,15 @@ const $ = {
   addMemberStatus: byId("add-member-status"),
   addMemberSubmit: byId("add-member-submit"),
   backdrop: byId("backdrop"),
+  dmList: byId("dm-list"),
+  roomSettingsBtn: byId("room-settings-btn"),
+  archivedBadge: byId("archived-badge"),
+  archivedNote: byId("archived-note"),
+  replyBar: byId("reply-bar"),
+  replyLabel: byId("reply-label"),
+  replyExcerpt: byId("reply-excerpt"),
+  replyCancel: byId("reply-cancel"),
+  profileBtn: byId("profile-btn"),
 };
 
 const signin = new SignIn({
@@ -81,6 +103,69 @@ const signin = new SignIn({
 const status = new ConnectionStatus(byId("conn"), byId("banner"), { queued: () => conn?.pending().length ?? 0 });
 const toasts = new Toasts($.notices);
 
+const inbox = new Inbox({
+  session,
+  els: {
+    bell: byId("bell"),
+    count: byId("bell-count"),
+    panel: byId("inbox"),
+    list: byId("inbox-list"),
+    empty: byId("inbox-empty"),
+    status: byId("inbox-status"),
+    markRead: byId("inbox-mark-read"),
+    close: byId("inbox-close"),
+    desktop: byId("desktop-notify"),
+    desktopStatus: byId("desktop-notify-status"),
+  },
+  onOpen: openNotification,
+  onLive: onLiveNotification,
+});
+const dmPicker = new DmPicker({
+  session,
+  input: byId("dm-search"),
+  results: byId("dm-results"),
+  status: byId("dm-status"),
+  me: () => me,
+  startDm,
+});
+const mentions = new MentionCompleter({ session, input: $.input, list: byId("mention-list") });
+const settings = new RoomSettings({
+  session,
+  els: {
+    dialog: byId("settings"),
+    title: byId("settings-title"),
+    topicForm: byId("topic-form"),
+    topicInput: byId("topic-input"),
+    topicSave: byId("topic-save"),
+    levels: byId("notify-level"),
+    members: byId("members-list"),
+    status: byId("settings-status"),
+    archive: byId("archive-toggle"),
+    leave: byId("leave-room"),
+    close: byId("settings-close"),
+  },
+  me: () => me,
+  onLeft: (room) => dropRoom(room, `You left ${roomLabel(rooms.get(room))}.`),
+  onInfo: (room, info) => onRoomFrame({ room, topic: info.topic ?? null, archived: Boolean(info.archived) }),
+});
+const profile = new ProfileForm({
+  session,
+  els: {
+    dialog: byId("profile"),
+    form: byId("profile-form"),
+    username: byId("profile-username"),
+    input: byId("display-name"),
+    save: byId("profile-save"),
+    status: byId("profile-status"),
+    close: byId("profile-close"),
+  },
+  me: () => me,
+  onSaved: ({ display_name }) => {
+    me = { ...me, display_name };
+    renderMe();
+  },
+});
+
 // --- one room's view ---------------------------------------------------------------
 
 class RoomView {
@@ -97,7 +182,13 @@ class RoomView {
     this.byRef = new Map(); // ref -> <li> of our own unacknowledged message
     this.presence = new Map(); // user id -> user
     this.typing = new Map(); // user id -> {name, until}
-    this.unread = 0;
+    this.unread = 0; // messages after our read cursor, not ours (from the server, then live)
+    this.readSeq = 0; // our read cursor
+    this.countedUpto = 0; // messages up to this seq are already in `unread`
+    this.readSent = 0; // when our last `read` frame for the room went (ms)
+    this.readTimer = null;
+    this.newest = 0; // highest seq shown
+    this.states = new Map(); // seq -> MessageState (also for changes that came first)
     this.stick = true; // follow new messages
     this.scrollTop = 0;
     this.status = h("p", { class: "history-status", attrs: { role: "status" } });
@@ -121,9 +212,7 @@ function boot() {
 function enterChat(user) {
   me = user;
   $.chatView.hidden = false;
-  setText($.meName, user.name);
-  setText($.meAvatar, initials(user.name));
-  $.meAvatar.className = `avatar small ${hueClass(user.name)}`;
+  renderMe();
   document.title = "Chat";
 
   // Unacknowledged messages survive a reload of the tab (sessionStorage, per user).
@@ -141,6 +230,13 @@ function enterChat(user) {
   conn.on("presence", onPresence);
   conn.on("presence_changes", onPresenceChanges);
   conn.on("typing", onTyping);
+  conn.on("edited", (f) => onChange(f, (state) => state.applyEdited(f)));
+  conn.on("deleted", (f) => onChange(f, (state) => state.applyDeleted(f)));
+  conn.on("reaction", (f) => onChange(f, (state) => state.applyReaction(f)));
+  conn.on("read", onRead);
+  conn.on("notification", (f) => inbox.live(f));
+  conn.on("room", onRoomFrame);
+  conn.on("removed", (f) => dropRoom(f.room, `You are no longer a member of ${roomLabel(rooms.get(f.room))}.`));
   conn.on("error", onErrorFrame);
   status.attach(conn);
   conn.start();
@@ -151,7 +247,7 @@ function enterChat(user) {
       const view = rooms.get(item.room);
       if (!view) continue;
       view.joinRequested = true;
-      addPendingBubble(view, item.ref, item.body);
+      addPendingBubble(view, item.ref, item.body, item.reply_to ? { seq: item.reply_to, user: null, excerpt: "an earlier message" } : null);
     }
     const wanted = roomFromHash();
     const first = wanted && rooms.has(wanted) ? wanted : rooms.keys().next().value;
@@ -172,6 +268,11 @@ function leaveChat() {
   rooms = new Map();
   current = null;
   clear($.roomList);
+  clear($.dmList);
+  inbox.reset();
+  dmPicker.reset();
+  cancelReply();
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   toasts.clear();
   clear($.presenceList);
   showNoRoom();
@@ -210,6 +311,12 @@ function wireChat() {
     sendCurrent();
   });
   $.input.addEventListener("keydown", (event) => {
+    if (mentions.handleKey(event)) return;
+    if (event.key === "Escape" && replyTarget) {
+      event.preventDefault();
+      cancelReply();
+      return;
+    }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !event.altKey) {
       event.preventDefault();
       sendCurrent();
@@ -230,7 +337,19 @@ function wireChat() {
     current.scrollTop = $.scroller.scrollTop;
     if (current.stick) $.jump.hidden = true;
     if ($.scroller.scrollTop < 200) loadOlder(current);
+    if (current.stick) markReadSoon(current);
   }, { passive: true });
+  document.addEventListener("visibilitychange", () => {
+    if (current) markReadSoon(current);
+  });
+  $.replyCancel.addEventListener("click", () => {
+    cancelReply();
+    $.input.focus();
+  });
+  $.roomSettingsBtn.addEventListener("click", () => {
+    if (current) settings.open(current);
+  });
+  $.profileBtn.addEventListener("click", () => profile.open());
   $.jump.addEventListener("click", () => {
     scrollToBottom();
     $.input.focus();
@@ -279,14 +398,21 @@ function onState(info) {
   updatePendingLabels();
 }
 
-function onHello() {
+function onHello(frame) {
   $.presenceList.classList.remove("stale");
+  if (frame.user && me && frame.user.id === me.id && frame.user.display_name !== undefined) {
+    me = { ...me, display_name: frame.user.display_name ?? null };
+    renderMe();
+  }
+  inbox.hello(frame);
   loadRooms();
 }
 
 // --- rooms -----------------------------------------------------------------------------
 
 async function loadRooms() {
+  clearTimeout(roomsReload);
+  roomsReload = null;
   let items;
   try {
     items = (await session.api("/api/rooms"))?.items ?? [];
@@ -295,42 +421,80 @@ async function loadRooms() {
     notice(couldNot("load the room list", err), "danger");
     return;
   }
+  const listed = new Set();
   for (const info of items) {
-    const view = rooms.get(info.name);
-    if (view) view.info = info;
-    else rooms.set(info.name, new RoomView(info));
+    listed.add(info.name);
+    let view = rooms.get(info.name);
+    if (view) view.info = { ...view.info, ...info };
+    else rooms.set(info.name, (view = new RoomView(info)));
+    // A room this page follows live counts for itself; the others take the server's word.
+    if ((!view.joined || view.trustServer) && typeof info.unread === "number") view.unread = info.unread;
+    view.trustServer = false;
+    view.mentions = Number(info.mentions) || 0;
+    // Direct messages are few and personal: follow them all, so their badges move live.
+    if (info.kind === "dm" && !view.joinRequested && conn) {
+      view.joinRequested = true;
+      conn.join(info.name);
+    }
+  }
+  // A room we may no longer read (removed meanwhile) leaves the list.
+  for (const name of [...rooms.keys()]) {
+    if (!listed.has(name) && !conn?.pending().some((p) => p.room === name)) {
+      if (rooms.get(name) === current) continue; // told by a `removed` frame instead
+      rooms.delete(name);
+      conn?.forget(name);
+    }
   }
   renderRoomList();
   if (current) renderRoomHeader();
 }
 
+/** Refresh the room list shortly (several reasons in a burst make one request). */
+function loadRoomsSoon(delay = 300) {
+  if (roomsReload) return;
+  roomsReload = setTimeout(() => loadRooms(), delay);
+}
+
+function roomLabel(view) {
+  if (!view) return "the room";
+  return view.info.kind === "dm" ? `the conversation with ${displayName(view.info.peer)}` : `#${view.name}`;
+}
+
 function renderRoomList() {
-  const names = [...rooms.keys()].sort((a, b) => a.localeCompare(b));
+  const views = [...rooms.values()];
+  const byName = (a, b) => a.name.localeCompare(b.name);
+  const dmName = (v) => displayName(v.info.peer ?? { name: v.name });
+  const plain = views.filter((v) => v.info.kind !== "dm").sort(byName);
+  const dms = views.filter((v) => v.info.kind === "dm").sort((a, b) => dmName(a).localeCompare(dmName(b)));
   clear($.roomList);
-  for (const name of names) {
-    const view = rooms.get(name);
-    const label = view.info.private ? `${name}, private room` : name;
-    const button = h(
-      "button",
-      {
-        type: "button",
-        class: "room-btn",
-        data: { room: name },
-        attrs: {
-          "aria-current": view === current ? "page" : null,
-          "aria-label": view.unread ? `${label}, ${view.unread} unread` : label,
-        },
-        on: { click: () => selectRoom(name) },
-      },
-      h("span", { class: view.info.private ? "room-icon lock" : "room-icon hash", attrs: { "aria-hidden": "true" } }),
-      h("span", { class: "room-name", text: name }),
-      view.unread ? h("span", { class: "unread", text: view.unread > 99 ? "99+" : view.unread, attrs: { "aria-hidden": "true" } }) : null,
-    );
-    $.roomList.append(h("li", {}, button));
-  }
-  $.roomsEmpty.hidden = names.length > 0;
-  const unread = [...rooms.values()].reduce((n, v) => n + v.unread, 0);
-  document.title = `${unread ? `(${unread}) ` : ""}${current ? `#${current.name} · ` : ""}Chat`;
+  clear($.dmList);
+  for (const view of plain) $.roomList.append(h("li", {}, roomButton(view, view.name, view.info.private ? "room-icon lock" : "room-icon hash")));
+  for (const view of dms) $.dmList.append(h("li", {}, roomButton(view, dmName(view), `avatar tiny ${hueClass(view.info.peer?.name ?? view.name)}`, initials(dmName(view)))));
+  $.roomsEmpty.hidden = plain.length > 0;
+  const unread = views.reduce((n, v) => n + v.unread, 0);
+  const here = current ? (current.info.kind === "dm" ? `${dmName(current)} · ` : `#${current.name} · `) : "";
+  document.title = `${unread ? `(${unread}) ` : ""}${here}Chat`;
+}
+
+function roomButton(view, shown, iconClass, iconText = null) {
+  const parts = [view.info.kind === "dm" ? `${shown}, direct message` : view.info.private ? `${shown}, private room` : shown];
+  if (view.info.archived) parts.push("archived");
+  if (view.unread) parts.push(`${view.unread} unread`);
+  if (view.mentions) parts.push(view.mentions === 1 ? "1 mention" : `${view.mentions} mentions`);
+  return h(
+    "button",
+    {
+      type: "button",
+      class: ["room-btn", view.unread && "has-unread", view.info.archived && "archived"],
+      data: { room: view.name, kind: view.info.kind ?? "room" },
+      attrs: { "aria-current": view === current ? "page" : null, "aria-label": parts.join(", ") },
+      on: { click: () => selectRoom(view.name) },
+    },
+    h("span", { class: iconClass, text: iconText, attrs: { "aria-hidden": "true" } }),
+    h("span", { class: "room-name", text: shown }),
+    view.mentions ? h("span", { class: "mention-badge", text: "@", attrs: { "aria-hidden": "true" } }) : null,
+    view.unread ? h("span", { class: "unread", text: view.unread > 99 ? "99+" : view.unread, attrs: { "aria-hidden": "true" } }) : null,
+  );
 }
 
 function roomFromHash() {
@@ -349,12 +513,17 @@ function showNoRoom() {
   $.roomEmpty.hidden = false;
   setText($.roomTitle, "No room selected");
   $.roomBadge.hidden = true;
+  $.archivedBadge.hidden = true;
+  $.roomSettingsBtn.hidden = true;
+  $.archivedNote.hidden = true;
   setText($.roomMeta, "");
   $.input.disabled = true;
   $.send.disabled = true;
   $.addMember.hidden = true;
+  cancelReply();
   clear($.presenceList);
   setText($.typing, "");
+  renderRoomList();
 }
 
 function selectRoom(name) {
@@ -363,7 +532,7 @@ function selectRoom(name) {
   if (current && current !== view) current.scrollTop = $.scroller.scrollTop;
   const switching = current !== view;
   current = view;
-  view.unread = 0;
+  if (switching) cancelReply();
   if (roomFromHash() !== name) history.replaceState(null, "", `#${encodeURIComponent(name)}`);
   clear($.scroller).append(view.el);
   renderRoomHeader();
@@ -371,9 +540,6 @@ function selectRoom(name) {
   renderPresence();
   renderTyping();
   $.jump.hidden = true;
-  $.input.disabled = false;
-  $.send.disabled = false;
-  $.input.placeholder = `Message #${name}`;
   setText($.addMemberStatus, "");
   $.addMemberStatus.hidden = true;
   closeDrawers();
@@ -384,21 +550,37 @@ function selectRoom(name) {
   }
   if (view.stick) scrollToBottom();
   else $.scroller.scrollTop = view.scrollTop;
-  if (switching && window.matchMedia("(min-width: 721px)").matches) $.input.focus();
+  markReadSoon(view);
+  if (switching && !$.input.disabled && window.matchMedia("(min-width: 721px)").matches) $.input.focus();
 }
 
 function renderRoomHeader() {
   const view = current;
   if (!view) return;
-  setText($.roomTitle, `# ${view.name}`);
-  $.roomBadge.hidden = !view.info.private;
+  const dm = view.info.kind === "dm";
+  const archived = Boolean(view.info.archived);
+  setText($.roomTitle, dm ? `@ ${displayName(view.info.peer ?? { name: view.name })}` : `# ${view.name}`);
+  $.roomBadge.hidden = dm || !view.info.private;
+  $.archivedBadge.hidden = !archived;
+  $.roomSettingsBtn.hidden = false;
   const owner = view.info.owner?.name;
   const parts = [];
-  if (owner) parts.push(owner === me?.name ? "Created by you" : `Created by ${owner}`);
-  parts.push(view.info.private ? "Only members can see this room" : "Anyone can join");
+  if (view.info.topic) parts.push(view.info.topic);
+  if (dm) parts.push(`Direct message with ${displayName(view.info.peer)} (${view.info.peer?.name ?? "?"})`);
+  else {
+    if (owner) parts.push(owner === me?.name ? "Created by you" : `Created by ${owner}`);
+    parts.push(view.info.private ? "Only members can see this room" : "Anyone can join");
+  }
   setText($.roomMeta, parts.join(" · "));
-  const canAdd = view.info.private && me && (view.info.owner?.id === me.id || me.role === "admin");
+  const canAdd = !dm && view.info.private && me && (view.info.owner?.id === me.id || me.role === "admin");
   $.addMember.hidden = !canAdd;
+  // An archived room is read-only: no composer, no reactions, no edits.
+  view.el.classList.toggle("archived", archived);
+  $.archivedNote.hidden = !archived;
+  $.input.disabled = archived;
+  $.send.disabled = archived;
+  $.input.placeholder = archived ? "This room is archived" : dm ? `Message ${displayName(view.info.peer)}` : `Message #${view.name}`;
+  if (archived) cancelReply();
 }
 
 async function createRoom(event) {
@@ -474,6 +656,16 @@ function onJoined(frame) {
   if (!view) return;
   view.joined = true;
   view.presence = new Map(frame.presence.map((u) => [u.id, u]));
+  // The server's read state; replayed messages (seq <= last_seq) are counted in `unread`.
+  view.readSeq = Math.max(view.readSeq, Number(frame.read_seq) || 0);
+  view.unread = Number(frame.unread) || 0;
+  view.countedUpto = Math.max(view.countedUpto, Number(frame.last_seq) || 0);
+  if ("topic" in frame || "archived" in frame) {
+    view.info = { ...view.info, topic: frame.topic ?? null, archived: Boolean(frame.archived) };
+    if (view === current) renderRoomHeader();
+  }
+  renderRoomList();
+  markReadSoon(view);
   if (view === current) {
     $.presenceList.classList.remove("stale");
     renderPresence();
@@ -532,36 +724,94 @@ async function loadOlder(view, initial = false) {
     else $.scroller.scrollTop = beforeTop + ($.scroller.scrollHeight - beforeHeight);
     // Keep loading while the page is not tall enough to scroll.
     if (!view.historyDone && $.scroller.scrollHeight <= $.scroller.clientHeight + 200) loadOlder(view);
+    markReadSoon(view);
   }
 }
 
 // --- messages --------------------------------------------------------------------------
 
-function messageElement({ seq, user, body, ts, state, ref }) {
+function messageElement(view, { seq, user, body, ts, state, ref, reply_to: reply }) {
   const own = me && user.id === me.id;
+  // The author, the room's owner or an admin may delete (the server checks again).
+  const canDelete = own || me?.role === "admin" || (view.info.kind !== "dm" && view.info.owner?.id === me?.id);
+  const shown = displayName(user);
   const li = h(
     "li",
     {
       class: ["msg", own && "own"],
-      data: { seq, ref, author: user.id, ts: Date.parse(ts) || Date.now(), state },
+      data: { seq, ref, room: view.name, author: user.id, ts: Date.parse(ts) || Date.now(), state },
     },
-    h("span", { class: `avatar ${hueClass(user.name)}`, text: initials(user.name), attrs: { "aria-hidden": "true" } }),
+    h("span", { class: `avatar ${hueClass(user.name)}`, text: initials(shown), attrs: { "aria-hidden": "true" } }),
     h(
       "div",
       { class: "msg-main" },
       h(
         "p",
         { class: "msg-head" },
-        h("span", { class: "msg-author", text: user.name }),
+        h("span", { class: "msg-author", text: shown, title: shown === user.name ? null : user.name }),
         own ? h("span", { class: "sr-only", text: " (you)" }) : null,
         " ",
         timeElement(ts, "msg-time"),
+        h("span", { class: "msg-edited", text: "(edited)", hidden: true }),
       ),
+      replyQuote(reply, jumpToSeq),
       h("div", { class: "msg-body" }, linkify(body)),
+      h("div", { class: "msg-reactions", hidden: true }),
       h("p", { class: "msg-status", attrs: { "aria-live": "polite" } }),
     ),
+    messageActions(own, canDelete),
   );
+  if (me && !own && mentionsMe(body)) li.classList.add("mentions-me");
   return li;
+}
+
+function mentionsMe(body) {
+  if (!me) return false;
+  const escaped = me.name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`(^|[^\\w@])@${escaped}(?![\\w-])`, "i").test(body);
+}
+
+/** The toolbar of a message (shown on hover and focus): reply, react, edit, delete. */
+function messageActions(own, canDelete) {
+  const act = (label, cls, handler) =>
+    h("button", {
+      type: "button",
+      class: `msg-act ${cls}`,
+      text: label,
+      on: { click: (event) => handler(event.currentTarget.closest(".msg"), event.currentTarget) },
+    });
+  const picker = h(
+    "div",
+    { class: "react-picker", hidden: true, attrs: { role: "group", "aria-label": "Pick a reaction" } },
+    QUICK_EMOJI.map((emoji) =>
+      h("button", {
+        type: "button",
+        class: "react-pick",
+        text: emoji,
+        data: { emoji },
+        attrs: { "aria-label": `React with ${emoji}` },
+        on: {
+          click: (event) => {
+            const li = event.currentTarget.closest(".msg");
+            picker.hidden = true;
+            toggleReaction(li, emoji);
+          },
+        },
+      }),
+    ),
+  );
+  return h(
+    "div",
+    { class: "msg-actions", attrs: { role: "toolbar", "aria-label": "Message actions" } },
+    act("Reply", "act-reply", (li) => startReply(li)),
+    act("React", "act-react", () => {
+      picker.hidden = !picker.hidden;
+      if (!picker.hidden) picker.querySelector("button")?.focus();
+    }),
+    own ? act("Edit", "act-edit", (li) => startEdit(li)) : null,
+    canDelete && act("Delete", "act-delete", (li, button) => armConfirm(button, "Really delete?", () => requestChange(li, { type: "delete" }))),
+    picker,
+  );
 }
 
 function setMessageState(li, state, text = "", actions = []) {
@@ -604,14 +854,37 @@ function regroup(li) {
   li.classList.toggle("cont", cont);
 }
 
+/** The state of message `seq` of a room, made on first use (a change may come first). */
+function stateOf(view, seq) {
+  let state = view.states.get(seq);
+  if (!state) view.states.set(seq, (state = new MessageState()));
+  return state;
+}
+
+/** Show message `seq` as its state says: text or "message deleted", edited mark, reactions. */
+function paintMessage(view, seq) {
+  const li = view.bySeq.get(seq);
+  const state = view.states.get(seq);
+  if (!li || !state) return;
+  renderText(li, state);
+  renderReactions(li, state, me?.name, (emoji, on) => requestChange(li, { type: "react", emoji, on }));
+  li.classList.toggle("mentions-me", Boolean(me && state.user?.id !== me.id && !state.deleted && mentionsMe(state.body)));
+}
+
 function addMessage(view, frame, fromHistory = false) {
+  const state = stateOf(view, frame.seq);
+  if (!state.known) {
+    state.fromMessage(frame);
+    state.user = frame.user;
+  }
   if (view.bySeq.has(frame.seq)) return;
   let li = null;
-  if (me && frame.user.id === me.id) {
+  const own = me && frame.user.id === me.id;
+  if (own) {
     // Our own message came back before its ack (e.g. replayed after a reconnect):
     // adopt the pending bubble rather than show the message twice.
     for (const [ref, pending] of view.byRef) {
-      if (pending.dataset.seq === undefined && pending.querySelector(".msg-body").textContent === frame.body) {
+      if (pending.dataset.seq === undefined && pending._body === frame.body) {
         li = pending;
         pending.dataset.seq = String(frame.seq);
         setMessageState(pending, "sent");
@@ -620,21 +893,24 @@ function addMessage(view, frame, fromHistory = false) {
       }
     }
   }
-  li ??= messageElement({ ...frame, state: "sent" });
+  li ??= messageElement(view, { ...frame, state: "sent" });
   view.bySeq.set(frame.seq, li);
   view.oldest = view.oldest === null ? frame.seq : Math.min(view.oldest, frame.seq);
+  view.newest = Math.max(view.newest, frame.seq);
   const stick = view === current && view.stick;
   insertSorted(view, li, frame.seq);
+  paintMessage(view, frame.seq);
   if (fromHistory) return;
   // A live (or recovered) message.
   if (view.typing.delete(frame.user.id) && view === current) renderTyping();
+  if (!own && frame.seq > view.readSeq && frame.seq > view.countedUpto) view.unread += 1;
+  view.countedUpto = Math.max(view.countedUpto, frame.seq);
   if (view === current) {
     if (stick) scrollToBottom();
-    else if (!me || frame.user.id !== me.id) $.jump.hidden = false;
-  } else if (!me || frame.user.id !== me.id) {
-    view.unread += 1;
-    renderRoomList();
+    else if (!own) $.jump.hidden = false;
   }
+  renderRoomList();
+  markReadSoon(view);
 }
 
 function onMessage(frame) {
@@ -644,7 +920,7 @@ function onMessage(frame) {
 
 function sendCurrent() {
   const view = current;
-  if (!view || !conn) return;
+  if (!view || !conn || view.info.archived) return;
   const body = $.input.value.replace(/^\s*\n|\s+$/g, "");
   if (!body.trim()) return;
   const max = maxBody();
@@ -653,8 +929,11 @@ function sendCurrent() {
     notice(`That message is too long: ${length.toLocaleString()} characters, and the limit is ${max.toLocaleString()}.`, "danger");
     return;
   }
-  const ref = conn.send(view.name, body);
-  addPendingBubble(view, ref, body);
+  const reply = replyTarget?.room === view.name ? replyTarget : null;
+  const ref = conn.send(view.name, body, { replyTo: reply?.seq ?? null });
+  addPendingBubble(view, ref, body, reply);
+  cancelReply();
+  mentions.close();
   $.input.value = "";
   updateCharCount();
   lastTypingSent = 0;
@@ -662,9 +941,10 @@ function sendCurrent() {
 }
 
 /** Show our own message, not yet acknowledged, at the end of the room. */
-function addPendingBubble(view, ref, body) {
+function addPendingBubble(view, ref, body, reply = null) {
   if (view.byRef.has(ref)) return;
-  const li = messageElement({ ref, user: me, body, ts: new Date().toISOString(), state: "pending" });
+  const li = messageElement(view, { ref, user: me, body, ts: new Date().toISOString(), state: "pending", reply_to: reply });
+  li._body = body;
   view.byRef.set(ref, li);
   view.list.append(li);
   regroup(li);
@@ -701,7 +981,15 @@ function onAck(ack) {
   setMessageState(li, "sent");
   view.bySeq.set(ack.seq, li);
   view.oldest = view.oldest === null ? ack.seq : Math.min(view.oldest, ack.seq);
+  view.newest = Math.max(view.newest, ack.seq);
+  const state = stateOf(view, ack.seq);
+  if (!state.known) {
+    state.fromMessage({ body: li._body ?? "" });
+    state.user = me;
+  }
   insertSorted(view, li, ack.seq);
+  paintMessage(view, ack.seq);
+  markReadSoon(view);
 }
 
 function onSendFailed(failure) {
@@ -716,7 +1004,7 @@ function onSendFailed(failure) {
     on: {
       click: () => {
         if (!conn) return;
-        const ref = conn.send(failure.room, failure.body);
+        const ref = conn.send(failure.room, failure.body, { replyTo: failure.reply_to ?? null });
         li.dataset.ref = ref;
         view.byRef.set(ref, li);
         li.classList.remove("failed");
@@ -739,6 +1027,276 @@ function onSendFailed(failure) {
   });
   li.classList.add("failed");
   setMessageState(li, "failed", `Not sent: ${frameErrorWords(failure, { maxBody: maxBody() })}`, [retry, discard]);
+}
+
+// --- replies, edits, deletes, reactions -------------------------------------------------
+
+/** An `edited`, `deleted` or `reaction` frame (live, or replayed after a reconnect). */
+function onChange(frame, apply) {
+  const view = rooms.get(frame.room);
+  if (!view) return;
+  const changed = apply(stateOf(view, frame.seq));
+  if (changed) paintMessage(view, frame.seq);
+  const li = view.bySeq.get(frame.seq);
+  if (li && frame.ref && frame.ref === li._changeRef) setMessageState(li, li.dataset.state); // confirmed
+  if (frame.type === "deleted") {
+    // Quotes of it in replies lose its text too.
+    for (const quote of view.list.querySelectorAll(`.msg-reply[data-reply-seq="${Number(frame.seq)}"] .msg-reply-excerpt`)) setText(quote, "message deleted");
+    if (replyTarget?.room === view.name && replyTarget.seq === frame.seq) cancelReply();
+    li?.querySelector(".msg-editor")?.remove();
+  }
+}
+
+function startReply(li) {
+  const view = rooms.get(li.dataset.room);
+  const seq = Number(li.dataset.seq);
+  const state = view?.states.get(seq);
+  if (!view || !state || state.deleted || view.info.archived) return;
+  replyTarget = { room: view.name, seq, user: state.user ?? null, excerpt: excerptOf(state.body) };
+  setText($.replyLabel, `Replying to ${displayName(state.user)}:`);
+  setText($.replyExcerpt, replyTarget.excerpt);
+  $.replyBar.hidden = false;
+  $.input.focus();
+}
+
+function cancelReply() {
+  replyTarget = null;
+  $.replyBar.hidden = true;
+  setText($.replyLabel, "");
+  setText($.replyExcerpt, "");
+}
+
+/** Edit our own message in place: Enter saves, Escape cancels. */
+function startEdit(li) {
+  const view = rooms.get(li.dataset.room);
+  const seq = Number(li.dataset.seq);
+  const state = view?.states.get(seq);
+  if (!view || !state || state.deleted || li.querySelector(".msg-editor")) return;
+  const body = li.querySelector(".msg-body");
+  const input = h("textarea", { class: "edit-input", value: state.body, attrs: { "aria-label": "Edit your message", rows: "2" } });
+  const close = () => {
+    editor.remove();
+    body.hidden = false;
+  };
+  const save = () => {
+    const text = input.value.replace(/^\s*\n|\s+$/g, "");
+    if (!text.trim()) {
+      showMessageError(li, "A message cannot be empty: delete it instead.");
+      return;
+    }
+    if (bodyLength(text) > maxBody()) {
+      showMessageError(li, `Too long: the limit is ${maxBody().toLocaleString()} characters.`);
+      return;
+    }
+    if (text === state.body) return close();
+    if (requestChange(li, { type: "edit", body: text }, "Saving…")) close();
+  };
+  const editor = h(
+    "form",
+    { class: "msg-editor", on: { submit: (event) => { event.preventDefault(); save(); } } },
+    input,
+    h(
+      "div",
+      { class: "msg-editor-actions" },
+      h("button", { type: "button", class: "btn subtle small", text: "Cancel", on: { click: close } }),
+      h("button", { type: "submit", class: "btn primary small edit-save", text: "Save" }),
+    ),
+  );
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      save();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      close();
+    }
+  });
+  body.hidden = true;
+  body.after(editor);
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
+}
+
+function toggleReaction(li, emoji) {
+  const view = rooms.get(li.dataset.room);
+  const state = view?.states.get(Number(li.dataset.seq));
+  if (!state || state.deleted) return;
+  const mine = Boolean(me && state.reactions.get(emoji)?.users.includes(me.name));
+  requestChange(li, { type: "react", emoji, on: !mine });
+}
+
+/**
+ * Ask the server to edit, delete or react to message `li`; its `edited`, `deleted` or
+ * `reaction` frame (with our ref) confirms it, an `error` with our ref is shown on it.
+ */
+function requestChange(li, change, pendingText = "") {
+  const view = rooms.get(li.dataset.room);
+  const seq = Number(li.dataset.seq);
+  if (!view || !seq) return false;
+  const ref = conn?.request({ ...change, room: view.name, seq }) ?? null;
+  if (!ref) {
+    showMessageError(li, "You are offline: try again once the connection is back.");
+    return false;
+  }
+  li._changeRef = ref;
+  li.classList.remove("change-failed");
+  setMessageState(li, li.dataset.state, pendingText);
+  return true;
+}
+
+function showMessageError(li, text) {
+  li.classList.add("change-failed");
+  setMessageState(li, li.dataset.state, text);
+  clearTimeout(li._errorTimer);
+  li._errorTimer = setTimeout(() => {
+    li.classList.remove("change-failed");
+    if (li.querySelector(".msg-status").textContent === text) setMessageState(li, li.dataset.state);
+  }, 10_000);
+}
+
+/** Show message `seq` of the current room, loading older history until it is there. */
+async function jumpToSeq(seq) {
+  const view = current;
+  if (!view || !seq) return;
+  for (let i = 0; i < JUMP_PAGES * 4 && !view.bySeq.has(seq); i += 1) {
+    if (view !== current || view.historyDone || (view.oldest !== null && view.oldest <= seq)) break;
+    if (view.loading || !view.initialLoaded) await new Promise((r) => setTimeout(r, 150));
+    else await loadOlder(view);
+  }
+  const li = view.bySeq.get(seq);
+  if (!li) {
+    if (view === current) notice("That message is not in this room any more.", "warn");
+    return;
+  }
+  li.scrollIntoView({ block: "center" });
+  view.stick = isAtBottom();
+  li.classList.add("highlight");
+  setTimeout(() => li.classList.remove("highlight"), 2500);
+}
+
+// --- read state ------------------------------------------------------------------------------
+
+/** Send `read` for the room soon (at most one frame per READ_EVERY per room). */
+function markReadSoon(view) {
+  if (view.readTimer) return;
+  const wait = Math.max(0, view.readSent + READ_EVERY - Date.now());
+  view.readTimer = setTimeout(() => {
+    view.readTimer = null;
+    markRead(view);
+  }, wait);
+}
+
+/** The newest message is on screen in a visible tab: move the read cursor to it. */
+function markRead(view) {
+  if (view !== current || document.visibilityState !== "visible" || !view.joined || !view.initialLoaded) return;
+  if (!conn?.online || !isAtBottom()) return;
+  if (view.newest > view.readSeq) {
+    view.readSeq = view.newest;
+    view.readSent = Date.now();
+    conn.sendFrame({ type: "read", room: view.name, seq: view.newest });
+  }
+  if (view.unread) {
+    view.unread = 0;
+    renderRoomList();
+  }
+}
+
+/** Our read cursor moved in another tab. */
+function onRead(frame) {
+  const view = rooms.get(frame.room);
+  if (!view || frame.seq <= view.readSeq) return;
+  view.readSeq = frame.seq;
+  const covered = view.initialLoaded && (view.historyDone || (view.oldest !== null && view.oldest <= frame.seq + 1));
+  if (view.joined && covered) {
+    let n = 0;
+    for (const [seq, li] of view.bySeq) if (seq > frame.seq && li.dataset.author !== String(me?.id)) n += 1;
+    view.unread = n;
+    renderRoomList();
+  } else {
+    view.trustServer = true;
+    loadRoomsSoon();
+  }
+}
+
+// --- rooms changing: settings, removal, DMs, profile ----------------------------------------
+
+/** A `room` frame: the topic or the archived flag changed. */
+function onRoomFrame(frame) {
+  const view = rooms.get(frame.room);
+  if (!view) return;
+  view.info = { ...view.info, topic: frame.topic ?? null, archived: Boolean(frame.archived) };
+  if (view === current) renderRoomHeader();
+  renderRoomList();
+  if (settings.view === view) settings.render();
+}
+
+/** We left, or were removed from, a room: it stops here and now. */
+function dropRoom(room, words) {
+  const view = rooms.get(room);
+  if (!view) return;
+  conn?.forget(room);
+  rooms.delete(room);
+  if (settings.view === view) byId("settings").close();
+  notice(words, "warn");
+  if (current === view) {
+    const next = [...rooms.keys()].sort((a, b) => a.localeCompare(b))[0];
+    if (next) selectRoom(next);
+    else showNoRoom();
+  }
+  renderRoomList();
+  loadRoomsSoon(); // a public room comes back, to be joined again when opened
+}
+
+/** Open (or create) the direct-message room with `username` and show it. */
+async function startDm(username) {
+  let info;
+  try {
+    info = await session.api("/api/dms", { method: "POST", json: { username } });
+  } catch (err) {
+    throw new Error(couldNot(`start a conversation with ${username}`, err, { 404: `There is no user called “${username}”.` }));
+  }
+  let view = rooms.get(info.name);
+  if (view) view.info = { ...view.info, ...info };
+  else rooms.set(info.name, (view = new RoomView(info)));
+  renderRoomList();
+  selectRoom(info.name);
+}
+
+function renderMe() {
+  if (!me) return;
+  const shown = displayName(me);
+  setText($.meName, shown);
+  setText($.meAvatar, initials(shown));
+  $.meAvatar.className = `avatar small ${hueClass(me.name)}`;
+  $.profileBtn.setAttribute("aria-label", `Your profile: ${shown}`);
+}
+
+// --- notifications ---------------------------------------------------------------------------
+
+/** A notification in the inbox (or the browser's) was clicked: open its room at its message. */
+async function openNotification(item) {
+  if (!item.room) return;
+  if (!rooms.has(item.room)) await loadRooms();
+  if (!rooms.has(item.room)) {
+    notice("That room is not available any more.", "warn");
+    return;
+  }
+  selectRoom(item.room);
+  if (item.seq) jumpToSeq(item.seq);
+}
+
+function onLiveNotification(frame, fresh) {
+  if (!frame.room) return;
+  const view = rooms.get(frame.room);
+  if (!view) {
+    loadRoomsSoon(); // e.g. the first message of a new DM
+    return;
+  }
+  if (fresh && frame.kind === "mention") {
+    view.mentions = (view.mentions ?? 0) + 1;
+    renderRoomList();
+  }
 }
 
 // --- presence and typing ----------------------------------------------------------------
@@ -780,7 +1338,7 @@ function renderPresence() {
         "li",
         { class: "person", data: { user: user.id } },
         h("span", { class: `avatar small ${hueClass(user.name)}`, text: initials(user.name), attrs: { "aria-hidden": "true" } }),
-        h("span", { class: "person-name", text: user.name }),
+        h("span", { class: "person-name", text: displayName(user), title: user.name }),
         you ? h("span", { class: "muted", text: " (you)" }) : null,
         user.role === "bot" || user.role === "admin" ? h("span", { class: "badge", data: { tone: user.role === "admin" ? "accent" : "neutral" }, text: user.role }) : null,
       ),
@@ -819,6 +1377,14 @@ function renderTyping() {
 
 function onErrorFrame(frame) {
   const op = frame.op ?? {};
+  if (["edit", "delete", "react"].includes(op.type)) {
+    // Shown on the message it was about, and as a toast in case it scrolled away.
+    const li = rooms.get(op.room)?.bySeq.get(op.seq);
+    const words = frameErrorWords(frame, { maxBody: maxBody() });
+    if (li) showMessageError(li, words);
+    notice(words, "danger");
+    return;
+  }
   const later = ["rate_limited", "overloaded", "unavailable"].includes(frame.code);
   if (op.type === "send" && later) {
     // Still queued: the connection sends it again (same ref) after the wait.
@@ -830,7 +1396,7 @@ function onErrorFrame(frame) {
     const view = rooms.get(op.room);
     if (view) {
       view.joinRequested = false;
-      setText(view.status, frame.code === "forbidden" ? "You are not a member of this private room." : "This room no longer exists.");
+      setText(view.status, frame.code === "forbidden" ? "You are not a member of this private room." : "This room no longer exists, or you are not a member any more.");
       view.status.classList.add("error");
     }
   }

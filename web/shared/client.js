@@ -233,10 +233,10 @@ export class Session extends Emitter {
     return this.loadUser();
   }
 
-  /** Fetch `/api/me` into `session.user` (`{id, name, role}`) and return it. */
+  /** Fetch `/api/me` into `session.user` (`{id, name, role, display_name}`) and return it. */
   async loadUser() {
     const me = await this.api("/api/me");
-    this.user = { id: me.id, name: me.username ?? me.name, role: me.role };
+    this.user = { id: me.id, name: me.username ?? me.name, role: me.role, display_name: me.display_name ?? null };
     return this.user;
   }
 
@@ -440,9 +440,10 @@ export class Session extends Emitter {
  *                messages recovered after a reconnect (which may arrive after newer live
  *                ones: order by `seq`)
  *   "ack"        {ref, room, id, seq, ts}: a queued send was stored; it leaves the queue
- *   "sendfailed" {ref, room, body, code, detail}: the server refused a send for good
- *   "error"      an error frame, plus `op` ({type, room, body}) when its ref is known
- *   "presence", "typing", "left", "reauthed", "pong", "task", "alert": those frames
+ *   "sendfailed" {ref, room, body, reply_to, code, detail}: the server refused a send for good
+ *   "error"      an error frame, plus `op` ({type, room, body, seq}) when its ref is known
+ *   "presence", "typing", "left", "reauthed", "pong", "task", "alert", "edited",
+ *   "deleted", "reaction", "read", "notification", "room", "removed": those frames
  *   "frame"      every server frame, before the specific event
  *   "queue"      the outbound queue changed (see `pending()`)
  */
@@ -579,9 +580,9 @@ export class Connection extends Emitter {
    * It is resent with the same ref after a reconnect until its `ack` arrives, and
    * the server stores a ref once, so it can neither be lost nor doubled.
    */
-  send(room, body, ref = newRef()) {
+  send(room, body, { ref = newRef(), replyTo = null } = {}) {
     if (!this._rooms.has(room)) this.join(room);
-    this._outbox.push({ ref, room, body, sentEpoch: -1 });
+    this._outbox.push({ ref, room, body, reply_to: replyTo ?? null, sentEpoch: -1 });
     this._saveOutbox();
     this.emit("queue", this.pending());
     // Later in this task, so the caller can render the message before any event about it.
@@ -599,11 +600,33 @@ export class Connection extends Emitter {
     return true;
   }
 
-  /** Messages not yet acknowledged: [{ref, room, body}]. */
+  /** Messages not yet acknowledged: [{ref, room, body, reply_to}]. */
   pending(room = null) {
     return this._outbox
       .filter((item) => room === null || item.room === room)
-      .map(({ ref, room: r, body }) => ({ ref, room: r, body }));
+      .map(({ ref, room: r, body, reply_to }) => ({ ref, room: r, body, reply_to: reply_to ?? null }));
+  }
+
+  /**
+   * Send a one-off request about a message (`edit`, `delete`, `react`) or the read
+   * cursor (`read`) now, with a fresh `ref` so a refusal comes back as an "error"
+   * event carrying `op` ({type, room, seq}). Nothing is queued: returns the ref, or
+   * null when not connected (say so to the person; a stale edit must not land later).
+   */
+  request(frame) {
+    if (!this._authed) return null;
+    const ref = newRef();
+    this._ops.set(ref, { type: frame.type, room: frame.room, seq: frame.seq });
+    if (!this._transmit({ ...frame, ref })) {
+      this._ops.delete(ref);
+      return null;
+    }
+    return ref;
+  }
+
+  /** Stop rejoining a room without telling the server (it already removed us). */
+  forget(room) {
+    this._rooms.delete(room);
   }
 
   /** Tell the room you are typing (best effort: dropped when not connected). */
@@ -839,6 +862,11 @@ export class Connection extends Emitter {
         if (frame.ref) this._ops.delete(frame.ref);
         this.emit("left", frame);
         return;
+      case "removed":
+        // Removed from the room (or left it in another tab): nothing more comes from it.
+        this._rooms.delete(frame.room);
+        this.emit("removed", frame);
+        return;
       default:
         this.emit(frame.type, frame);
     }
@@ -922,7 +950,7 @@ export class Connection extends Emitter {
     const event = { ...frame };
     if (op) event.op = op;
     if (queued) {
-      event.op = { type: "send", room: queued.room, body: queued.body };
+      event.op = { type: "send", room: queued.room, body: queued.body, reply_to: queued.reply_to };
       if (RETRY_LATER.has(frame.code) || frame.code === "not_joined") {
         // Not refused for good: send it again (same ref) after the wait / rejoin.
         const wait = Math.max(0.5, Number(frame.retry_after) || 1) * 1000;
@@ -969,7 +997,8 @@ export class Connection extends Emitter {
       const saved = JSON.parse(this._storage.getItem(this._outboxKey) ?? "[]");
       for (const item of Array.isArray(saved) ? saved : []) {
         if (typeof item?.ref === "string" && typeof item.room === "string" && typeof item.body === "string") {
-          this._outbox.push({ ref: item.ref, room: item.room, body: item.body, sentEpoch: -1 });
+          const replyTo = Number.isInteger(item.reply_to) ? item.reply_to : null;
+          this._outbox.push({ ref: item.ref, room: item.room, body: item.body, reply_to: replyTo, sentEpoch: -1 });
           if (!this._rooms.has(item.room)) this._rooms.set(item.room, { mark: null, above: new Set(), joinedEpoch: -1 });
         }
       }
@@ -1000,7 +1029,9 @@ export class Connection extends Emitter {
     const tooBig = [];
     for (const item of this._outbox) {
       if (item.sentEpoch === this._epoch || !this.isJoined(item.room)) continue;
-      const frame = JSON.stringify({ type: "send", room: item.room, body: item.body, ref: item.ref });
+      const send = { type: "send", room: item.room, body: item.body, ref: item.ref };
+      if (item.reply_to) send.reply_to = item.reply_to;
+      const frame = JSON.stringify(send);
       // The server closes the socket (1009) on a frame over its limit; resending it after
       // the reconnect would loop forever, so refuse it here instead.
       if (frameBytes(frame) > (Number(this.limits.max_frame_bytes) || Infinity)) {

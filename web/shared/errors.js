@@ -117,6 +117,9 @@ export function closeWords(code) {
 export function frameErrorWords({ code, detail, retry_after: retryAfter, op = {}, room }, { maxBody = 32000 } = {}) {
   const where = op.room ?? room;
   const sending = op.type === "send";
+  if (CHANGES[op.type] && !["rate_limited", "overloaded", "unavailable", "internal"].includes(code)) {
+    return changeErrorWords(op.type, code, detail, maxBody);
+  }
   switch (code) {
     case "rate_limited":
       return sending
@@ -156,4 +159,27 @@ export function sendDelayWords(code) {
   if (code === "rate_limited") return "Sending too fast";
   if (code === "unavailable") return "The server could not store it";
   return "The server is busy";
+}
+
+// What each change to a message is called in a sentence ("Could not edit the message").
+const CHANGES = { edit: "edit the message", delete: "delete the message", react: "react to the message" };
+
+/** A refused `edit`, `delete` or `react` in plain words (the server's detail says why). */
+function changeErrorWords(type, code, detail, maxBody) {
+  const action = `Could not ${CHANGES[type]}`;
+  switch (code) {
+    case "forbidden":
+      return `${action}: ${detail ? sentence(detail) : "you are not allowed to."}`;
+    case "not_found":
+      return `${action}: it no longer exists, or you cannot read this room any more.`;
+    case "too_large":
+      if (type === "edit") return `${action}: the text is too long (the limit is ${maxBody.toLocaleString()} characters).`;
+      return `${action}: ${detail ? sentence(detail) : "too many reactions on it already."}`;
+    case "not_joined":
+      return `${action}: you are not in that room any more. Reload the page.`;
+    case "bad_frame":
+      return `${action}: the server refused it (${detail}).`;
+    default:
+      return `${action}. ${sentence(detail) || UNEXPECTED}`;
+  }
 }
