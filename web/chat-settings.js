@@ -127,7 +127,7 @@ export class RoomSettings {
     const view = this.view;
     try {
       const info = await this.session.api(roomPath(view.name), { method: "PATCH", json });
-      if (info && typeof info === "object") this.onInfo(view.name, info);
+      if (info && typeof info === "object" && "archived" in info) this.onInfo(view.name, info);
       return true;
     } catch (err) {
       say(this.els.status, couldNot(what, err, { 403: "Only the room’s owner or an admin can change it." }));

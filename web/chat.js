@@ -250,7 +250,9 @@ function enterChat(user) {
       addPendingBubble(view, item.ref, item.body, item.reply_to ? { seq: item.reply_to, user: null, excerpt: "an earlier message" } : null);
     }
     const wanted = roomFromHash();
-    const first = wanted && rooms.has(wanted) ? wanted : rooms.keys().next().value;
+    // Without a room in the URL, land in the first room by name (DMs come after rooms).
+    const byName = [...rooms.values()].sort((a, b) => (a.info.kind === "dm") - (b.info.kind === "dm") || a.name.localeCompare(b.name));
+    const first = wanted && rooms.has(wanted) ? wanted : byName[0]?.name;
     if (first) selectRoom(first);
     else showNoRoom();
   });
