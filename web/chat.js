@@ -478,24 +478,30 @@ function renderRoomList() {
   document.title = `${unread ? `(${unread}) ` : ""}${here}Chat`;
 }
 
+let describedBy = 0; // ids of the room buttons' descriptions
+
 function roomButton(view, shown, iconClass, iconText = null) {
-  const parts = [view.info.kind === "dm" ? `${shown}, direct message` : view.info.private ? `${shown}, private room` : shown];
-  if (view.info.archived) parts.push("archived");
-  if (view.unread) parts.push(`${view.unread} unread`);
-  if (view.mentions) parts.push(view.mentions === 1 ? "1 mention" : `${view.mentions} mentions`);
+  // The name says what it is; the description what is new (so the name stays stable).
+  const label = view.info.kind === "dm" ? `${shown}, direct message` : view.info.private ? `${shown}, private room` : shown;
+  const news = [];
+  if (view.unread) news.push(`${view.unread} unread`);
+  if (view.mentions) news.push(view.mentions === 1 ? "1 mention" : `${view.mentions} mentions`);
+  if (view.info.archived) news.push("archived");
+  const descId = news.length ? `room-news-${++describedBy}` : null;
   return h(
     "button",
     {
       type: "button",
       class: ["room-btn", view.unread && "has-unread", view.info.archived && "archived"],
       data: { room: view.name, kind: view.info.kind ?? "room" },
-      attrs: { "aria-current": view === current ? "page" : null, "aria-label": parts.join(", ") },
+      attrs: { "aria-current": view === current ? "page" : null, "aria-label": label, "aria-describedby": descId },
       on: { click: () => selectRoom(view.name) },
     },
     h("span", { class: iconClass, text: iconText, attrs: { "aria-hidden": "true" } }),
     h("span", { class: "room-name", text: shown }),
     view.mentions ? h("span", { class: "mention-badge", text: "@", attrs: { "aria-hidden": "true" } }) : null,
     view.unread ? h("span", { class: "unread", text: view.unread > 99 ? "99+" : view.unread, attrs: { "aria-hidden": "true" } }) : null,
+    descId ? h("span", { id: descId, class: "sr-only", text: news.join(", ") }) : null,
   );
 }
 
