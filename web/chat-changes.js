@@ -45,6 +45,15 @@ export class MessageState {
     this.known = true;
   }
 
+  /** Take the message as history shows it now, over whatever was shown (a re-read). */
+  reset(frame) {
+    this.body = frame.body ?? "";
+    this.editedAt = frame.edited_at ?? null;
+    this.deleted = Boolean(frame.deleted);
+    this.reactions = new Map(Object.entries(frame.reactions ?? {}).map(([emoji, users]) => [emoji, { users: [...users], version: 0 }]));
+    this.known = true;
+  }
+
   /** An `edited` frame; false when it is older than what is shown (or the message is gone). */
   applyEdited(frame) {
     if (this.deleted) return false;

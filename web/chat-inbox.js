@@ -74,7 +74,7 @@ export class Inbox {
     const fresh = frame.id > this.lastId;
     if (fresh && frame.id > this.readUpto) this.unread += 1;
     this.lastId = Math.max(this.lastId, frame.id);
-    if (this.loaded) this.items.set(frame.id, { ...frame, read: false });
+    if (this.loaded) this.items.set(frame.id, frame);
     this.#renderCount();
     this.#renderList();
     if (fresh) this.#desktop(frame);
@@ -110,6 +110,9 @@ export class Inbox {
         after = Math.max(after, ...items.map((i) => i.id));
       }
       this.loaded = true;
+      // The server keeps one read mark: the `unread` newest are the unread ones.
+      const newest = [...this.items.keys()].sort((a, b) => b - a);
+      if (newest.length) this.readUpto = Math.max(this.readUpto, newest[this.unread] ?? 0);
       showText(this.els.status, "");
     } catch (err) {
       showText(this.els.status, couldNot("load your notifications", err));
@@ -123,10 +126,9 @@ export class Inbox {
     if (!upto) return;
     this.els.markRead.disabled = true;
     try {
-      await this.session.api("/api/notifications/read", { method: "POST", json: { upto } });
-      this.readUpto = Math.max(this.readUpto, upto);
-      for (const item of this.items.values()) item.read = true;
-      this.unread = 0;
+      const answer = await this.session.api("/api/notifications/read", { method: "POST", json: { upto } });
+      this.readUpto = Math.max(this.readUpto, Number(answer?.upto) || upto);
+      this.unread = Number(answer?.unread) || 0;
       showText(this.els.status, "");
     } catch (err) {
       showText(this.els.status, couldNot("mark your notifications read", err));
@@ -137,8 +139,15 @@ export class Inbox {
     this.#renderList();
   }
 
+  /** `notifications_read`: this user marked notifications read (maybe in another tab). */
+  markedRead(frame) {
+    this.readUpto = Math.max(this.readUpto, Number(frame.upto) || 0);
+    if (typeof frame.unread === "number") this.unread = frame.unread;
+    this.#renderCount();
+    this.#renderList();
+  }
+
   #isRead(item) {
-    if (typeof item.read === "boolean" && item.read) return true;
     return item.id <= this.readUpto;
   }
 

@@ -62,6 +62,20 @@ export class RoomSettings {
     this.render();
     this.els.dialog.showModal();
     this.loadMembers();
+    this.loadLevel();
+  }
+
+  /** The person's notification level for the room (unset: the server's default). */
+  async loadLevel() {
+    const view = this.view;
+    try {
+      const answer = await this.session.api(roomPath(view.name, "/notify"));
+      if (view !== this.view || !LEVELS.includes(answer?.level)) return;
+      view.info.notify = answer.level;
+      this.render();
+    } catch {
+      /* the radio buttons show the default; changing them reports any failure */
+    }
   }
 
   /** Show the room's current state (again after a `room` frame). */
@@ -75,11 +89,11 @@ export class RoomSettings {
     this.els.topicInput.value = view.info.topic ?? "";
     this.els.topicInput.readOnly = !manage;
     this.els.topicSave.hidden = !manage;
-    const level = LEVELS.includes(view.info.notify) ? view.info.notify : "all";
+    const level = LEVELS.includes(view.info.notify) ? view.info.notify : dm ? "all" : "mentions";
     for (const radio of this.els.levels.querySelectorAll("input")) radio.checked = radio.value === level;
     this.els.archive.hidden = !manage;
     this.els.archive.textContent = view.info.archived ? "Unarchive room" : "Archive room";
-    this.els.leave.hidden = dm;
+    this.els.leave.hidden = dm || view.info.owner?.id === this.me()?.id; // the owner cannot leave
   }
 
   async loadMembers() {
@@ -160,6 +174,7 @@ export class RoomSettings {
     const before = view.info.notify ?? "all";
     try {
       await this.session.api(roomPath(view.name, "/notify"), { method: "PUT", json: { level } });
+      if (view !== this.view) return;
       view.info.notify = level;
       const words = { all: "every message", mentions: "mentions of you only", nothing: "nothing: the room is muted" };
       say(this.els.status, `You will be notified about ${words[level]}.`, true);

@@ -235,6 +235,7 @@ function enterChat(user) {
   conn.on("reaction", (f) => onChange(f, (state) => state.applyReaction(f)));
   conn.on("read", onRead);
   conn.on("notification", (f) => inbox.live(f));
+  conn.on("notifications_read", (f) => inbox.markedRead(f));
   conn.on("room", onRoomFrame);
   conn.on("removed", (f) => dropRoom(f.room, `You are no longer a member of ${roomLabel(rooms.get(f.room))}.`));
   conn.on("error", onErrorFrame);
@@ -674,6 +675,8 @@ function onJoined(frame) {
   }
   renderRoomList();
   markReadSoon(view);
+  // Too many changes while we were away to be resent one by one: read the history again.
+  if (frame.changes_truncated && view.initialLoaded) rereadHistory(view);
   if (view === current) {
     $.presenceList.classList.remove("stale");
     renderPresence();
@@ -733,6 +736,27 @@ async function loadOlder(view, initial = false) {
     // Keep loading while the page is not tall enough to scroll.
     if (!view.historyDone && $.scroller.scrollHeight <= $.scroller.clientHeight + 200) loadOlder(view);
     markReadSoon(view);
+  }
+}
+
+/** Re-read the messages shown (edits, deletes, reactions missed), page by page. */
+async function rereadHistory(view) {
+  let after = (view.oldest ?? 1) - 1;
+  for (let page = 0; page < JUMP_PAGES && after < view.newest; page += 1) {
+    let items;
+    try {
+      items = (await session.api(`/api/rooms/${encodeURIComponent(view.name)}/messages`, { query: { after, limit: 100 } }))?.items ?? [];
+    } catch (err) {
+      notice(couldNot(`bring ${roomLabel(view)} up to date (reload the page)`, err), "warn");
+      return;
+    }
+    if (!items.length) return;
+    for (const item of items) {
+      if (!view.bySeq.has(item.seq)) continue; // not shown yet: it comes as a message
+      stateOf(view, item.seq).reset(item);
+      paintMessage(view, item.seq);
+    }
+    after = Math.max(after, ...items.map((m) => m.seq));
   }
 }
 
@@ -1284,7 +1308,17 @@ function renderMe() {
 
 /** A notification in the inbox (or the browser's) was clicked: open its room at its message. */
 async function openNotification(item) {
-  if (!item.room) return;
+  if (!item.room) {
+    // An app notification may carry a link: http(s) or a path of this site, nothing else.
+    let url = null;
+    try {
+      url = item.link ? new URL(item.link, location.origin) : null;
+    } catch {
+      url = null;
+    }
+    if (url && (url.protocol === "http:" || url.protocol === "https:")) window.open(url.href, "_blank", "noopener,noreferrer");
+    return;
+  }
   if (!rooms.has(item.room)) await loadRooms();
   if (!rooms.has(item.room)) {
     notice("That room is not available any more.", "warn");
