@@ -1075,7 +1075,11 @@ function onChange(frame, apply) {
     // Quotes of it in replies lose its text too.
     for (const quote of view.list.querySelectorAll(`.msg-reply[data-reply-seq="${Number(frame.seq)}"] .msg-reply-excerpt`)) setText(quote, "message deleted");
     if (replyTarget?.room === view.name && replyTarget.seq === frame.seq) cancelReply();
-    li?.querySelector(".msg-editor")?.remove();
+    const editor = li?.querySelector(".msg-editor");
+    if (editor) {
+      editor.remove();
+      li.querySelector(".msg-body").hidden = false;
+    }
   }
 }
 
