@@ -327,7 +327,7 @@ def test_notification_bell_gets_a_mention_and_the_inbox_opens_it(
     item = b.page.locator("#inbox-list .inbox-item").first
     b.expect(item).to_contain_text(f"{alice.name} mentioned you in #{room}")
     b.expect(item).to_contain_text(body)
-    b.expect(item).to_have_class(re.compile("unread"))
+    b.expect(item).to_have_class(re.compile("is-unread"))
     b.shot("09-inbox")
 
     # Clicking it opens the room at that message.
@@ -340,7 +340,7 @@ def test_notification_bell_gets_a_mention_and_the_inbox_opens_it(
     b.page.click("#bell")
     b.page.click("#inbox-mark-read")
     b.expect("#bell-count").to_be_hidden()
-    b.expect(b.page.locator("#inbox-list .inbox-item.unread")).to_have_count(0)
+    b.expect(b.page.locator("#inbox-list .inbox-item.is-unread")).to_have_count(0)
     b.page.reload()
     b.page.locator("#chat-view").wait_for()
     b.expect("#conn").to_have_text("Online")

@@ -169,7 +169,7 @@ export class Inbox {
       list.append(
         h(
           "li",
-          { class: ["inbox-item", !read && "unread"], data: { id: item.id, kind: item.kind } },
+          { class: ["inbox-item", !read && "is-unread"], data: { id: item.id, kind: item.kind } },
           h(
             "button",
             {

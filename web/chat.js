@@ -723,7 +723,7 @@ async function loadOlder(view, initial = false) {
   const lowest = items.reduce((min, m) => Math.min(min, m.seq), Infinity);
   if (items.length < HISTORY_PAGE || lowest <= 1) {
     view.historyDone = true;
-    setText(view.status, view.oldest === null ? `This is the start of #${view.name}. Say hello!` : `This is the start of #${view.name}.`);
+    setText(view.status, view.oldest === null ? `This is the start of ${roomLabel(view)}. Say hello!` : `This is the start of ${roomLabel(view)}.`);
     view.status.classList.add("start");
   } else {
     setText(view.status, "");
@@ -935,7 +935,9 @@ function addMessage(view, frame, fromHistory = false) {
   if (fromHistory) return;
   // A live (or recovered) message.
   if (view.typing.delete(frame.user.id) && view === current) renderTyping();
-  if (!own && frame.seq > view.readSeq && frame.seq > view.countedUpto) view.unread += 1;
+  // Not unread when it arrives on screen (the `read` frame follows shortly).
+  const seen = view === current && stick && document.visibilityState === "visible";
+  if (!own && !seen && frame.seq > view.readSeq && frame.seq > view.countedUpto) view.unread += 1;
   view.countedUpto = Math.max(view.countedUpto, frame.seq);
   if (view === current) {
     if (stick) scrollToBottom();
