@@ -5,8 +5,10 @@ direct message from a name (with a display name set in the profile), replying,
 reacting (seen live on the other side, chips toggled), editing and deleting (seen
 live; a deleted message keeps its place), unread badges that come back after a reload
 and follow the other tabs' reading, the notification bell receiving a mention typed
-with `@` completion and its inbox opening the message, and the room settings (topic,
-members, removing someone, archiving) applied live.
+with `@` completion and its inbox opening the message, the room settings (topic,
+members, removing someone, archiving) applied live, a refusal from the server shown on
+the message it was about, and the browser's own notifications (only once asked for,
+only while the tab is hidden).
 
 Screenshots land in `test-output/screenshots/` (prefix `conv-`).
 """
@@ -394,3 +396,84 @@ def test_room_settings_topic_remove_and_archive(people: People, web_api: Api) ->
     a.say("bob is gone")
     a.expect(a.message("bob is gone")).to_have_attribute("data-state", "sent")
     b.shot("11-removed")
+
+
+def test_a_refused_edit_is_explained_on_the_message(people: People, web_api: Api) -> None:
+    alice, bob = web_api.user(), web_api.user()
+    room = web_api.room(alice)
+    a = people().sign_in(alice).open_room(room)
+    b = people().sign_in(bob).open_room(room)
+    b.say("draft of the plan")
+    a.expect(a.message("draft of the plan")).to_have_count(1)
+
+    # Bob starts editing; meanwhile Alice archives the room, so the server refuses it.
+    b.act("draft of the plan", "Edit")
+    editor = b.page.locator(".msg-editor textarea")
+    editor.fill("final plan")
+    a.page.click("#room-settings-btn")
+    a.page.click("#archive-toggle")
+    b.expect("#archived-note").to_be_visible()
+    editor.press("Enter")
+    mine = b.message("draft of the plan")
+    b.expect(mine.locator(".msg-status")).to_have_text(
+        re.compile(r"^Could not edit the message: The room is archived")
+    )
+    b.expect("#notices").to_contain_text("Could not edit the message")
+    b.expect("#conn").to_have_text("Online")  # a refusal, not a dropped connection
+    b.shot("12-refused-edit")
+    a.expect(a.message("draft of the plan")).to_have_count(1)  # unchanged for everyone
+
+
+NOTIFICATION_STUB = """
+window.__asked = 0;
+window.__shown = [];
+window.Notification = class {
+  static permission = "default";
+  static async requestPermission() {
+    window.__asked += 1;
+    window.Notification.permission = "granted";
+    return "granted";
+  }
+  constructor(title, options) { window.__shown.push({ title, body: options.body }); }
+  addEventListener() {}
+  close() {}
+};
+"""
+
+
+def test_browser_notifications_only_after_the_person_asked(people: People, web_api: Api) -> None:
+    alice, bob = web_api.user(unique("alice")), web_api.user(unique("bob"))
+    web_api.room(alice)
+    b = people()
+    # The browser's Notification API, recorded (the page cannot tell it from the real one).
+    b.context.add_init_script(NOTIFICATION_STUB)
+    b.sign_in(bob)
+    assert b.page.evaluate("window.__asked") == 0, "asked for permission on load"
+
+    b.page.click("#bell")
+    b.expect("#desktop-notify").to_have_text("Show desktop notifications")
+    b.page.click("#desktop-notify")
+    b.expect("#desktop-notify").to_have_text("Stop desktop notifications")
+    assert b.page.evaluate("window.__asked") == 1
+    b.page.click("#inbox-close")
+
+    a = people().sign_in(alice)
+    a.page.fill("#dm-search", bob.name)
+    a.page.locator(f'#dm-results button[data-user="{bob.name}"]').click()
+    a.expect("#room-title").to_have_text(f"@ {bob.name}")
+
+    # While Bob's tab is visible, the bell is enough.
+    a.say("are you there?")
+    b.expect("#bell-count").to_have_text("1")
+    assert b.page.evaluate("window.__shown.length") == 0
+
+    # Hidden: the browser shows it, as text.
+    b.page.evaluate(
+        "Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true})"
+    )
+    a.say("<b>ping</b> when you are back")
+    b.expect("#bell-count").to_have_text("2")
+    shown = b.page.evaluate("window.__shown")
+    assert shown == [
+        {"title": f"{alice.name} sent you a message", "body": "<b>ping</b> when you are back"}
+    ]
