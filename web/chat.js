@@ -794,6 +794,12 @@ function messageElement(view, { seq, user, body, ts, state, ref, reply_to: reply
     messageActions(own, canDelete),
   );
   if (me && !own && mentionsMe(body)) li.classList.add("mentions-me");
+  // The reaction picker closes when the pointer or the focus leaves the message.
+  const closePicker = (event) => {
+    if (!li.contains(event.relatedTarget)) li.querySelector(".react-picker").hidden = true;
+  };
+  li.addEventListener("mouseleave", closePicker);
+  li.addEventListener("focusout", closePicker);
   return li;
 }
 
@@ -1399,7 +1405,7 @@ function renderPresence() {
 function onTyping(frame) {
   const view = rooms.get(frame.room);
   if (!view || (me && frame.user.id === me.id)) return;
-  view.typing.set(frame.user.id, { name: frame.user.name, until: Date.now() + TYPING_SHOW });
+  view.typing.set(frame.user.id, { name: displayName(frame.user), until: Date.now() + TYPING_SHOW });
   if (view === current) renderTyping();
 }
 
