@@ -477,3 +477,58 @@ def test_browser_notifications_only_after_the_person_asked(people: People, web_a
     assert shown == [
         {"title": f"{alice.name} sent you a message", "body": "<b>ping</b> when you are back"}
     ]
+
+
+def test_changes_made_while_away_arrive_after_the_reconnect(people: People, web_api: Api) -> None:
+    alice, bob = web_api.user(), web_api.user()
+    room = web_api.room(alice)
+    b = people()
+    # Bob's socket goes through the test, which can cut it (HTTP still works).
+    sockets: list[Any] = []
+    cut = [False]
+
+    def route(ws: Any) -> None:
+        if cut[0]:
+            ws.close(code=1011, reason="cut by the test")
+        else:
+            ws.connect_to_server()
+            sockets.append(ws)
+
+    b.page.route_web_socket(re.compile(r".*/ws$"), route)
+    b.sign_in(bob).open_room(room)
+    a = people().sign_in(alice).open_room(room)
+    for body in ("first words", "second words", "third words"):
+        a.say(body)
+    b.expect(b.message("third words")).to_have_count(1)
+
+    cut[0] = True
+    sockets[-1].close(code=1011, reason="cut by the test")
+    b.expect("#banner").to_contain_text("Reconnecting")
+
+    # While Bob is away: an edit, a delete, a reaction and a new message.
+    a.act("first words", "Edit")
+    editor = a.page.locator(".msg-editor textarea")
+    editor.fill("first words, corrected")
+    editor.press("Enter")
+    a.expect(a.message("first words, corrected").locator(".msg-edited")).to_be_visible()
+    a.act("second words", "Delete")
+    a.message("second words").get_by_role("button", name="Really delete?").click()
+    a.expect(a.page.locator('#scroller li[data-deleted="true"]')).to_have_count(1)
+    a.act("third words", "React")
+    a.message("third words").get_by_role("button", name="React with 🎉").click()
+    a.expect(a.message("third words").locator('.reaction[data-emoji="🎉"]')).to_have_count(1)
+    a.say("fourth words")
+    a.expect(a.message("fourth words")).to_have_attribute("data-state", "sent")
+
+    # Back: the rejoin with `since` brings the message and every change.
+    cut[0] = False
+    b.page.click("#retry-now")
+    b.expect("#conn").to_have_text("Online")
+    b.expect(b.message("fourth words")).to_have_count(1)
+    b.expect(b.message("first words, corrected").locator(".msg-edited")).to_be_visible()
+    b.expect(b.message("third words").locator('.reaction[data-emoji="🎉"]')).to_have_attribute(
+        "title", alice.name
+    )
+    bodies = b.page.locator("#scroller .messages > li .msg-body").all_text_contents()
+    assert bodies == ["first words, corrected", "message deleted", "third words", "fourth words"]
+    b.shot("13-changes-after-reconnect")
