@@ -488,7 +488,8 @@ function roomButton(view, shown, iconClass, iconText = null) {
   if (view.unread) news.push(`${view.unread} unread`);
   if (view.mentions) news.push(view.mentions === 1 ? "1 mention" : `${view.mentions} mentions`);
   if (view.info.archived) news.push("archived");
-  const descId = news.length ? `room-news-${++describedBy}` : null;
+  view.newsId ??= `room-news-${++describedBy}`; // stable, so a reference to it stays good
+  const descId = news.length ? view.newsId : null;
   return h(
     "button",
     {
