@@ -785,10 +785,11 @@ function messageElement(view, { seq, user, body, ts, state, ref, reply_to: reply
         own ? h("span", { class: "sr-only", text: " (you)" }) : null,
         " ",
         timeElement(ts, "msg-time"),
-        h("span", { class: "msg-edited", text: "(edited)", hidden: true }),
       ),
       replyQuote(reply, jumpToSeq),
       h("div", { class: "msg-body" }, linkify(body)),
+      // Under the text, not in the head: a grouped message shows no head.
+      h("p", { class: "msg-edited", text: "(edited)", hidden: true }),
       h("div", { class: "msg-reactions", hidden: true }),
       h("p", { class: "msg-status", attrs: { "aria-live": "polite" } }),
     ),
