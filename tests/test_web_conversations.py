@@ -235,6 +235,9 @@ def test_reply_react_edit_and_delete_seen_live(people: People, web_api: Api) -> 
     a.expect(edited.locator(".msg-edited")).to_be_visible()
     b.expect(b.message("lunch at the new place?").locator(".msg-edited")).to_be_visible()
     a.expect(a.message("lunch at the usual place?")).to_have_count(0)
+    for person in (a, b):  # the quote in the reply follows
+        quote = person.message("yes, 12:30").locator(".msg-reply-excerpt")
+        person.expect(quote).to_have_text("lunch at the new place?")
     a.shot("05-edited")
 
     # Delete (two clicks): the message keeps its place, its text is gone everywhere,

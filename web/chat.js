@@ -1081,9 +1081,11 @@ function onChange(frame, apply) {
   if (changed) paintMessage(view, frame.seq);
   const li = view.bySeq.get(frame.seq);
   if (li && frame.ref && frame.ref === li._changeRef) setMessageState(li, li.dataset.state); // confirmed
+  // Quotes of it in replies show its text now (as history would).
+  const quotes = view.list.querySelectorAll(`.msg-reply[data-reply-seq="${Number(frame.seq)}"] .msg-reply-excerpt`);
+  if (frame.type === "edited" && changed) for (const quote of quotes) setText(quote, excerptOf(frame.body, 100));
   if (frame.type === "deleted") {
-    // Quotes of it in replies lose its text too.
-    for (const quote of view.list.querySelectorAll(`.msg-reply[data-reply-seq="${Number(frame.seq)}"] .msg-reply-excerpt`)) setText(quote, "message deleted");
+    for (const quote of quotes) setText(quote, "message deleted");
     if (replyTarget?.room === view.name && replyTarget.seq === frame.seq) cancelReply();
     const editor = li?.querySelector(".msg-editor");
     if (editor) {
