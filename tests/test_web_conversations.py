@@ -535,3 +535,29 @@ def test_changes_made_while_away_arrive_after_the_reconnect(people: People, web_
     bodies = b.page.locator("#scroller .messages > li .msg-body").all_text_contents()
     assert bodies == ["first words, corrected", "message deleted", "third words", "fourth words"]
     b.shot("13-changes-after-reconnect")
+
+
+def test_leaving_a_private_room(people: People, web_api: Api) -> None:
+    alice, bob = web_api.user(), web_api.user()
+    room = web_api.room(alice, private=True)
+    added = web_api.client.post(
+        f"/api/rooms/{room}/members", json={"username": bob.name}, headers=alice.headers
+    )
+    assert added.status_code in (200, 201), added.text
+    a = people().sign_in(alice).open_room(room)
+    a.page.click("#room-settings-btn")
+    a.expect("#leave-room").to_be_hidden()  # the owner cannot leave their room
+    a.page.click("#settings-close")
+
+    b = people().sign_in(bob).open_room(room)
+    b.page.click("#room-settings-btn")
+    b.page.click("#leave-room")
+    b.expect("#settings").to_be_hidden()
+    b.expect("#notices").to_contain_text(f"You left #{room}.")
+    b.expect(b.room_button(room)).to_have_count(0)
+    a.page.click("#room-settings-btn")
+    a.expect("#members-list li").to_have_count(1)  # only Alice now
+    b.page.reload()  # the server agrees: the room is not Bob's to read any more
+    b.page.locator("#chat-view").wait_for()
+    b.expect("#conn").to_have_text("Online")
+    b.expect(b.room_button(room)).to_have_count(0)
