@@ -37,6 +37,7 @@ export class RoomSettings {
     this.onLeft = onLeft;
     this.onInfo = onInfo;
     this.view = null;
+    this.leaving = null; // the room being left, while its request runs
     els.close.addEventListener("click", () => els.dialog.close());
     els.topicForm.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -203,6 +204,7 @@ export class RoomSettings {
     const me = this.me();
     if (!view || !me) return;
     this.els.leave.disabled = true;
+    this.leaving = view.name; // the `removed` frame may come before the answer
     try {
       await this.session.api(roomPath(view.name, `/members/${encodeURIComponent(me.name)}`), { method: "DELETE" });
       this.els.dialog.close();
@@ -211,6 +213,7 @@ export class RoomSettings {
       say(this.els.status, couldNot("leave the room", err));
     } finally {
       this.els.leave.disabled = false;
+      this.leaving = null;
     }
   }
 }

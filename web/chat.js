@@ -237,7 +237,10 @@ function enterChat(user) {
   conn.on("notification", (f) => inbox.live(f));
   conn.on("notifications_read", (f) => inbox.markedRead(f));
   conn.on("room", onRoomFrame);
-  conn.on("removed", (f) => dropRoom(f.room, `You are no longer a member of ${roomLabel(rooms.get(f.room))}.`));
+  conn.on("removed", (f) => {
+    const label = roomLabel(rooms.get(f.room));
+    dropRoom(f.room, settings.leaving === f.room ? `You left ${label}.` : `You are no longer a member of ${label}.`);
+  });
   conn.on("error", onErrorFrame);
   status.attach(conn);
   conn.start();
