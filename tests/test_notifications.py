@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from chat.storage.mentions import mentioned
 from chat.storage.models import Room, RoomMember
 from tests.conftest import Servers
 from tests.harness import (
@@ -384,3 +385,11 @@ async def test_the_room_list_counts_unread_mentions(server: Server, api: Api) ->
     assert room_item(api, bob, room)["mentions"] == 0
     for ws in (a, b):
         await ws.close()
+
+
+def test_mentions_are_bounded_and_read_like_a_person_would() -> None:
+    names = " ".join(f"@user{n:02d}" for n in range(25))
+    assert [r[0] for r in mentioned(names)] == [f"user{n:02d}" for n in range(20)]
+    assert mentioned("@Bob, @bob and @BOB") == [("bob",)]  # one name, whatever the case
+    assert mentioned("ask @bob. or @ann- or @x") == [("bob.", "bob"), ("ann-", "ann")]
+    assert mentioned("bob@example.com, @@bob, `@`") == []
