@@ -37,7 +37,12 @@ async def readable_room(store: StoreDep, caller: Caller, room: str) -> RoomView:
 @router.get("")
 async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
     """Rooms the caller can read: every public room and their private ones."""
-    return {"items": [r.to_json() for r in await store.rooms_for(caller.user)]}
+    mentions = await store.mention_counts(caller.user.id)  # unread mentions per room id
+    items = [
+        {**r.to_json(), "mentions": mentions.get(r.id, 0)}
+        for r in await store.rooms_for(caller.user)
+    ]
+    return {"items": items}
 
 
 @router.post(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import replace
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +16,9 @@ from chat.protocol import AckFrame, MessageFrame, UserRef, iso
 from chat.storage.db import Database
 from chat.storage.models import Message, Room, User
 from chat.storage.records import NewMessage, RoomView, Stored, user_ref
+
+if TYPE_CHECKING:
+    from chat.storage.notifications import BatchNotifier
 
 BATCH_RETRIES = 3  # a batch that hit a ref stored by another process meanwhile
 
@@ -37,6 +41,7 @@ def value_rows(paramstyle: str, n: int, types: tuple[str | None, ...]) -> str:
 
 class MessageQueries:
     db: Database
+    notifier: BatchNotifier  # mentions and DMs, in the batch's transaction
 
     async def messages_between(
         self, room: str, after: int, upto: int, limit: int
@@ -101,6 +106,12 @@ class MessageQueries:
                     first[key] = self._stored(
                         item.room.name, item.user, item.ref, item.body, row, duplicate=False, ts=ts
                     )
+                notes = await self.notifier.notify(
+                    conn, list(fresh.values()), [r[1] for r in rows], now
+                )
+                for key, notices in zip(fresh, notes, strict=True):
+                    if notices:
+                        first[key] = replace(first[key], notifications=notices)
         results: list[Stored] = []
         for item in batch:
             key = (item.user.id, item.ref)
