@@ -9,7 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from chat.storage.models import Room
 from tests.harness import (
     Account,
     Api,
@@ -408,3 +411,36 @@ async def test_topic_and_archive(server: Server, api: Api) -> None:
     assert again["seq"] == ack["seq"] + 1
     for ws in (o, b, late):
         await ws.close()
+
+
+async def archive_behind_the_servers_back(database_url: str, room: str, archived: bool) -> None:
+    """Set the flag in the database only: no `room` event, as if it had been lost."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(update(Room).where(Room.name == room).values(archived=archived))
+    finally:
+        await engine.dispose()
+
+
+async def test_the_database_refuses_messages_for_an_archived_room(server: Server, api: Api) -> None:
+    """A connection that missed the archiving still cannot write: the writer refuses,
+    the other messages of its batch are stored, and no seq is lost."""
+    owner = api.user()
+    closed, open_ = api.room(owner), api.room(owner)
+    ws = await connect(server, owner.token)
+    await join(ws, closed)
+    await join(ws, open_)
+    first = await say(ws, closed, "before")
+    await archive_behind_the_servers_back(server.database_url, closed, True)
+    await send(ws, type="send", room=closed, body="too late", ref="x-1")
+    await send(ws, type="send", room=open_, body="fine", ref="y-1")
+    error = await refused(ws, "x-1")
+    assert error["code"] == "forbidden" and error["detail"] == "the room is archived: read only"
+    ack = await recv_until(ws, "ack", ref="y-1")
+    assert ack["seq"] == 1
+    assert [m["body"] for m in api.history(owner, closed)] == ["before"]
+    await archive_behind_the_servers_back(server.database_url, closed, False)
+    again = await say(ws, closed, "after")
+    assert again["seq"] == first["seq"] + 1  # the refused one took no seq
+    await ws.close()
