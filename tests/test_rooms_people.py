@@ -444,3 +444,17 @@ async def test_the_database_refuses_messages_for_an_archived_room(server: Server
     again = await say(ws, closed, "after")
     assert again["seq"] == first["seq"] + 1  # the refused one took no seq
     await ws.close()
+
+
+async def test_joins_at_once_all_make_members(server: Server, api: Api) -> None:
+    """Many first joins together (stored in batches) each record their member, once."""
+    owner = api.user()
+    room = api.room(owner)
+    people = [api.user() for _ in range(30)]
+    sockets = [await connect(server, p.token) for p in people]
+    sockets.append(await connect(server, people[0].token))  # a second tab of one user
+    await asyncio.gather(*(join(ws, room) for ws in sockets))
+    items = api.client.get(f"/api/rooms/{room}/members", headers=owner.headers).json()["items"]
+    assert sorted(i["id"] for i in items) == sorted([owner.id, *(p.id for p in people)])
+    for ws in sockets:
+        await ws.close()

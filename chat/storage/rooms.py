@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from sqlalchemy import delete, exists, func, or_, select, update
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.protocol import UserRef
 from chat.storage.db import Database
+from chat.storage.messages import value_rows
 from chat.storage.models import Room, RoomMember, User
 from chat.storage.records import RoomView, user_ref
 from chat.storage.rules import Conflict
@@ -111,6 +113,18 @@ class RoomQueries:
                     s.add(RoomMember(room_id=room_id, user_id=user_id))
         except IntegrityError:
             pass  # added by a concurrent request: the same outcome
+
+    async def add_members(self, memberships: Sequence[tuple[int, int]]) -> None:
+        """Record `(room id, user id)` memberships in one statement; existing ones stay."""
+        now = time.time()
+        async with self.db.write_connection() as conn:
+            await conn.exec_driver_sql(
+                # Only placeholders are spliced in: every value is a bound parameter.
+                "INSERT INTO room_members (room_id, user_id, added_at) VALUES "  # noqa: S608
+                + value_rows(conn.dialect.paramstyle, len(memberships), (None, None, None))
+                + " ON CONFLICT DO NOTHING",
+                tuple(value for pair in memberships for value in (*pair, now)),
+            )
 
     async def remove_member(self, room_id: int, user_id: int) -> bool:
         """Remove a membership; False when there was none."""

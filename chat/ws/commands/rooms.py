@@ -25,8 +25,8 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
     await session.rate_limit("join", settings.join_rate, settings.join_burst, frame.ref)
     room = await session.readable_room(frame.room, frame.ref)
     if not room.member and not room.private:
-        # Joining a public room makes its member list (once: `member` is then true).
-        await store.add_member(room.id, session.user.id)
+        # Joining a public room makes one a member (once: `member` is then true).
+        await session.deps.memberships.record(room.id, session.user.id)
     session.joined[room.name] = room  # what sends need, without a read each
     if room.archived:  # kept current by `room` events once joined
         conn.read_only.add(room.name)
