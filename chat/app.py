@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from chat import __version__
-from chat.api import admin, alerts, auth, errors, notifications, ops, rooms, tasks
+from chat.api import admin, alerts, auth, errors, notifications, ops, people, rooms, tasks
 from chat.config import Settings
 from chat.drain import install_drain_handlers
 from chat.limits.body import BodyLimit
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # room named "x/notify" by a `/api/rooms/{room:path}` route.
     routers = (
         auth.router,
+        people.router,
         notifications.router,
         rooms.router,
         admin.router,

@@ -22,6 +22,7 @@ from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts, HealthWatcher
 from chat.protocol import encode
 from chat.storage.db import Database
+from chat.storage.memberships import MembershipRecorder
 from chat.storage.records import Stored
 from chat.storage.store import Store
 from chat.storage.writer import MessageWriter
@@ -46,6 +47,7 @@ class Services:
     room_creations: FailureWindow = field(init=False)  # rooms created per user
     alerts: Alerts = field(init=False)
     writer: MessageWriter = field(init=False)
+    memberships: MembershipRecorder = field(init=False)  # public-room members, from joins
     tasks: TaskRunner = field(init=False)
     health: HealthWatcher = field(init=False)
     draining: bool = False
@@ -73,6 +75,7 @@ class Services:
             max_batch=s.write_batch_max,
             max_pending=s.write_queue_max,
         )
+        self.memberships = MembershipRecorder(self.store, max_batch=s.write_batch_max)
         self.tasks = TaskRunner(
             s,
             self.db,
@@ -131,6 +134,7 @@ class Services:
         await self.backends.connections.start()
         await self.hub.start()
         self.writer.start()
+        self.memberships.start()
         await self.tasks.start()
         self.health.start()
 
@@ -138,6 +142,7 @@ class Services:
         await self.health.stop()
         await self.tasks.stop()
         await self.writer.stop()
+        await self.memberships.stop()
         await self.alerts.stop()
         await self.hub.stop()
         await self.backends.connections.stop()
@@ -152,6 +157,7 @@ class Services:
             store=self.store,
             accounts=self.accounts,
             writer=self.writer,
+            memberships=self.memberships,
             connections=self.backends.connections,
             limits=self.backends.limits,
             abuse=self.abuse,

@@ -6,6 +6,11 @@ delivers it to its local connections by putting the same string on each
 connection's bounded queue. Fan-out never awaits a socket: a connection whose
 queue is full is closed (4008) and resumes with `join ... since`.
 
+Room and user events that change what a connection may do carry a header the
+hub acts on before delivering: `ro` (a room's archived flag, for the cheap check
+of sends), `remove` (the user was removed from a room: their connections leave
+it at once) and `profile` (the user's new `UserRef`, for their next frames).
+
 Exactly once per connection: each connection remembers, per joined room, the
 highest seq it has been given; a room message at or below it is dropped before
 it is queued, whether it comes from a join's replay, the reorder buffer, a gap
@@ -219,22 +224,35 @@ class Hub:
 
     async def leave(self, conn: Connection, room: str) -> bool:
         """Remove `conn` from `room`; False when it had not joined."""
+        if not self._detach(conn, room):
+            return False
+        await self._forget_if_unwatched(conn, room)
+        return True
+
+    def _detach(self, conn: Connection, room: str) -> bool:
+        """Stop delivering `room` to `conn`, at once (no await); False if it had not joined."""
         if room not in conn.rooms:
             return False
         del conn.rooms[room]
         conn.seen.pop(room, None)
+        conn.read_only.discard(room)
         members = self._by_room.get(room)
         if members is not None:
             members.discard(conn)
-            if not members:
-                del self._by_room[room]
-                self._room_ready.pop(room, None)
-                self._fill_locks.pop(room, None)
-                if self._reorder is not None:
-                    self._reorder.forget(room)
-                await self.broker.unsubscribe(room_channel(room))
-        await self.presence_store.remove(room, conn.id, conn.user)
         return True
+
+    async def _forget_if_unwatched(self, conn: Connection, room: str) -> None:
+        """After `_detach`: the presence change, and the room's channel when no local
+        connection listens any more."""
+        members = self._by_room.get(room)
+        if members is not None and not members:
+            del self._by_room[room]
+            self._room_ready.pop(room, None)
+            self._fill_locks.pop(room, None)
+            if self._reorder is not None:
+                self._reorder.forget(room)
+            await self.broker.unsubscribe(room_channel(room))
+        await self.presence_store.remove(room, conn.id, conn.user)
 
     async def _watch_room(self, room: str) -> None:
         """Subscribe to the room's channel for its first local listener; others wait for it.
@@ -295,6 +313,20 @@ class Hub:
         """Close every connection of a user, on every process."""
         await self._publish(user_channel(user_id), "", close=code, reason=reason)
 
+    async def remove_user_from_room(self, user_id: int, room: str, payload: str) -> bool:
+        """On every process: `payload` (the `removed` frame) to every connection of the
+        user, and those that joined `room` leave it before anything more of it is sent."""
+        return await self._publish(user_channel(user_id), payload, remove=room)
+
+    async def publish_room_settings(self, room: str, payload: str, *, archived: bool) -> bool:
+        """Publish the room's `room` frame; connections note whether it is read-only."""
+        return await self._publish(room_channel(room), payload, ro=archived)
+
+    async def update_user(self, user: UserRef) -> bool:
+        """On every process: the user's connections carry `user` (a new display name)
+        in the frames they send from now on."""
+        return await self._publish(user_channel(user.id), user.model_dump_json(), profile=True)
+
     async def _publish(self, channel: str, payload: str, **header: Any) -> bool:
         """Publish to every process; False when the broker refused (delivered here only)."""
         head = json.dumps({k: v for k, v in header.items() if v is not None})
@@ -313,6 +345,8 @@ class Hub:
         header: dict[str, Any] = json.loads(head)
         kind, _, key = channel.partition(":")
         if kind == "room":
+            if "ro" in header:
+                self._mark_read_only(key, bool(header["ro"]))
             seq = header.get("s")
             if self._reorder is not None and seq is not None:
                 if key in self._room_ready:  # else no local listener: nothing to order
@@ -321,12 +355,17 @@ class Hub:
                 self._deliver_room(key, payload, seq, header.get("x"))
         elif kind == "user":
             targets = self._by_user.get(int(key), set())
+            if "profile" in header:
+                self._set_user(targets, UserRef.model_validate_json(payload))
+                return
             encoded = payload.encode()
             for conn in list(targets):
                 if "close" in header:
                     conn.abort(int(header["close"]), str(header.get("reason", "")))
-                else:
-                    conn.push_bytes(encoded)
+                    continue
+                if "remove" in header:
+                    self._evict(conn, str(header["remove"]))
+                conn.push_bytes(encoded)
         elif channel == ADMINS:
             for listener in self._admins_listeners:
                 listener()
@@ -334,6 +373,24 @@ class Hub:
             for conn in self.connections:
                 if conn.user.role == "admin":
                     conn.push_bytes(encoded)
+
+    def _mark_read_only(self, room: str, archived: bool) -> None:
+        for conn in self._by_room.get(room, ()):
+            if archived:
+                conn.read_only.add(room)
+            else:
+                conn.read_only.discard(room)
+
+    def _evict(self, conn: Connection, room: str) -> None:
+        """`conn` leaves `room` now (nothing more of it is delivered); presence and the
+        room's channel follow in the background."""
+        if self._detach(conn, room):
+            self._spawn(self._forget_if_unwatched(conn, room))
+
+    @staticmethod
+    def _set_user(targets: set[Connection], user: UserRef) -> None:
+        for conn in targets:
+            conn.user = user
 
     def _release_room(self, room: str, seq: int, item: tuple[str, int | None]) -> None:
         self._deliver_room(room, item[0], seq, item[1])

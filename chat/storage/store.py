@@ -1,13 +1,15 @@
 """`Store`: all database access of the server, one unit of work per method.
 
 The queries live by subject: `users` (accounts, refresh and bot tokens),
-`rooms` (rooms, members, last seqs), `messages` (the batch insert, history,
-gap reads) and `inbox` (notifications); `Store` is all of them on one database.
+`rooms` (rooms, members, settings, last seqs), `dms` (direct-message rooms),
+`messages` (the batch insert, history, gap reads) and `inbox` (notifications);
+`Store` is all of them on one database.
 """
 
 from __future__ import annotations
 
 from chat.storage.db import Database
+from chat.storage.dms import DmQueries
 from chat.storage.inbox import InboxQueries
 from chat.storage.messages import MessageQueries
 from chat.storage.notifications import BatchNotifier
@@ -15,7 +17,7 @@ from chat.storage.rooms import RoomQueries
 from chat.storage.users import UserQueries
 
 
-class Store(UserQueries, RoomQueries, MessageQueries, InboxQueries):
+class Store(UserQueries, DmQueries, RoomQueries, MessageQueries, InboxQueries):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.notifier = BatchNotifier()

@@ -24,7 +24,14 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
     # Before any database work: a join may replay `replay_cap` messages.
     await session.rate_limit("join", settings.join_rate, settings.join_burst, frame.ref)
     room = await session.readable_room(frame.room, frame.ref)
+    if not room.member and not room.private:
+        # Joining a public room makes one a member (once: `member` is then true).
+        await session.deps.memberships.record(room.id, session.user.id)
     session.joined[room.name] = room  # what sends need, without a read each
+    if room.archived:  # kept current by `room` events once joined
+        conn.read_only.add(room.name)
+    else:
+        conn.read_only.discard(room.name)
     presence = await hub.join(conn, room.name)
     last_seq = await store.last_seq(room.id)
     replay = []
@@ -41,6 +48,8 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
                 presence=presence,
                 last_seq=last_seq,
                 replay_truncated=truncated,
+                topic=room.topic,
+                archived=room.archived,
                 ref=frame.ref,
             )
         )
