@@ -350,11 +350,11 @@ async def test_notifications_survive_a_restart_and_resume_after_the_last_seen(
         api.close()
 
 
+@pytest.mark.two_nodes
 async def test_a_mention_on_one_node_reaches_the_user_on_the_other(
     server: Server, api: Api
 ) -> None:
-    if not isinstance(server, ServerPair):
-        pytest.skip("two processes only with the redis backend")
+    assert isinstance(server, ServerPair)
     node_a, node_b = server.nodes
     alice, bob = api.user(), api.user()
     room = api.room(alice)

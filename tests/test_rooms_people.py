@@ -318,10 +318,9 @@ async def test_removed_member_stops_getting_the_room(server: Server, api: Api) -
     await removal_is_seen(server, server, api)
 
 
-@pytest.mark.redis
+@pytest.mark.two_nodes
 async def test_removed_member_on_another_process(server: Server, api: Api) -> None:
-    if not isinstance(server, ServerPair):
-        pytest.skip("needs two processes (the redis backend)")
+    assert isinstance(server, ServerPair)
     await removal_is_seen(server.nodes[0], server.nodes[1], api)
 
 
