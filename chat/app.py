@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from chat import __version__
-from chat.api import admin, alerts, auth, errors, ops, rooms, tasks
+from chat.api import admin, alerts, auth, changes, errors, ops, rooms, tasks
 from chat.config import Settings
 from chat.drain import install_drain_handlers
 from chat.limits.body import BodyLimit
@@ -70,7 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         larger={("POST", "/api/tasks"): settings.max_upload_request_bytes},
     )
 
-    routers = (auth.router, rooms.router, admin.router, tasks.router, alerts.router, ops.router)
+    routers = (
+        auth.router,
+        rooms.router,
+        changes.router,
+        admin.router,
+        tasks.router,
+        alerts.router,
+        ops.router,
+    )
     for router in routers:
         app.include_router(router)
     app.add_api_websocket_route("/ws", websocket_endpoint)

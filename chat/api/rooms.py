@@ -37,7 +37,9 @@ async def readable_room(store: StoreDep, caller: Caller, room: str) -> RoomView:
 @router.get("")
 async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
     """Rooms the caller can read: every public room and their private ones."""
-    return {"items": [r.to_json() for r in await store.rooms_for(caller.user)]}
+    rooms = await store.rooms_for(caller.user)
+    unread = await store.unread_counts(caller.user.id, [r.id for r in rooms])
+    return {"items": [{**r.to_json(), "unread": unread[r.id]} for r in rooms]}
 
 
 @router.post(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -116,6 +117,20 @@ class Hub:
         self._by_room: dict[str, set[Connection]] = defaultdict(set)
         self._background: set[asyncio.Future[object]] = set()
         self.halting = False
+        # Connection ids count per process: with this prefix a key names one
+        # connection on the whole site (`exclude_conn`).
+        self.node = secrets.token_hex(6)
+
+    def conn_key(self, conn: Connection) -> str:
+        """A key naming `conn` on every process, for `exclude_conn`."""
+        return f"{self.node}:{conn.id}"
+
+    def _local_conn(self, key: object) -> int | None:
+        """The id of the local connection a `conn_key` names (None: another process's)."""
+        if not isinstance(key, str):
+            return None
+        node, _, conn_id = key.partition(":")
+        return int(conn_id) if node == self.node else None
 
     async def start(self) -> None:
         await self.broker.start(self._dispatch, on_resubscribed=self._on_resubscribed)
@@ -262,11 +277,22 @@ class Hub:
     # --- publishing -------------------------------------------------------
 
     async def publish_room(
-        self, room: str, payload: str, *, seq: int | None = None, exclude_user: int | None = None
+        self,
+        room: str,
+        payload: str,
+        *,
+        seq: int | None = None,
+        exclude_user: int | None = None,
+        exclude_conn: str | None = None,
     ) -> bool:
+        """Publish to the room's members on every process, except the user
+        `exclude_user` and the connection `exclude_conn` (a `conn_key`: the
+        caller answers that one itself, with its `ref`)."""
         if room in self._presence_changes:  # who joined goes out before what they do
             await self._announce_presence(room)
-        return await self._publish(room_channel(room), payload, s=seq, x=exclude_user)
+        return await self._publish(
+            room_channel(room), payload, s=seq, x=exclude_user, c=exclude_conn
+        )
 
     async def publish_messages(self, messages: Sequence[tuple[str, int, str]]) -> bool:
         """Publish stored room messages `(room, seq, payload)`, in order, together."""
@@ -285,8 +311,11 @@ class Hub:
             return False
         return True
 
-    async def publish_user(self, user_id: int, payload: str) -> bool:
-        return await self._publish(user_channel(user_id), payload)
+    async def publish_user(
+        self, user_id: int, payload: str, *, exclude_conn: str | None = None
+    ) -> bool:
+        """Publish to every connection of the user, except `exclude_conn` (a `conn_key`)."""
+        return await self._publish(user_channel(user_id), payload, c=exclude_conn)
 
     async def publish_admins(self, payload: str) -> bool:
         return await self._publish(ADMINS, payload)
@@ -318,11 +347,15 @@ class Hub:
                 if key in self._room_ready:  # else no local listener: nothing to order
                     self._reorder.push(key, int(seq), (payload, header.get("x")))
             else:
-                self._deliver_room(key, payload, seq, header.get("x"))
+                skip = self._local_conn(header.get("c"))
+                self._deliver_room(key, payload, seq, header.get("x"), skip)
         elif kind == "user":
             targets = self._by_user.get(int(key), set())
             encoded = payload.encode()
+            skip = self._local_conn(header.get("c"))
             for conn in list(targets):
+                if conn.id == skip:
+                    continue
                 if "close" in header:
                     conn.abort(int(header["close"]), str(header.get("reason", "")))
                 else:
@@ -338,10 +371,17 @@ class Hub:
     def _release_room(self, room: str, seq: int, item: tuple[str, int | None]) -> None:
         self._deliver_room(room, item[0], seq, item[1])
 
-    def _deliver_room(self, room: str, payload: str, seq: int | None, exclude: int | None) -> None:
+    def _deliver_room(
+        self,
+        room: str,
+        payload: str,
+        seq: int | None,
+        exclude: int | None,
+        skip_conn: int | None = None,
+    ) -> None:
         data = payload.encode()  # once, for every local member
         for conn in self._by_room.get(room, ()):
-            if conn.user.id == exclude:
+            if conn.user.id == exclude or conn.id == skip_conn:
                 continue
             buffered = conn.rooms.get(room)
             if buffered is not None:
