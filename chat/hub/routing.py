@@ -15,6 +15,8 @@ No silent gaps across processes (with a `RoomLog`, i.e. Redis): a seq missing
 from the broker's stream is read back from the database, once per room and gap,
 when the reorder window passes, when the broker's subscription reconnects, and
 by a periodic check (for a publisher that died between commit and publish).
+A change event (edit, delete, reaction) names the message it is about and waits
+for that message here, so a member never gets a change before its message.
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ class Hub:
             else None
         )
         self._room_ready: dict[str, asyncio.Future[None]] = {}
+        # Per room, change events (edits, ...) about a message not yet released
+        # here, held until it is: `(message seq, payload, connection to skip)`.
+        self._held_changes: dict[str, list[tuple[int, str, int | None]]] = {}
         self._fill_locks: dict[str, asyncio.Lock] = {}
         self._resync_listeners: list[Callable[[float], Awaitable[None]]] = []
         self._admins_listeners: list[Callable[[], None]] = []
@@ -245,6 +250,7 @@ class Hub:
                 del self._by_room[room]
                 self._room_ready.pop(room, None)
                 self._fill_locks.pop(room, None)
+                self._held_changes.pop(room, None)
                 if self._reorder is not None:
                     self._reorder.forget(room)
                 await self.broker.unsubscribe(room_channel(room))
@@ -284,14 +290,17 @@ class Hub:
         seq: int | None = None,
         exclude_user: int | None = None,
         exclude_conn: str | None = None,
+        about: int | None = None,
     ) -> bool:
         """Publish to the room's members on every process, except the user
         `exclude_user` and the connection `exclude_conn` (a `conn_key`: the
-        caller answers that one itself, with its `ref`)."""
+        caller answers that one itself, with its `ref`). `about`: the seq of the
+        message a change event is about; a process still holding that message
+        in its reorder buffer holds the event too, so it never overtakes it."""
         if room in self._presence_changes:  # who joined goes out before what they do
             await self._announce_presence(room)
         return await self._publish(
-            room_channel(room), payload, s=seq, x=exclude_user, c=exclude_conn
+            room_channel(room), payload, s=seq, x=exclude_user, c=exclude_conn, m=about
         )
 
     async def publish_messages(self, messages: Sequence[tuple[str, int, str]]) -> bool:
@@ -348,7 +357,11 @@ class Hub:
                     self._reorder.push(key, int(seq), (payload, header.get("x")))
             else:
                 skip = self._local_conn(header.get("c"))
-                self._deliver_room(key, payload, seq, header.get("x"), skip)
+                about = header.get("m")
+                if about is not None and self._not_released(key, int(about)):
+                    self._held_changes.setdefault(key, []).append((int(about), payload, skip))
+                else:
+                    self._deliver_room(key, payload, seq, header.get("x"), skip)
         elif kind == "user":
             targets = self._by_user.get(int(key), set())
             encoded = payload.encode()
@@ -370,6 +383,27 @@ class Hub:
 
     def _release_room(self, room: str, seq: int, item: tuple[str, int | None]) -> None:
         self._deliver_room(room, item[0], seq, item[1])
+        if room in self._held_changes:
+            self._release_changes(room)
+
+    def _not_released(self, room: str, seq: int) -> bool:
+        """Whether the room's message `seq` is yet to leave this process's reorder buffer."""
+        if self._reorder is None or room not in self._room_ready:
+            return False
+        next_seq = self._reorder.next_seq(room)
+        return next_seq is not None and seq >= next_seq
+
+    def _release_changes(self, room: str) -> None:
+        """Deliver the held change events whose message has been released (or given up)."""
+        held = self._held_changes.pop(room, [])
+        waiting = []
+        for about, payload, skip in held:
+            if self._not_released(room, about):
+                waiting.append((about, payload, skip))
+            else:
+                self._deliver_room(room, payload, None, None, skip)
+        if waiting:
+            self._held_changes[room] = waiting
 
     def _deliver_room(
         self,
@@ -403,6 +437,7 @@ class Hub:
             await self._fill(room, last)
         finally:
             self._reorder.gap_filled(room, last)
+            self._release_changes(room)  # those about seqs given up
 
     async def _fill(self, room: str, last: int) -> None:
         """Read the room's messages from the next expected seq up to `last` into the reorder.

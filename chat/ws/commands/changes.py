@@ -51,7 +51,9 @@ async def _announce(session: CommandContext, result: ChangeResult, ref: str | No
     frame = result.frame
     conn, hub = session.conn, session.deps.hub
     if result.changed:
-        await hub.publish_room(frame.room, encode(frame), exclude_conn=hub.conn_key(conn))
+        await hub.publish_room(
+            frame.room, encode(frame), exclude_conn=hub.conn_key(conn), about=frame.seq
+        )
     conn.push(encode(frame.model_copy(update={"ref": ref})))
 
 
