@@ -109,12 +109,14 @@ def missing_reply(seq: int) -> ReplyRef:
 
 async def _lock_room(s: AsyncSession, room_id: int) -> int:
     """Lock the room's row (PostgreSQL; SQLite's write lock is the whole database) and
-    return its `last_seq`; refuse when the room is archived."""
-    row = (
-        await s.execute(
-            select(Room.last_seq, Room.archived).where(Room.id == room_id).with_for_update()
-        )
-    ).one_or_none()
+    return its `last_seq`; refuse when the room is archived.
+
+    `FOR NO KEY UPDATE`: the lock a send's `UPDATE rooms SET last_seq` takes, so
+    the two wait for each other, while inserts that merely reference the room
+    (members, read cursors) do not wait for a change.
+    """
+    locked = select(Room.last_seq, Room.archived).where(Room.id == room_id)
+    row = (await s.execute(locked.with_for_update(key_share=True))).one_or_none()
     if row is None:
         raise ChangeRefused(ErrorCode.NOT_FOUND, "no such room, or you may not read it")
     if row.archived:
