@@ -267,7 +267,8 @@ class MessageQueries:
                     ts=iso(msg.created_at),
                     reply_to=reply,
                     reactions=reactions.get(msg.id, {}),
-                    edited_at=iso(msg.edited_at) if msg.edited_at is not None else None,
+                    # Deleted: nothing left of the text, its edits included.
+                    edited_at=iso(msg.edited_at) if msg.edited_at and not msg.deleted else None,
                     deleted=msg.deleted,
                 )
             )
