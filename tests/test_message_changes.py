@@ -567,3 +567,23 @@ async def test_an_archived_room_refuses_changes(cserver: Server, capi: Api) -> N
     msg = by_seq(capi, alice, room)[1]
     assert msg["body"] == "before the archive" and msg["reactions"] == {}
     await a.close()
+
+
+async def test_changes_share_the_senders_rate_limit(make_server: ServerFactory) -> None:
+    server = make_server(send_rate=0.2, send_burst=3)
+    api = Api(server)
+    alice = api.user()
+    room = api.room(alice)
+    a = await connect(server, alice.token)
+    await join(a, room)
+    await say(a, room, "one send")
+    assert (await ask(a, type="edit", room=room, seq=1, body="an edit"))["type"] == "edited"
+    assert (await ask(a, type="react", room=room, seq=1, emoji="👍", on=True))["type"] == (
+        "reaction"
+    )
+    refused = await ask(a, type="delete", room=room, seq=1)  # the fourth: the bucket is empty
+    assert refused["type"] == "error" and refused["code"] == "rate_limited"
+    assert refused["retry_after"] > 0
+    assert by_seq(api, alice, room)[1]["deleted"] is False
+    await a.close()
+    api.close()
