@@ -124,6 +124,8 @@ class Services:
         await self.hub.publish_messages(
             [(m.frame.room, m.frame.seq, encode(m.frame)) for m in stored]
         )
+        for note in (n for m in stored for n in m.notifications):  # after the messages
+            await self.hub.publish_user(note.user_id, encode(note.frame))
 
     async def start(self) -> None:
         await self.backends.connections.start()

@@ -38,8 +38,12 @@ async def readable_room(store: StoreDep, caller: Caller, room: str) -> RoomView:
 async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
     """Rooms the caller can read: every public room and their private ones."""
     rooms = await store.rooms_for(caller.user)
+    mentions = await store.mention_counts(caller.user.id)  # unread mentions per room id
     unread = await store.unread_counts(caller.user.id, [r.id for r in rooms])
-    return {"items": [{**r.to_json(), "unread": unread[r.id]} for r in rooms]}
+    items = [
+        {**r.to_json(), "unread": unread[r.id], "mentions": mentions.get(r.id, 0)} for r in rooms
+    ]
+    return {"items": items}
 
 
 @router.post(

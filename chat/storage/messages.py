@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import replace
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,9 @@ from chat.storage.changes import missing_reply, reactions_of, reply_refs
 from chat.storage.db import Database
 from chat.storage.models import Message, Room, User
 from chat.storage.records import NewMessage, RoomView, Stored, user_ref
+
+if TYPE_CHECKING:
+    from chat.storage.notifications import BatchNotifier
 
 BATCH_RETRIES = 3  # a batch that hit a ref stored by another process meanwhile
 
@@ -38,6 +42,7 @@ def value_rows(paramstyle: str, n: int, types: tuple[str | None, ...]) -> str:
 
 class MessageQueries:
     db: Database
+    notifier: BatchNotifier  # mentions and DMs, in the batch's transaction
 
     async def messages_between(
         self, room: str, after: int, upto: int, limit: int
@@ -109,6 +114,12 @@ class MessageQueries:
                         ts=ts,
                         reply=item.reply,
                     )
+                notes = await self.notifier.notify(
+                    conn, list(fresh.values()), [r[1] for r in rows], now
+                )
+                for key, notices in zip(fresh, notes, strict=True):
+                    if notices:
+                        first[key] = replace(first[key], notifications=notices)
         results: list[Stored] = []
         for item in batch:
             key = (item.user.id, item.ref)

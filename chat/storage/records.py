@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chat.protocol import AckFrame, MessageFrame, ReplyRef, UserRef, iso
+from chat.protocol import AckFrame, MessageFrame, NotificationFrame, ReplyRef, UserRef, iso
 from chat.storage.models import User
 
 
@@ -58,9 +58,19 @@ class NewMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """A stored notification and the user it goes to."""
+
+    user_id: int
+    frame: NotificationFrame
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
-    """A stored message: its ack for the sender and its frame for everyone."""
+    """A stored message: its ack for the sender and its frame for everyone, and the
+    notifications it caused (stored in the same transaction, published after it)."""
 
     ack: AckFrame
     frame: MessageFrame
     duplicate: bool
+    notifications: tuple[Notice, ...] = ()

@@ -2,20 +2,24 @@
 
 The queries live by subject: `users` (accounts, refresh and bot tokens),
 `rooms` (rooms, members, last seqs), `messages` (the batch insert, history,
-gap reads), `changes` (edits, deletes, reactions, replies, their history) and
-`reads` (read cursors, unread counts); `Store` is all of them on one database.
+gap reads), `inbox` (notifications), `changes` (edits, deletes, reactions,
+replies, their history) and `reads` (read cursors, unread counts); `Store` is all
+of them on one database.
 """
 
 from __future__ import annotations
 
 from chat.storage.changes import ChangeQueries
 from chat.storage.db import Database
+from chat.storage.inbox import InboxQueries
 from chat.storage.messages import MessageQueries
+from chat.storage.notifications import BatchNotifier
 from chat.storage.reads import ReadQueries
 from chat.storage.rooms import RoomQueries
 from chat.storage.users import UserQueries
 
 
-class Store(UserQueries, RoomQueries, MessageQueries, ChangeQueries, ReadQueries):
+class Store(UserQueries, RoomQueries, MessageQueries, InboxQueries, ChangeQueries, ReadQueries):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
+        self.notifier = BatchNotifier()

@@ -101,11 +101,15 @@ class Session:
                 await self.conn.closed.wait()
                 return
             self.watch_expiry()
+            # Where the inbox stands, so a client pages what it missed (`after`).
+            unread, last_note = await self.deps.store.notification_counters(self.user.id)
             self.conn.push(
                 encode(
                     HelloFrame(
                         user=self.user,
                         expires_at=self.expires_iso(),
+                        notifications_unread=unread,
+                        last_notification_id=last_note,
                         limits={
                             "max_body_chars": self.settings.max_body_chars,
                             "max_frame_bytes": self.settings.max_frame_bytes,
