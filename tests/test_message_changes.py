@@ -157,6 +157,7 @@ async def test_reply_to_a_missing_message_is_refused_and_stores_nothing(
     await join(a, room)
     await join(a, other)
     await say(a, other, "seq 1 of another room")
+    await recv_until(a, "message", room=other)  # so that no message is on its way
     answer = await ask(a, type="send", room=room, body="answering nothing", reply_to=1)
     assert answer["type"] == "error" and answer["code"] == "not_found"
     assert "no message 1" in answer["detail"]
