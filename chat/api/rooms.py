@@ -50,10 +50,11 @@ async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
 
     Each item is `RoomView.to_json()`; per-room fields of other concerns merge into it.
     """
+    rooms = await store.rooms_for(caller.user)
     mentions = await store.mention_counts(caller.user.id)  # unread mentions per room id
+    unread = await store.unread_counts(caller.user.id, [r.id for r in rooms])
     items = [
-        {**view.to_json(), "mentions": mentions.get(view.id, 0)}
-        for view in await store.rooms_for(caller.user)
+        {**r.to_json(), "unread": unread[r.id], "mentions": mentions.get(r.id, 0)} for r in rooms
     ]
     return {"items": items}
 

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from chat.protocol import AckFrame, MessageFrame, UserRef, iso
+from chat.protocol import AckFrame, MessageFrame, ReplyRef, UserRef, iso
+from chat.storage.changes import missing_reply, reactions_of, reply_refs
 from chat.storage.db import Database
 from chat.storage.models import Message, Room, User
 from chat.storage.records import NewMessage, ReadOnlyRoom, RoomView, Stored, user_ref
@@ -57,7 +58,7 @@ class MessageQueries:
         )
         async with self.db.read() as s:
             rows: Sequence[tuple[Message, User]] = (await s.execute(query)).tuples().all()
-        return [self._frame(room, m, u) for m, u in rows]
+            return await self._frames(s, room, rows)
 
     async def save_messages(self, batch: Sequence[NewMessage]) -> list[Stored | ReadOnlyRoom]:
         """Store a batch in one transaction; a result per item, in the batch's order.
@@ -110,7 +111,14 @@ class MessageQueries:
                         first[key] = ReadOnlyRoom(item.room.name)
                         continue
                     first[key] = self._stored(
-                        item.room.name, item.user, item.ref, item.body, row, duplicate=False, ts=ts
+                        item.room.name,
+                        item.user,
+                        item.ref,
+                        item.body,
+                        row,
+                        duplicate=False,
+                        ts=ts,
+                        reply=item.reply,
                     )
                 # Notifications (mentions, DMs) in the same transaction as their messages.
                 pairs = zip(fresh.items(), rows, strict=True)
@@ -166,12 +174,14 @@ class MessageQueries:
                 continue
             next_seq[item.room.id] = seq + 1
             seqs.append(seq)
-            values += (item.room.id, seq, item.user.id, item.ref, item.body, now)
+            reply_to = item.reply.seq if item.reply is not None else None
+            values += (item.room.id, seq, item.user.id, item.ref, item.body, now, reply_to)
         if not values:
             return [None] * len(items)
         inserted = await conn.exec_driver_sql(
-            "INSERT INTO messages (room_id, seq, user_id, ref, body, created_at) VALUES "  # noqa: S608
-            + value_rows(style, len(values) // 6, (None,) * 6)
+            "INSERT INTO messages (room_id, seq, user_id, ref, body, created_at, reply_to)"  # noqa: S608
+            " VALUES "
+            + value_rows(style, len(values) // 7, (None,) * 6 + ("bigint",))
             + " RETURNING id, room_id, seq",
             tuple(values),
         )
@@ -219,15 +229,16 @@ class MessageQueries:
         *,
         duplicate: bool,
         ts: str | None = None,
+        reply: ReplyRef | None = None,
     ) -> Stored:
         """The ack and frame of a stored message, `row` being `(id, seq, created_at)`
-        (`ts`: `created_at` already formatted)."""
+        (`ts`: `created_at` already formatted; `reply`: what it answers)."""
         message_id, seq, created_at = row
         ts = ts or iso(created_at)
         # Built without validation: every value comes from a checked frame or the database.
         ack = AckFrame.model_construct(ref=ref, room=room, id=message_id, seq=seq, ts=ts)
         frame = MessageFrame.model_construct(
-            room=room, id=message_id, seq=seq, user=user, body=body, ts=ts
+            room=room, id=message_id, seq=seq, user=user, body=body, ts=ts, reply_to=reply
         )
         return Stored(ack, frame, duplicate)
 
@@ -260,15 +271,37 @@ class MessageQueries:
         )
         async with self.db.read() as s:
             rows: Sequence[tuple[Message, User]] = (await s.execute(query)).tuples().all()
-        return [self._frame(room.name, m, u) for m, u in rows]
+            return await self._frames(s, room.name, rows)
 
     @staticmethod
-    def _frame(room_name: str, msg: Message, user: User) -> MessageFrame:
-        return MessageFrame(
-            room=room_name,
-            id=msg.id,
-            seq=msg.seq,
-            user=user_ref(user),
-            body=msg.body,
-            ts=iso(msg.created_at),
-        )
+    async def _frames(
+        s: AsyncSession, room_name: str, rows: Sequence[tuple[Message, User]]
+    ) -> list[MessageFrame]:
+        """Message frames with their current state: reactions and replied messages
+        read in one query each for the whole page (not per message)."""
+        if not rows:
+            return []
+        reactions = await reactions_of(s, [m.id for m, _ in rows])
+        wanted = {m.reply_to for m, _ in rows if m.reply_to is not None}
+        replies = await reply_refs(s, rows[0][0].room_id, wanted) if wanted else {}
+        frames = []
+        for msg, user in rows:
+            reply = None
+            if msg.reply_to is not None:
+                reply = replies.get(msg.reply_to) or missing_reply(msg.reply_to)
+            frames.append(
+                MessageFrame(
+                    room=room_name,
+                    id=msg.id,
+                    seq=msg.seq,
+                    user=user_ref(user),
+                    body=msg.body,
+                    ts=iso(msg.created_at),
+                    reply_to=reply,
+                    reactions=reactions.get(msg.id, {}),
+                    # Deleted: nothing left of the text, its edits included.
+                    edited_at=iso(msg.edited_at) if msg.edited_at and not msg.deleted else None,
+                    deleted=msg.deleted,
+                )
+            )
+        return frames

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chat.protocol import AckFrame, MessageFrame, NotificationFrame, UserRef, iso
+from chat.protocol import AckFrame, MessageFrame, NotificationFrame, ReplyRef, UserRef, iso
 from chat.storage.models import User
 
 
@@ -74,12 +74,17 @@ class ReadOnlyRoom(Exception):
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message to store: the sender's `(user, ref)` makes it idempotent."""
+    """A message to store: the sender's `(user, ref)` makes it idempotent.
+
+    `reply` is the message it answers, as read (once, for replies only) when the
+    send was checked: the live frame shows it without another read.
+    """
 
     room: RoomView
     user: UserRef
     ref: str
     body: str
+    reply: ReplyRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -300,6 +300,8 @@ class JoinedFrame(_Frame):
     replay_truncated: bool = False
     read_seq: int = 0
     unread: int = 0
+    # More messages up to `since` changed than a join resends: re-read those pages.
+    changes_truncated: bool = False
     topic: str | None = None
     archived: bool = False
     ref: str | None = None

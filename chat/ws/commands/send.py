@@ -32,6 +32,13 @@ async def send(session: CommandContext, frame: SendIn) -> None:
         settings.bot_send_burst if bot else settings.send_burst,
         frame.ref,
     )
+    reply = None
+    if frame.reply_to is not None:  # one read, for replies only
+        reply = await session.deps.store.reply_ref(room.id, frame.reply_to)
+        if reply is None:
+            raise FrameError(
+                ErrorCode.NOT_FOUND, f"no message {frame.reply_to} in this room", frame.ref
+            )
     # Backpressure: past the bound, stop reading until acks come back; refuse if they do not.
     if not await session.sends.wait_for_room(session.sink.lost, INFLIGHT_WAIT):
         raise FrameError(
@@ -42,7 +49,7 @@ async def send(session: CommandContext, frame: SendIn) -> None:
         )
     if session.sink.lost.is_set():
         return  # the client is gone and gets no ack: it resends with the same ref
-    message = NewMessage(room, session.user, frame.ref, frame.body)
+    message = NewMessage(room, session.user, frame.ref, frame.body, reply)
     try:
         session.deps.writer.submit(message, partial(_stored, session, frame.ref))
     except WriterFull:
