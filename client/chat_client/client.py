@@ -12,15 +12,19 @@ The client keeps one connection open and replaces it by itself when it drops:
 it reconnects with jittered exponential backoff, asks the token provider for a
 fresh token, rejoins its rooms with `since` set to the last `seq` it delivered
 per room, and delivers the missed messages before new ones, never the same
-(room, seq) twice. `send` gives every message a `ref` and retransmits it with
-the same `ref` until it is acknowledged, so a message is stored exactly once.
-Errors that retrying cannot fix (a bad or revoked token) end the client with a
-typed exception instead.
+(room, seq) twice; the notifications that came meanwhile are paged over HTTP and
+delivered before live ones, each once. `send` gives every message a `ref` and
+retransmits it with the same `ref` until it is acknowledged, so a message is
+stored exactly once; `edit`, `delete` and `react` are retransmitted the same way
+(each sets a state, so a repeat changes nothing). Errors that retrying cannot fix
+(a bad or revoked token) end the client with a typed exception instead.
 
 This module is the public API and the supervision of the connection (the state
-they share: rooms, last seqs, pending sends, waiters); opening one connection and
+they share: rooms, last seqs, pending requests, waiters); opening one connection and
 the backoff policy are in `connection.py`, paging history in `history.py`, the
-errors in `errors.py`. It needs only `websockets`, `httpx` and `pydantic`.
+notification inbox in `inbox.py` (over `api.py`), which change events are news in
+`changes.py`, the errors in `errors.py`. It needs only `websockets`, `httpx` and
+`pydantic`.
 """
 
 from __future__ import annotations
@@ -31,15 +35,17 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed
 
+from chat_client.api import HttpApi
+from chat_client.changes import ChangeFrame, ChangeVersions
 from chat_client.connection import (
     Backoff,
     Connection,
@@ -59,11 +65,17 @@ from chat_client.errors import (
     short,
 )
 from chat_client.history import PAGE, History, HistoryError
+from chat_client.inbox import PAGE as NOTIFICATIONS_PAGE
+from chat_client.inbox import Inbox, NotificationCursor, NotificationPage
 from chat_client.protocol import (
     AckFrame,
     AlertFrame,
     AuthIn,
     CloseCode,
+    DeletedFrame,
+    DeleteIn,
+    EditedFrame,
+    EditIn,
     ErrorCode,
     ErrorFrame,
     HelloFrame,
@@ -72,10 +84,17 @@ from chat_client.protocol import (
     LeaveIn,
     LeftFrame,
     MessageFrame,
+    NotificationFrame,
     PingIn,
     PongFrame,
     PresenceFrame,
+    ReactIn,
+    ReactionFrame,
+    ReadFrame,
+    ReadIn,
     ReauthedFrame,
+    RemovedFrame,
+    RoomFrame,
     SendIn,
     ServerFrame,
     TaskFrame,
@@ -89,7 +108,21 @@ __all__ = ["ChatClient", "Event", "TokenProvider"]
 
 log = logging.getLogger(__name__)
 
-Event: TypeAlias = MessageFrame | PresenceFrame | TypingFrame | TaskFrame | AlertFrame | ErrorFrame
+Event: TypeAlias = (
+    MessageFrame
+    | EditedFrame
+    | DeletedFrame
+    | ReactionFrame
+    | ReadFrame
+    | RoomFrame
+    | RemovedFrame
+    | NotificationFrame
+    | PresenceFrame
+    | TypingFrame
+    | TaskFrame
+    | AlertFrame
+    | ErrorFrame
+)
 """What iterating a `ChatClient` yields. `ErrorFrame`s are the ones no call of yours awaits."""
 
 TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
@@ -115,11 +148,17 @@ def _encode(frame: BaseModel) -> str:
     return frame.model_dump_json(exclude_none=True)
 
 
+_Reply = TypeVar("_Reply", AckFrame, EditedFrame, DeletedFrame, ReactionFrame)
+
+
 @dataclass(eq=False)
-class _PendingSend:
-    frame: SendIn
+class _Pending:
+    """A frame sent with a `ref` until its confirmation arrives: a send's `ack`, or the
+    change event carrying the ref (`expect`)."""
+
     data: str
-    future: asyncio.Future[AckFrame]
+    expect: type[AckFrame | ChangeFrame]
+    future: asyncio.Future[ServerFrame]
     generation: int = -1  # the connection it was last transmitted on
     internal_errors: int = 0
 
@@ -141,7 +180,11 @@ class ChatClient:
     exponential from `backoff_initial` to `backoff_max` seconds, with jitter.
     `ping_interval`/`ping_timeout` drive WebSocket keepalive pings that notice a
     dead connection. `request_timeout` bounds waiting for the reply to `join`,
-    `leave`, `ping` and `reauthenticate`.
+    `leave`, `ping`, `read` and `reauthenticate`.
+
+    Notifications are live from the first connection on; give
+    `notifications_after` (a notification id, e.g. `last_notification_id` saved by
+    an earlier run) to have the ones after it delivered first.
 
     Received events are buffered in memory until you iterate the client.
     """
@@ -160,6 +203,7 @@ class ChatClient:
         open_timeout: float = 10.0,
         request_timeout: float = 30.0,
         http_timeout: float = 10.0,
+        notifications_after: int | None = None,
     ) -> None:
         if (token is None) == (token_provider is None):
             raise ValueError("give exactly one of token= and token_provider=")
@@ -181,7 +225,7 @@ class ChatClient:
         self._hello: HelloFrame | None = None
         self._rooms: dict[str, None] = {}  # rooms to be in, in join order
         self._last_seq: dict[str, int | None] = {}  # None: take `joined.last_seq`
-        self._pending: dict[str, _PendingSend] = {}
+        self._pending: dict[str, _Pending] = {}
         self._requests: dict[str, asyncio.Future[ServerFrame]] = {}
         self._join_refs: dict[str, str] = {}  # ref of a join frame -> room
         self._join_waiters: dict[str, list[asyncio.Future[JoinedFrame]]] = {}
@@ -191,6 +235,10 @@ class ChatClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._first_connect: asyncio.Future[None] | None = None
         self._history = History(self.http_url, timeout=http_timeout)
+        self._api = HttpApi(self.http_url, timeout=http_timeout, token=self._http_token)
+        self._inbox = Inbox(self._api)
+        self._notifications = NotificationCursor(notifications_after)
+        self._versions = ChangeVersions()
         self._failure: BaseException | None = None
         self._closed = False
         self._reconnects = 0
@@ -252,6 +300,7 @@ class ChatClient:
             self._fail_all(ClientClosedError("the client was closed"))
             self._events.put_nowait(None)
         await self._history.aclose()
+        await self._api.aclose()
 
     # --- state -----------------------------------------------------------------
 
@@ -281,6 +330,13 @@ class ChatClient:
     def rooms(self) -> tuple[str, ...]:
         """The rooms this client is in (and rejoins after reconnecting)."""
         return tuple(self._rooms)
+
+    @property
+    def last_notification_id(self) -> int | None:
+        """The id of the newest notification delivered (or, before any, the server's
+        newest when the client connected): give it as `notifications_after` to a later
+        run to resume there. None before the first connection."""
+        return self._notifications.last
 
     @property
     def last_seq(self) -> Mapping[str, int]:
@@ -320,8 +376,7 @@ class ChatClient:
     async def leave(self, room: str) -> None:
         """Leave `room`: no more events from it, and it is not rejoined."""
         self._check_open()
-        self._rooms.pop(room, None)
-        self._last_seq.pop(room, None)
+        self._forget_room(room)
         for waiter in self._join_waiters.pop(room, []):
             if not waiter.done():
                 waiter.set_exception(ClientClosedError(f"left {room!r} while joining"))
@@ -332,34 +387,150 @@ class ChatClient:
         with contextlib.suppress(DisconnectedError, RequestError):
             await self._request(conn, LeaveIn(type="leave", room=room, ref=_new_ref("l-")))
 
-    async def send(self, room: str, body: str, *, ref: str | None = None) -> AckFrame:
+    async def send(
+        self, room: str, body: str, *, reply_to: int | None = None, ref: str | None = None
+    ) -> AckFrame:
         """Send `body` to `room` and return the server's `ack` once it is stored.
 
-        The frame is retransmitted with the same `ref` after reconnects and after
-        `rate_limited`, `overloaded` and `unavailable` refusals (waiting
-        `retry_after`) until it is acknowledged;
-        the server stores one message per `ref`. Pass your own `ref` (at most 64
-        characters) to stay idempotent across processes. Raises `RequestError` when
-        refused for good (for example `not_joined`, `too_large`), `FrameTooLargeError`,
-        and the client's terminal error if it ends first. Cancel the call (for
-        example with `asyncio.timeout`) to stop retrying.
+        `reply_to` is the seq of the message of `room` this one answers. The frame is
+        retransmitted with the same `ref` after reconnects and after `rate_limited`,
+        `overloaded` and `unavailable` refusals (waiting `retry_after`) until it is
+        acknowledged; the server stores one message per `ref`. Pass your own `ref` (at
+        most 64 characters) to stay idempotent across processes. Raises `RequestError`
+        when refused for good (for example `not_joined`, `too_large`, `not_found` for a
+        `reply_to` that does not exist), `FrameTooLargeError`, and the client's terminal
+        error if it ends first. Cancel the call (for example with `asyncio.timeout`) to
+        stop retrying.
         """
         self._check_open()
-        frame = SendIn(type="send", room=room, body=body, ref=ref or _new_ref(""))
-        data = _encode(frame)
-        self._check_size(data)
-        if frame.ref in self._pending:
-            raise ValueError(f"a send with ref {frame.ref!r} is already in flight")
-        future: asyncio.Future[AckFrame] = asyncio.get_running_loop().create_future()
-        pending = _PendingSend(frame, data, future)
-        self._pending[frame.ref] = pending
+        frame = SendIn(
+            type="send", room=room, body=body, ref=ref or _new_ref(""), reply_to=reply_to
+        )
+        return await self._submit(frame.ref, frame, AckFrame)
+
+    async def edit(self, room: str, seq: int, body: str) -> EditedFrame:
+        """Replace the text of your message `seq` in `room`; returns the `edited` event.
+
+        Like `send`, the request survives reconnects and rate limits (an edit to the
+        same text again changes nothing). The event also reaches the iteration, as it
+        does every member's. Raises `RequestError`: `forbidden` (not your message, or
+        the room is archived), `not_found` (no such message or room), `too_large`,
+        `bad_frame`; and `FrameTooLargeError`.
+        """
+        self._check_open()
+        ref = _new_ref("e-")
+        frame = EditIn(type="edit", room=room, seq=seq, body=body, ref=ref)
+        return await self._submit(ref, frame, EditedFrame)
+
+    async def delete(self, room: str, seq: int) -> DeletedFrame:
+        """Delete message `seq` of `room` (yours, or any as the room's owner or an
+        admin); returns the `deleted` event. It keeps its seq and loses its text.
+
+        Retried like `edit`. Raises `RequestError` (`forbidden`, `not_found`).
+        """
+        self._check_open()
+        ref = _new_ref("d-")
+        frame = DeleteIn(type="delete", room=room, seq=seq, ref=ref)
+        return await self._submit(ref, frame, DeletedFrame)
+
+    async def react(self, room: str, seq: int, emoji: str, on: bool = True) -> ReactionFrame:
+        """Set (`on=True`) or clear your `emoji` reaction to message `seq` of `room`;
+        returns the `reaction` event, with everyone who has that reaction now.
+
+        `emoji` is at most 16 characters. Retried like `edit`. Raises `RequestError`
+        (`forbidden` in an archived room, `not_found`, `bad_frame`, `too_large` past
+        the distinct reactions a message may have) and `ValueError` for a bad `emoji`.
+        """
+        self._check_open()
+        ref = _new_ref("x-")
         try:
+            frame = ReactIn(type="react", room=room, seq=seq, emoji=emoji, on=on, ref=ref)
+        except ValidationError as exc:
+            raise ValueError(f"not a reaction: {emoji!r} (1 to 16 characters)") from exc
+        return await self._submit(ref, frame, ReactionFrame)
+
+    async def read(self, room: str, seq: int) -> None:
+        """Move your read cursor in `room` forward to `seq` (it never moves back).
+
+        Your other connections get a `read` event; this one gets no reply, so the
+        call follows the frame with a `ping` and returns at its `pong` (the server
+        handles a connection's frames in order): by then the cursor has moved. A
+        `rate_limited` refusal is waited out and sent again. Raises `RequestError`
+        (`not_found`, `bad_frame`), `DisconnectedError` when not connected, and
+        `TimeoutError`.
+        """
+        self._check_open()
+        ref = _new_ref("r-")
+        frame = ReadIn(type="read", room=room, seq=seq, ref=ref)
+        while True:
             conn = self._conn
-            if conn is not None and conn.ready:
-                await self._transmit(conn, pending)
-            return await future
-        finally:
-            self._pending.pop(frame.ref, None)
+            if conn is None or not conn.ready:
+                raise DisconnectedError("not connected")
+            while (wait := self._paused_until - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            refusal: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
+            self._requests[ref] = refusal  # only an `error` frame can answer it
+            try:
+                try:
+                    await conn.ws.send(_encode(frame))
+                except ConnectionClosed:
+                    raise DisconnectedError("the connection dropped") from None
+                await self._request(conn, PingIn(type="ping", ref=_new_ref("p-")))
+            finally:
+                self._requests.pop(ref, None)
+                failure = refusal.exception() if refusal.done() else None
+            if failure is None:
+                return
+            if isinstance(failure, RequestError) and failure.code in RETRY_LATER:
+                delay = failure.frame.retry_after
+                self._pause(delay if delay is not None else 1.0)
+                continue
+            raise failure
+
+    # --- notifications ---------------------------------------------------------
+
+    async def notifications(self) -> AsyncIterator[NotificationFrame]:
+        """Iterate the client's events, yielding only the notifications.
+
+        Notifications come to every connection of the user whatever rooms it joined,
+        so this needs no `join`. It consumes the same stream as `async for event in
+        client` (other events are skipped): use one or the other. Ends and raises
+        like that iteration.
+        """
+        async for event in self:
+            if isinstance(event, NotificationFrame):
+                yield event
+
+    async def list_notifications(self, after: int = 0, limit: int = 50) -> NotificationPage:
+        """`GET /api/notifications`: your notifications with an id above `after`,
+        oldest first (at most `limit`), and how many are unread.
+
+        Works over HTTP, connected or not (the HTTP calls need only the token).
+        Raises `ApiError`, `AuthenticationError` and `ConnectionFailedError`.
+        """
+        self._check_usable()
+        return await self._inbox.page(after, limit)
+
+    async def mark_notifications_read(self, upto: int) -> int | None:
+        """`POST /api/notifications/read`: mark your notifications up to id `upto`
+        read; returns how many are left unread (when the server says)."""
+        self._check_usable()
+        return await self._inbox.mark_read(upto)
+
+    async def notify(
+        self, username: str, title: str, body: str, link: str | None = None
+    ) -> dict[str, Any]:
+        """`POST /api/notifications` (admins and bots): send `username` a notification
+        of kind `app`; returns the server's answer (the notification).
+
+        Raises `ApiError` (`forbidden` for other callers, `not_found` for an unknown
+        user, `bad_request` for a bad field), `AuthenticationError`,
+        `ConnectionFailedError`.
+        """
+        self._check_usable()
+        return await self._inbox.notify(username, title, body, link)
+
+    # --- other requests --------------------------------------------------------
 
     async def typing(self, room: str) -> None:
         """Tell the room's other members that this user is typing (best effort)."""
@@ -403,7 +574,9 @@ class ChatClient:
     # --- events ----------------------------------------------------------------
 
     def __aiter__(self) -> ChatClient:
-        """Iterate the events: messages, presence, typing, tasks, alerts, errors."""
+        """Iterate the events: messages and their changes (`edited`, `deleted`,
+        `reaction`), `read`, `room`, `removed`, notifications, presence, typing, tasks,
+        alerts, errors."""
         return self
 
     async def __anext__(self) -> Event:
@@ -493,6 +666,8 @@ class ChatClient:
             helpers.append(asyncio.create_task(self._retransmit(conn)))
             helpers.append(asyncio.create_task(self._refresh_before_expiry(conn)))
             try:
+                # Before any live frame is read: the missed notifications come first.
+                await self._catch_up_notifications(conn)
                 async for raw in conn.ws:
                     await self._dispatch(conn, raw)
             except ConnectionClosed:
@@ -527,7 +702,7 @@ class ChatClient:
                 await self._send_join(conn, room)
 
     async def _retransmit(self, conn: Connection) -> None:
-        """Send again, with their refs, the sends not acknowledged on an earlier connection."""
+        """Send again, with their refs, the requests not confirmed on an earlier connection."""
         for pending in list(self._pending.values()):
             if pending.generation != conn.generation:
                 await self._transmit(conn, pending)
@@ -549,6 +724,27 @@ class ChatClient:
                 log.warning("could not refresh the token: %s", short(exc))
                 return
             expires_at = reply.expires_at
+
+    async def _catch_up_notifications(self, conn: Connection) -> None:
+        """Deliver the notifications that came while no connection was open.
+
+        Pages `GET /api/notifications?after=` from the last one delivered until a short
+        page: notifications stored after the server's `hello` are found too, and a live
+        frame for one of them is dropped as a repeat.
+        """
+        if not self._notifications.behind(conn.hello.last_notification_id):
+            return
+        while True:
+            after = self._notifications.last
+            try:
+                page = await self._inbox.page(after or 0, NOTIFICATIONS_PAGE)
+            except ChatClientError as exc:
+                raise _ResyncNeeded(f"cannot page notifications after {after}: {exc}") from exc
+            for item in page.items:
+                if self._notifications.take(item, paged=True):
+                    self._events.put_nowait(item)
+            if len(page.items) < NOTIFICATIONS_PAGE:
+                return
 
     async def _send_join(self, conn: Connection, room: str) -> None:
         conn.joins_sent.add(room)
@@ -573,7 +769,7 @@ class ChatClient:
         finally:
             self._requests.pop(ref, None)
 
-    async def _transmit(self, conn: Connection, pending: _PendingSend) -> None:
+    async def _transmit(self, conn: Connection, pending: _Pending) -> None:
         pending.generation = conn.generation
         while (wait := self._paused_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
@@ -582,6 +778,25 @@ class ChatClient:
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(pending.data)
 
+    async def _submit(self, ref: str, frame: BaseModel, expect: type[_Reply]) -> _Reply:
+        """Send `frame` (with `ref`) until its confirmation, an `expect`, arrives."""
+        data = _encode(frame)
+        self._check_size(data)
+        if ref in self._pending:
+            raise ValueError(f"a request with ref {ref!r} is already in flight")
+        future: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
+        pending = _Pending(data, expect, future)
+        self._pending[ref] = pending
+        try:
+            conn = self._conn
+            if conn is not None and conn.ready:
+                await self._transmit(conn, pending)
+            reply = await future
+        finally:
+            self._pending.pop(ref, None)
+        assert isinstance(reply, expect)
+        return reply
+
     def _check_open(self) -> None:
         if self._failure is not None:
             raise self._failure
@@ -589,6 +804,26 @@ class ChatClient:
             raise ClientClosedError("the client is closed")
         if self._supervisor is None:
             raise ClientClosedError("not connected yet: use `async with` or connect()")
+
+    def _check_usable(self) -> None:
+        """For HTTP calls: the client need not be connected, only not closed."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+
+    async def _http_token(self) -> str:
+        conn = self._conn
+        return conn.token if conn is not None else await self._fresh_token()
+
+    def _pause(self, seconds: float) -> None:
+        """Hold every frame of ours back for `seconds` (after `rate_limited`)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    def _forget_room(self, room: str) -> None:
+        self._rooms.pop(room, None)
+        self._last_seq.pop(room, None)
+        self._versions.forget_room(room)
 
     def _check_size(self, data: str) -> None:
         limit = self._hello.limits.get("max_frame_bytes") if self._hello else None
@@ -609,13 +844,22 @@ class ChatClient:
                 await self._on_message(frame)
             case AckFrame():
                 pending = self._pending.get(frame.ref)
-                if pending is not None and not pending.future.done():
+                if pending is not None and pending.expect is AckFrame and not pending.future.done():
                     pending.future.set_result(frame)
             case JoinedFrame():
                 await self._on_joined(frame)
             case ErrorFrame():
                 self._on_error(conn, frame)
-            case PresenceFrame() | TypingFrame() | TaskFrame() | AlertFrame():
+            case EditedFrame() | DeletedFrame() | ReactionFrame():
+                self._on_change(frame)
+            case NotificationFrame():
+                if self._notifications.take(frame):
+                    self._events.put_nowait(frame)
+            case RemovedFrame():
+                self._on_removed(conn, frame)
+            case RoomFrame() | ReadFrame() | PresenceFrame() | TypingFrame() | TaskFrame():
+                self._events.put_nowait(frame)
+            case AlertFrame():
                 self._events.put_nowait(frame)
             case LeftFrame() | PongFrame() | ReauthedFrame():
                 future = self._requests.get(frame.ref) if frame.ref else None
@@ -642,6 +886,21 @@ class ChatClient:
         for waiter in self._join_waiters.pop(room, []):
             if not waiter.done():
                 waiter.set_result(frame)
+
+    def _on_change(self, frame: ChangeFrame) -> None:
+        """An `edited`, `deleted` or `reaction` event: the confirmation of a request of
+        ours when it carries its ref; news to the application unless already seen."""
+        pending = self._pending.get(frame.ref) if frame.ref is not None else None
+        if pending is not None and isinstance(frame, pending.expect) and not pending.future.done():
+            pending.future.set_result(frame)
+        if frame.room in self._rooms and self._versions.is_news(frame):
+            self._events.put_nowait(frame)
+
+    def _on_removed(self, conn: Connection, frame: RemovedFrame) -> None:
+        """Removed from a room (or left it elsewhere): it is no longer rejoined."""
+        self._forget_room(frame.room)
+        conn.joins_sent.discard(frame.room)
+        self._events.put_nowait(frame)
 
     async def _on_message(self, frame: MessageFrame) -> None:
         room = frame.room
@@ -681,8 +940,7 @@ class ChatClient:
         ref = frame.ref
         if ref is not None and (pending := self._pending.get(ref)) is not None:
             if frame.code in RETRY_LATER:  # nothing stored: the same ref again, later
-                delay = frame.retry_after if frame.retry_after is not None else 1.0
-                self._paused_until = max(self._paused_until, time.monotonic() + delay)
+                self._pause(frame.retry_after if frame.retry_after is not None else 1.0)
                 self._retransmit_later(conn, pending, 0.0)
             elif frame.code == ErrorCode.INTERNAL and pending.internal_errors < _INTERNAL_RETRIES:
                 # Nothing was stored (say, a database hiccup while the server stops).
@@ -716,7 +974,7 @@ class ChatClient:
 
     # --- ending ----------------------------------------------------------------
 
-    def _retransmit_later(self, conn: Connection, pending: _PendingSend, delay: float) -> None:
+    def _retransmit_later(self, conn: Connection, pending: _Pending, delay: float) -> None:
         pending.generation = -1  # a reconnect meanwhile retransmits it at once
 
         async def later() -> None:
