@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Final, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed
@@ -519,13 +519,13 @@ class ChatClient:
 
     async def notify(
         self, username: str, title: str, body: str, link: str | None = None
-    ) -> dict[str, Any]:
+    ) -> NotificationFrame:
         """`POST /api/notifications` (admins and bots): send `username` a notification
-        of kind `app`; returns the server's answer (the notification).
+        of kind `app` (`from` you); returns it as stored. A `429` is waited out.
 
         Raises `ApiError` (`forbidden` for other callers, `not_found` for an unknown
-        user, `bad_request` for a bad field), `AuthenticationError`,
-        `ConnectionFailedError`.
+        user, `bad_request` for an empty or too long field or a link that is not an
+        http(s) URL or a path), `AuthenticationError`, `ConnectionFailedError`.
         """
         self._check_usable()
         return await self._inbox.notify(username, title, body, link)

@@ -58,13 +58,16 @@ class Inbox:
 
     async def notify(
         self, username: str, title: str, body: str, link: str | None = None
-    ) -> dict[str, Any]:
-        """Send `username` a notification of kind `app` (admins and bots); the server's answer."""
+    ) -> NotificationFrame:
+        """Send `username` a notification of kind `app` (admins and bots); returns it."""
         payload: dict[str, Any] = {"username": username, "title": title, "body": body}
         if link is not None:
             payload["link"] = link
         answer = await self._api.request("POST", "/api/notifications", json=payload)
-        return answer if isinstance(answer, dict) else {}
+        try:
+            return NotificationFrame.model_validate(answer, strict=False)
+        except ValidationError as exc:
+            raise ChatClientError(f"unexpected answer to POST /api/notifications: {exc}") from None
 
 
 class NotificationCursor:
