@@ -191,7 +191,7 @@ async def test_a_change_refused_raises_the_servers_error(
         assert refused.value.code == "not_found"
         with pytest.raises(RequestError) as refused:
             await mine.react("no-such-room-" + unique(), 1, "👍")
-        assert refused.value.code == "not_found"
+        assert refused.value.code == "not_joined"
         with pytest.raises(ValueError):
             await mine.react(room, ack.seq, "x" * 17)
 
@@ -266,17 +266,21 @@ async def test_read_moves_the_cursor_forward_and_the_other_tabs_follow(
         await tab2.join(room)
         second = Events(tab2)
 
-        await tab1.read(room, 3)
+        confirmed = await tab1.read(room, 3)
+        assert (confirmed.room, confirmed.seq) == (room, 3) and confirmed.ref is not None
         (moved,) = await second.wait_count(ReadFrame, 1)
-        assert (moved.room, moved.seq) == (room, 3)
-        await tab1.read(room, 1)  # never back: accepted, and nothing moves
+        assert (moved.room, moved.seq, moved.ref) == (room, 3, None)
+        assert (await tab1.read(room, 1)).seq == 3  # never back
+        assert (await tab1.read(room, 99)).seq == 4  # nor past the newest message
         with pytest.raises(RequestError) as refused:
             await tab1.read("no-such-room-" + unique(), 1)
-        assert refused.value.code == "not_found"
+        assert refused.value.code == "not_joined"
+        await second.wait_count(ReadFrame, 2)
+        assert [r.seq for r in second.of(ReadFrame)] == [3, 4]
 
     async with ChatClient(server.ws, token=user.token, **FAST) as later:
         joined = await later.join(room)
-    assert (joined.read_seq, joined.unread) == (3, 1)
+    assert (joined.read_seq, joined.unread) == (4, 0)
 
 
 async def test_a_removed_member_stops_rejoining_the_room(

@@ -6,9 +6,10 @@
     chat read --room general 42
 
 Each joins the room, sends one frame and waits for the server's confirmation (the
-change's event carrying its ref; for `read`, the reply to a ping sent after it), then
-prints one line (`--json`: the event as JSON). Refusals exit 1 with one line on stderr,
-`chat edit: the server refused: <detail> (forbidden)`; see `chat_client.cli_support`.
+event carrying its ref: `edited`, `deleted`, `reaction`, `read`), then prints one line
+(`--json`: the event as JSON; for `read`, the cursor now, which never moves back).
+Refusals exit 1 with one line on stderr, `chat edit: the server refused: <detail>
+(forbidden)`; see `chat_client.cli_support`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from chat_client.cli_support import (
 )
 from chat_client.client import ChatClient
 from chat_client.errors import ChatClientError
-from chat_client.protocol import DeletedFrame, EditedFrame
+from chat_client.protocol import DeletedFrame, EditedFrame, ReadFrame
 
 __all__ = ["add_change_commands"]
 
@@ -101,7 +102,7 @@ async def _in_room(args: argparse.Namespace, work: Work) -> int:
     return 0
 
 
-def _event_json(event: ChangeFrame) -> str:
+def _event_json(event: ChangeFrame | ReadFrame) -> str:
     return json.dumps(event.model_dump(mode="json", exclude={"ref"}), ensure_ascii=False)
 
 
@@ -127,7 +128,5 @@ async def _react(client: ChatClient, args: argparse.Namespace) -> str:
 
 
 async def _read(client: ChatClient, args: argparse.Namespace) -> str:
-    await client.read(args.room, args.seq)
-    if args.json:
-        return json.dumps({"room": args.room, "seq": args.seq}, ensure_ascii=False)
-    return f"read {args.room} up to seq {args.seq}"
+    event = await client.read(args.room, args.seq)
+    return _event_json(event) if args.json else f"read {event.room} up to seq {event.seq}"

@@ -148,16 +148,16 @@ def _encode(frame: BaseModel) -> str:
     return frame.model_dump_json(exclude_none=True)
 
 
-_Reply = TypeVar("_Reply", AckFrame, EditedFrame, DeletedFrame, ReactionFrame)
+_Reply = TypeVar("_Reply", AckFrame, EditedFrame, DeletedFrame, ReactionFrame, ReadFrame)
 
 
 @dataclass(eq=False)
 class _Pending:
-    """A frame sent with a `ref` until its confirmation arrives: a send's `ack`, or the
-    change event carrying the ref (`expect`)."""
+    """A frame sent with a `ref` until its confirmation arrives (`expect`): a send's
+    `ack`, the change event carrying the ref, a `read` echo."""
 
     data: str
-    expect: type[AckFrame | ChangeFrame]
+    expect: type[AckFrame | ChangeFrame | ReadFrame]
     future: asyncio.Future[ServerFrame]
     generation: int = -1  # the connection it was last transmitted on
     internal_errors: int = 0
@@ -180,7 +180,7 @@ class ChatClient:
     exponential from `backoff_initial` to `backoff_max` seconds, with jitter.
     `ping_interval`/`ping_timeout` drive WebSocket keepalive pings that notice a
     dead connection. `request_timeout` bounds waiting for the reply to `join`,
-    `leave`, `ping`, `read` and `reauthenticate`.
+    `leave`, `ping` and `reauthenticate`.
 
     Notifications are live from the first connection on; give
     `notifications_after` (a notification id, e.g. `last_notification_id` saved by
@@ -449,43 +449,18 @@ class ChatClient:
             raise ValueError(f"not a reaction: {emoji!r} (1 to 16 characters)") from exc
         return await self._submit(ref, frame, ReactionFrame)
 
-    async def read(self, room: str, seq: int) -> None:
-        """Move your read cursor in `room` forward to `seq` (it never moves back).
+    async def read(self, room: str, seq: int) -> ReadFrame:
+        """Move your read cursor in `room` forward to `seq`; returns the server's `read`
+        confirmation, whose `seq` is the cursor now (it never moves back, nor past the
+        room's newest message).
 
-        Your other connections get a `read` event; this one gets no reply, so the
-        call follows the frame with a `ping` and returns at its `pong` (the server
-        handles a connection's frames in order): by then the cursor has moved. A
-        `rate_limited` refusal is waited out and sent again. Raises `RequestError`
-        (`not_found`, `bad_frame`), `DisconnectedError` when not connected, and
-        `TimeoutError`.
+        Your other connections get a `read` event. Retried like `edit` (moving a cursor
+        twice is harmless). Raises `RequestError` (`not_joined`, `bad_frame`).
         """
         self._check_open()
         ref = _new_ref("r-")
         frame = ReadIn(type="read", room=room, seq=seq, ref=ref)
-        while True:
-            conn = self._conn
-            if conn is None or not conn.ready:
-                raise DisconnectedError("not connected")
-            while (wait := self._paused_until - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-            refusal: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
-            self._requests[ref] = refusal  # only an `error` frame can answer it
-            try:
-                try:
-                    await conn.ws.send(_encode(frame))
-                except ConnectionClosed:
-                    raise DisconnectedError("the connection dropped") from None
-                await self._request(conn, PingIn(type="ping", ref=_new_ref("p-")))
-            finally:
-                self._requests.pop(ref, None)
-                failure = refusal.exception() if refusal.done() else None
-            if failure is None:
-                return
-            if isinstance(failure, RequestError) and failure.code in RETRY_LATER:
-                delay = failure.frame.retry_after
-                self._pause(delay if delay is not None else 1.0)
-                continue
-            raise failure
+        return await self._submit(ref, frame, ReadFrame)
 
     # --- notifications ---------------------------------------------------------
 
@@ -843,9 +818,7 @@ class ChatClient:
             case MessageFrame():
                 await self._on_message(frame)
             case AckFrame():
-                pending = self._pending.get(frame.ref)
-                if pending is not None and pending.expect is AckFrame and not pending.future.done():
-                    pending.future.set_result(frame)
+                self._confirm(frame.ref, frame)
             case JoinedFrame():
                 await self._on_joined(frame)
             case ErrorFrame():
@@ -857,6 +830,8 @@ class ChatClient:
                     self._events.put_nowait(frame)
             case RemovedFrame():
                 self._on_removed(conn, frame)
+            case ReadFrame() if frame.ref is not None:  # the confirmation of our `read`
+                self._confirm(frame.ref, frame)
             case RoomFrame() | ReadFrame() | PresenceFrame() | TypingFrame() | TaskFrame():
                 self._events.put_nowait(frame)
             case AlertFrame():
@@ -890,11 +865,15 @@ class ChatClient:
     def _on_change(self, frame: ChangeFrame) -> None:
         """An `edited`, `deleted` or `reaction` event: the confirmation of a request of
         ours when it carries its ref; news to the application unless already seen."""
-        pending = self._pending.get(frame.ref) if frame.ref is not None else None
-        if pending is not None and isinstance(frame, pending.expect) and not pending.future.done():
-            pending.future.set_result(frame)
+        self._confirm(frame.ref, frame)
         if frame.room in self._rooms and self._versions.is_news(frame):
             self._events.put_nowait(frame)
+
+    def _confirm(self, ref: str | None, frame: AckFrame | ChangeFrame | ReadFrame) -> None:
+        """Resolve the request waiting for `frame` (its `ref`, the type it expects)."""
+        pending = self._pending.get(ref) if ref is not None else None
+        if pending is not None and isinstance(frame, pending.expect) and not pending.future.done():
+            pending.future.set_result(frame)
 
     def _on_removed(self, conn: Connection, frame: RemovedFrame) -> None:
         """Removed from a room (or left it elsewhere): it is no longer rejoined."""
