@@ -832,9 +832,14 @@ class ChatClient:
                 self._on_removed(conn, frame)
             case ReadFrame() if frame.ref is not None:  # the confirmation of our `read`
                 self._confirm(frame.ref, frame)
-            case RoomFrame() | ReadFrame() | PresenceFrame() | TypingFrame() | TaskFrame():
-                self._events.put_nowait(frame)
-            case AlertFrame():
+            case (
+                RoomFrame()
+                | ReadFrame()
+                | PresenceFrame()
+                | TypingFrame()
+                | TaskFrame()
+                | AlertFrame()
+            ):
                 self._events.put_nowait(frame)
             case LeftFrame() | PongFrame() | ReauthedFrame():
                 future = self._requests.get(frame.ref) if frame.ref else None
