@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final, TypeAlias
 
-from chat_client.protocol import DeletedFrame, EditedFrame, ReactionFrame
+from chat_client.protocol import DeletedFrame, EditedFrame, MessageFrame, ReactionFrame
 
-__all__ = ["ChangeFrame", "ChangeVersions"]
+__all__ = ["ChangeFrame", "ChangeVersions", "state_frames"]
 
 ChangeFrame: TypeAlias = EditedFrame | DeletedFrame | ReactionFrame
 
@@ -49,3 +49,24 @@ class ChangeVersions:
         """Drop what is known of `room` (left or removed: a rejoin starts afresh)."""
         for key in [k for k in self._newest if k[0] == room]:
             del self._newest[key]
+
+
+def state_frames(message: MessageFrame) -> list[ChangeFrame]:
+    """The change events that bring a copy of `message` as first sent to its state now
+    (as a history page shows it): `deleted`, or `edited`, and a `reaction` per emoji.
+
+    For a resume whose changes the server could not all resend (`changes_truncated`).
+    They carry no version (0): always news. An emoji whose reactions were all cleared
+    is absent from the page, so no frame can say so.
+    """
+    room, seq = message.room, message.seq
+    if message.deleted:
+        return [DeletedFrame(room=room, seq=seq)]
+    frames: list[ChangeFrame] = []
+    if message.edited_at is not None:
+        frames.append(
+            EditedFrame(room=room, seq=seq, body=message.body, edited_at=message.edited_at)
+        )
+    for emoji, users in message.reactions.items():
+        frames.append(ReactionFrame(room=room, seq=seq, emoji=emoji, users=users))
+    return frames

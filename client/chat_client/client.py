@@ -45,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed
 
 from chat_client.api import HttpApi
-from chat_client.changes import ChangeFrame, ChangeVersions
+from chat_client.changes import ChangeFrame, ChangeVersions, state_frames
 from chat_client.connection import (
     Backoff,
     Connection,
@@ -854,6 +854,8 @@ class ChatClient:
             room = self._join_refs.pop(frame.ref, room)
         if room in self._rooms:
             last = self._last_seq.get(room)
+            if last is not None and getattr(frame, "changes_truncated", False):
+                await self._refresh_changes(room, last)
             if last is None:
                 self._last_seq[room] = frame.last_seq
             elif frame.last_seq < last:
@@ -866,6 +868,26 @@ class ChatClient:
         for waiter in self._join_waiters.pop(room, []):
             if not waiter.done():
                 waiter.set_result(frame)
+
+    async def _refresh_changes(self, room: str, upto: int) -> None:
+        """More messages up to `upto` changed while away than a join resends: read the
+        history pages up to it and deliver each message's state as change events."""
+        log.info("room %r: more changes than a join resends; re-reading its history", room)
+        after = 0
+        while after < upto:
+            conn = self._conn
+            token = conn.token if conn is not None else await self._fresh_token()
+            try:
+                items = await self._history.after(room, after, token)
+            except HistoryError as exc:
+                raise _ResyncNeeded(f"cannot page {room!r} after {after}: {exc}") from exc
+            for item in items:
+                if after < item.seq <= upto:
+                    for change in state_frames(item):
+                        self._events.put_nowait(change)
+            if len(items) < PAGE or items[-1].seq <= after:
+                return
+            after = items[-1].seq
 
     def _on_change(self, frame: ChangeFrame) -> None:
         """An `edited`, `deleted` or `reaction` event: the confirmation of a request of
