@@ -5,6 +5,7 @@ a shell with `chat notify`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -244,6 +245,61 @@ async def test_resuming_a_room_brings_the_changes_made_meanwhile(
     ]
     assert [d.seq for d in events.of(DeletedFrame)] == [acks[2].seq]
     assert [m.seq for m in events.of(MessageFrame)] == [a.seq for a in acks]
+
+
+async def test_more_changes_than_a_join_resends_are_read_from_history(
+    make_server: Callable[..., Server],
+) -> None:
+    """Past the server's cap (`changes_truncated`), the client re-reads the history up
+    to its position and delivers each message's state: it ends as history shows."""
+    server = make_server(replay_cap=3)
+    with contextlib.closing(Api(server)) as api:
+        author, away = api.user(), api.user()
+        room = api.room(author)
+        node = one_node(server)
+        proxy = FaultProxy(node.port).start()
+        try:
+            async with (
+                ChatClient(node.ws, token=author.token, **FAST) as mine,
+                ChatClient(f"ws://127.0.0.1:{proxy.port}/ws", token=away.token, **FAST) as theirs,
+            ):
+                await mine.join(room)
+                await theirs.join(room)
+                events = Events(theirs)
+                acks = [await mine.send(room, f"m{i}") for i in range(6)]
+                await events.wait_count(MessageFrame, 6)
+
+                proxy.cut()
+                async with asyncio.timeout(10):
+                    while theirs.connected:
+                        await asyncio.sleep(0.02)
+                for ack in acks[:5]:  # seven changes, more than the three a join resends
+                    await mine.edit(room, ack.seq, f"m{ack.seq - 1} edited")
+                await mine.react(room, acks[0].seq, "👍")
+                await mine.delete(room, acks[1].seq)
+                proxy.restore()
+                await events.wait(lambda: bool(events.of(DeletedFrame)), timeout=15)
+                await mine.send(room, "after")
+                await events.wait_count(MessageFrame, 7)
+        finally:
+            proxy.stop()
+        history = {m["seq"]: m for m in api.history(author, room, after=0)}
+
+    state: dict[int, dict[str, Any]] = {a.seq: {"body": f"m{a.seq - 1}"} for a in acks}
+    for event in events.items:
+        if isinstance(event, EditedFrame):
+            state[event.seq]["body"] = event.body
+        elif isinstance(event, DeletedFrame):
+            state[event.seq]["deleted"] = True
+        elif isinstance(event, ReactionFrame):
+            state[event.seq].setdefault("reactions", {})[event.emoji] = event.users
+    assert theirs.reconnects >= 1
+    for seq, seen in state.items():
+        stored = history[seq]
+        assert seen.get("deleted", False) == stored["deleted"], seq
+        if not stored["deleted"]:
+            assert seen["body"] == stored["body"], seq
+            assert seen.get("reactions", {}) == stored["reactions"], seq
 
 
 # --- read cursors and removal ------------------------------------------------------
