@@ -392,6 +392,8 @@ async def test_chat_notify_from_a_shell_reaches_a_live_client(
             while len(received) < 2:
                 await asyncio.sleep(0.02)
         listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
 
     first, second = received
     assert first.id == int(found.group(1))
