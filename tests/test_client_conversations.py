@@ -569,6 +569,14 @@ async def test_edit_react_delete_and_read_from_a_shell(
     assert one_line(too_long.stderr).startswith("chat react: not a reaction: ")
     deleted = await run(f"delete --room {room} 1", others)  # neither author nor owner
     assert deleted.returncode == 1 and one_line(deleted.stderr).endswith("(forbidden)")
+    replied = await run(f"send --room {room} --reply-to 1 'a reply'", others)
+    assert replied.returncode == 0, replied.stderr
+    reply = json.loads(tail.read(1)[0])
+    assert (reply["seq"], reply["reply_to"]["seq"], reply["reply_to"]["excerpt"]) == (
+        2,
+        1,
+        "hello",
+    )
     deleted = await run(f"delete --room {room} 1 --json", env)
     assert deleted.returncode == 0, deleted.stderr
     assert json.loads(deleted.stdout)["type"] == "deleted"
