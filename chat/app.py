@@ -13,7 +13,18 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from chat import __version__
-from chat.api import admin, alerts, auth, errors, ops, rooms, tasks
+from chat.api import (
+    admin,
+    alerts,
+    auth,
+    changes,
+    errors,
+    notifications,
+    ops,
+    people,
+    rooms,
+    tasks,
+)
 from chat.config import Settings
 from chat.drain import install_drain_handlers
 from chat.limits.body import BodyLimit
@@ -70,7 +81,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         larger={("POST", "/api/tasks"): settings.max_upload_request_bytes},
     )
 
-    routers = (auth.router, rooms.router, admin.router, tasks.router, alerts.router, ops.router)
+    # notifications and changes before rooms: their `/api/rooms/{room}/...` routes must
+    # not be read as a room named "x/notify" by a `/api/rooms/{room:path}` route.
+    routers = (
+        auth.router,
+        people.router,
+        notifications.router,
+        changes.router,
+        rooms.router,
+        admin.router,
+        tasks.router,
+        alerts.router,
+        ops.router,
+    )
     for router in routers:
         app.include_router(router)
     app.add_api_websocket_route("/ws", websocket_endpoint)

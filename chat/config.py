@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     bot_send_burst: int = Field(60, gt=0)
     typing_rate: float = Field(2.0, gt=0)
     typing_burst: int = Field(5, gt=0)
+    read_rate: float = Field(10.0, gt=0, description="`read` frames (cursor moves) per second")
+    read_burst: int = Field(40, gt=0)
     join_rate: float = Field(2.0, gt=0, description="join and leave frames share this bucket")
     join_burst: int = Field(10, gt=0)
     rate_limit_close_after: int = Field(50, gt=0, description="refusals in a row before close")

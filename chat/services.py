@@ -22,6 +22,7 @@ from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts, HealthWatcher
 from chat.protocol import encode
 from chat.storage.db import Database
+from chat.storage.memberships import MembershipRecorder
 from chat.storage.records import Stored
 from chat.storage.store import Store
 from chat.storage.writer import MessageWriter
@@ -46,6 +47,7 @@ class Services:
     room_creations: FailureWindow = field(init=False)  # rooms created per user
     alerts: Alerts = field(init=False)
     writer: MessageWriter = field(init=False)
+    memberships: MembershipRecorder = field(init=False)  # public-room members, from joins
     tasks: TaskRunner = field(init=False)
     health: HealthWatcher = field(init=False)
     draining: bool = False
@@ -73,6 +75,7 @@ class Services:
             max_batch=s.write_batch_max,
             max_pending=s.write_queue_max,
         )
+        self.memberships = MembershipRecorder(self.store, max_batch=s.write_batch_max)
         self.tasks = TaskRunner(
             s,
             self.db,
@@ -124,11 +127,14 @@ class Services:
         await self.hub.publish_messages(
             [(m.frame.room, m.frame.seq, encode(m.frame)) for m in stored]
         )
+        for note in (n for m in stored for n in m.notifications):  # after the messages
+            await self.hub.publish_user(note.user_id, encode(note.frame))
 
     async def start(self) -> None:
         await self.backends.connections.start()
         await self.hub.start()
         self.writer.start()
+        self.memberships.start()
         await self.tasks.start()
         self.health.start()
 
@@ -136,6 +142,7 @@ class Services:
         await self.health.stop()
         await self.tasks.stop()
         await self.writer.stop()
+        await self.memberships.stop()
         await self.alerts.stop()
         await self.hub.stop()
         await self.backends.connections.stop()
@@ -150,6 +157,7 @@ class Services:
             store=self.store,
             accounts=self.accounts,
             writer=self.writer,
+            memberships=self.memberships,
             connections=self.backends.connections,
             limits=self.backends.limits,
             abuse=self.abuse,

@@ -50,7 +50,13 @@ def test_register_login_me(api: Api) -> None:
     alice = api.user()
     r = api.client.get("/api/me", headers=alice.headers)
     assert r.status_code == 200
-    assert r.json() == {"id": alice.id, "username": alice.name, "role": "user"}
+    assert r.json() == {
+        "id": alice.id,
+        "username": alice.name,
+        "name": alice.name,
+        "role": "user",
+        "display_name": None,
+    }
 
 
 def test_register_rejects_duplicates_and_lookalikes(api: Api) -> None:

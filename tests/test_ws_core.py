@@ -50,7 +50,8 @@ async def test_join_send_ack_then_message_to_every_member(server: ServerProcess,
     for ws in (a2, b):
         msg = await recv_until(ws, "message")
         assert msg == own
-    assert own["user"] == {"id": alice.id, "name": alice.name, "role": "user"}
+    # Message frames show every field, a display name not set as null.
+    assert own["user"] == {"id": alice.id, "name": alice.name, "role": "user", "display_name": None}
     assert own["body"] == "hi all" and own["id"] == ack["id"] and own["ts"] == ack["ts"]
     for ws in (a1, a2, b):
         await ws.close()

@@ -1,4 +1,4 @@
-"""Accounts over HTTP: register, token, refresh, logout, me."""
+"""Accounts over HTTP: register, token, refresh, logout (`/api/me`: `chat.api.people`)."""
 
 from __future__ import annotations
 
@@ -257,9 +257,3 @@ async def logout(caller: Caller, hub: HubDep, store: StoreDep) -> None:
     """Revoke every token of the caller and close their sockets."""
     await store.bump_token_version(caller.user.id)
     await hub.close_user(caller.user.id, CloseCode.REVOKED, "logged out")
-
-
-@router.get("/me", response_model=UserOut)
-async def me(caller: Caller) -> UserOut:
-    """The authenticated caller."""
-    return UserOut(id=caller.user.id, username=caller.user.name, role=caller.user.role)

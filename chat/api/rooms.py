@@ -1,4 +1,4 @@
-"""Rooms over HTTP: list, create, add members, read history."""
+"""Rooms over HTTP: list, create, settings (topic, archive), members, read history."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
-from chat.api.deps import Caller, RoomCreationsDep, SettingsDep, StoreDep
+from chat.api.deps import Caller, HubDep, RoomCreationsDep, SettingsDep, StoreDep
+from chat.protocol import RemovedFrame, RoomFrame, encode
 from chat.storage.records import RoomView
-from chat.storage.rules import Conflict, InputError, normalize_room_name
+from chat.storage.rooms import MEMBERS_PAGE_MAX
+from chat.storage.rules import Conflict, InputError, normalize_room_name, normalize_topic
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 NOT_FOUND = "no such room, or you may not read it"
+MANAGERS_ONLY = "only the room's owner or an admin"
+DM_FIXED = "a direct conversation has exactly its two members: nobody joins, leaves or is removed"
 MAX_SEQ = 2**63 - 1  # the database's integer range: larger numbers are a 422, not a 500
 
 
@@ -26,6 +30,12 @@ class MemberIn(BaseModel):
     username: str = Field(max_length=64)
 
 
+class RoomSettingsIn(BaseModel):
+    # Longer than the rule on purpose: the rule's own 422 says what the limit is.
+    topic: str | None = Field(None, max_length=4000)
+    archived: bool | None = None
+
+
 async def readable_room(store: StoreDep, caller: Caller, room: str) -> RoomView:
     """The room, or 404 alike for a missing room and one the caller may not read."""
     view = await store.room_for(room, caller.user)
@@ -36,8 +46,17 @@ async def readable_room(store: StoreDep, caller: Caller, room: str) -> RoomView:
 
 @router.get("")
 async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
-    """Rooms the caller can read: every public room and their private ones."""
-    return {"items": [r.to_json() for r in await store.rooms_for(caller.user)]}
+    """Rooms the caller can read: every public room, their private ones and their DMs.
+
+    Each item is `RoomView.to_json()`; per-room fields of other concerns merge into it.
+    """
+    rooms = await store.rooms_for(caller.user)
+    mentions = await store.mention_counts(caller.user.id)  # unread mentions per room id
+    unread = await store.unread_counts(caller.user.id, [r.id for r in rooms])
+    items = [
+        {**r.to_json(), "unread": unread[r.id], "mentions": mentions.get(r.id, 0)} for r in rooms
+    ]
+    return {"items": items}
 
 
 @router.post(
@@ -90,15 +109,96 @@ async def create_room(
 
 @router.post("/{room:path}/members", status_code=status.HTTP_201_CREATED)
 async def add_member(room: str, body: MemberIn, caller: Caller, store: StoreDep) -> dict[str, Any]:
-    """Owner or admin: let a user into a private room."""
+    """Owner or admin: let a user into a private room (never into a DM: 403)."""
     view = await readable_room(store, caller, room)
-    if caller.user.role != "admin" and view.owner.id != caller.user.id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the room's owner or an admin")
+    if view.is_dm:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, DM_FIXED)
+    if not view.managed_by(caller.user):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, MANAGERS_ONLY)
     user = await store.user_by_name(body.username)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
     await store.add_member(view.id, user.id)
     return {"room": view.name, "user": {"id": user.id, "name": user.username, "role": user.role}}
+
+
+@router.get("/{room:path}/members")
+async def members(
+    room: str,
+    caller: Caller,
+    store: StoreDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=MEMBERS_PAGE_MAX)] = MEMBERS_PAGE_MAX,
+) -> dict[str, Any]:
+    """The room's members, by username (page on with `after` = the last name).
+
+    Members are the owner, the users added, and, in public rooms, everyone who
+    joined it (a join records it); a DM's two people.
+    """
+    view = await readable_room(store, caller, room)
+    users = await store.members(view.id, after=after, limit=limit)
+    return {"items": [u.model_dump() for u in users]}
+
+
+@router.delete(
+    "/{room:path}/members/{username}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        403: {"description": "not the owner or an admin, or a DM"},
+        404: {"description": "no such room (or not readable), user or membership"},
+        409: {"description": "the owner cannot leave or be removed"},
+    },
+)
+async def remove_member(
+    room: str, username: str, caller: Caller, store: StoreDep, hub: HubDep
+) -> None:
+    """The owner or an admin removes a member; anyone removes themself (leaving).
+
+    Their connections, on every process, get `removed` and nothing more of the room;
+    a private room is then `not_found` for them. A public room they may join again.
+    """
+    view = await readable_room(store, caller, room)
+    if view.is_dm:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, DM_FIXED)
+    user = await store.user_by_name(username)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
+    if user.id != caller.user.id and not view.managed_by(caller.user):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, MANAGERS_ONLY)
+    if user.id == view.owner.id:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "the owner cannot leave or be removed from their room"
+        )
+    if not await store.remove_member(view.id, user.id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{user.username} is not a member")
+    await hub.remove_user_from_room(user.id, view.name, encode(RemovedFrame(room=view.name)))
+
+
+@router.patch("/{room:path}", responses={403: {"description": "not the owner or an admin"}})
+async def update_room(
+    room: str, body: RoomSettingsIn, caller: Caller, store: StoreDep, hub: HubDep
+) -> dict[str, Any]:
+    """Owner or admin (a DM: admins only): set `topic` (empty or null clears it) and/or
+    `archived`. Every connection joined to the room gets a `room` frame."""
+    view = await readable_room(store, caller, room)
+    if not view.managed_by(caller.user):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, MANAGERS_ONLY)
+    given = body.model_fields_set & {"topic", "archived"}
+    if not given or (given == {"archived"} and body.archived is None):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "give topic and/or archived (true or false)"
+        )
+    try:
+        topic = normalize_topic(body.topic)
+    except InputError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    await store.set_room_settings(
+        view.id, topic=topic, archived=body.archived, set_topic="topic" in given
+    )
+    fresh = await readable_room(store, caller, room)
+    frame = RoomFrame(room=fresh.name, topic=fresh.topic, archived=fresh.archived)
+    await hub.publish_room_settings(fresh.name, encode(frame), archived=fresh.archived)
+    return fresh.to_json()
 
 
 @router.get("/{room:path}/messages")

@@ -49,6 +49,8 @@ class Connection:
         self.rooms: dict[str, list[tuple[int | None, str]] | None] = {}
         # Per joined room, the highest seq given to this connection: never repeated.
         self.seen: dict[str, int] = {}
+        # Joined rooms that refuse writes (archived), kept current by `room` events.
+        self.read_only: set[str] = set()
         self.closed = asyncio.Event()
         # Set at shutdown: stop reading after the frame in hand, flush, close.
         self.halt = asyncio.Event()

@@ -6,6 +6,11 @@ delivers it to its local connections by putting the same string on each
 connection's bounded queue. Fan-out never awaits a socket: a connection whose
 queue is full is closed (4008) and resumes with `join ... since`.
 
+Room and user events that change what a connection may do carry a header the
+hub acts on before delivering: `ro` (a room's archived flag, for the cheap check
+of sends), `remove` (the user was removed from a room: their connections leave
+it at once) and `profile` (the user's new `UserRef`, for their next frames).
+
 Exactly once per connection: each connection remembers, per joined room, the
 highest seq it has been given; a room message at or below it is dropped before
 it is queued, whether it comes from a join's replay, the reorder buffer, a gap
@@ -15,6 +20,8 @@ No silent gaps across processes (with a `RoomLog`, i.e. Redis): a seq missing
 from the broker's stream is read back from the database, once per room and gap,
 when the reorder window passes, when the broker's subscription reconnects, and
 by a periodic check (for a publisher that died between commit and publish).
+A change event (edit, delete, reaction) names the message it is about and waits
+for that message here, so a member never gets a change before its message.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -103,6 +111,9 @@ class Hub:
             else None
         )
         self._room_ready: dict[str, asyncio.Future[None]] = {}
+        # Per room, change events (edits, ...) about a message not yet released
+        # here, held until it is: `(message seq, payload, connection to skip)`.
+        self._held_changes: dict[str, list[tuple[int, str, int | None]]] = {}
         self._fill_locks: dict[str, asyncio.Lock] = {}
         self._resync_listeners: list[Callable[[float], Awaitable[None]]] = []
         self._admins_listeners: list[Callable[[], None]] = []
@@ -116,6 +127,20 @@ class Hub:
         self._by_room: dict[str, set[Connection]] = defaultdict(set)
         self._background: set[asyncio.Future[object]] = set()
         self.halting = False
+        # Connection ids count per process: with this prefix a key names one
+        # connection on the whole site (`exclude_conn`).
+        self.node = secrets.token_hex(6)
+
+    def conn_key(self, conn: Connection) -> str:
+        """A key naming `conn` on every process, for `exclude_conn`."""
+        return f"{self.node}:{conn.id}"
+
+    def _local_conn(self, key: object) -> int | None:
+        """The id of the local connection a `conn_key` names (None: another process's)."""
+        if not isinstance(key, str):
+            return None
+        node, _, conn_id = key.partition(":")
+        return int(conn_id) if node == self.node else None
 
     async def start(self) -> None:
         await self.broker.start(self._dispatch, on_resubscribed=self._on_resubscribed)
@@ -219,22 +244,36 @@ class Hub:
 
     async def leave(self, conn: Connection, room: str) -> bool:
         """Remove `conn` from `room`; False when it had not joined."""
+        if not self._detach(conn, room):
+            return False
+        await self._forget_if_unwatched(conn, room)
+        return True
+
+    def _detach(self, conn: Connection, room: str) -> bool:
+        """Stop delivering `room` to `conn`, at once (no await); False if it had not joined."""
         if room not in conn.rooms:
             return False
         del conn.rooms[room]
         conn.seen.pop(room, None)
+        conn.read_only.discard(room)
         members = self._by_room.get(room)
         if members is not None:
             members.discard(conn)
-            if not members:
-                del self._by_room[room]
-                self._room_ready.pop(room, None)
-                self._fill_locks.pop(room, None)
-                if self._reorder is not None:
-                    self._reorder.forget(room)
-                await self.broker.unsubscribe(room_channel(room))
-        await self.presence_store.remove(room, conn.id, conn.user)
         return True
+
+    async def _forget_if_unwatched(self, conn: Connection, room: str) -> None:
+        """After `_detach`: the presence change, and the room's channel when no local
+        connection listens any more."""
+        members = self._by_room.get(room)
+        if members is not None and not members:
+            del self._by_room[room]
+            self._room_ready.pop(room, None)
+            self._fill_locks.pop(room, None)
+            self._held_changes.pop(room, None)
+            if self._reorder is not None:
+                self._reorder.forget(room)
+            await self.broker.unsubscribe(room_channel(room))
+        await self.presence_store.remove(room, conn.id, conn.user)
 
     async def _watch_room(self, room: str) -> None:
         """Subscribe to the room's channel for its first local listener; others wait for it.
@@ -262,11 +301,25 @@ class Hub:
     # --- publishing -------------------------------------------------------
 
     async def publish_room(
-        self, room: str, payload: str, *, seq: int | None = None, exclude_user: int | None = None
+        self,
+        room: str,
+        payload: str,
+        *,
+        seq: int | None = None,
+        exclude_user: int | None = None,
+        exclude_conn: str | None = None,
+        about: int | None = None,
     ) -> bool:
+        """Publish to the room's members on every process, except the user
+        `exclude_user` and the connection `exclude_conn` (a `conn_key`: the
+        caller answers that one itself, with its `ref`). `about`: the seq of the
+        message a change event is about; a process still holding that message
+        in its reorder buffer holds the event too, so it never overtakes it."""
         if room in self._presence_changes:  # who joined goes out before what they do
             await self._announce_presence(room)
-        return await self._publish(room_channel(room), payload, s=seq, x=exclude_user)
+        return await self._publish(
+            room_channel(room), payload, s=seq, x=exclude_user, c=exclude_conn, m=about
+        )
 
     async def publish_messages(self, messages: Sequence[tuple[str, int, str]]) -> bool:
         """Publish stored room messages `(room, seq, payload)`, in order, together."""
@@ -285,8 +338,11 @@ class Hub:
             return False
         return True
 
-    async def publish_user(self, user_id: int, payload: str) -> bool:
-        return await self._publish(user_channel(user_id), payload)
+    async def publish_user(
+        self, user_id: int, payload: str, *, exclude_conn: str | None = None
+    ) -> bool:
+        """Publish to every connection of the user, except `exclude_conn` (a `conn_key`)."""
+        return await self._publish(user_channel(user_id), payload, c=exclude_conn)
 
     async def publish_admins(self, payload: str) -> bool:
         return await self._publish(ADMINS, payload)
@@ -294,6 +350,20 @@ class Hub:
     async def close_user(self, user_id: int, code: int, reason: str) -> None:
         """Close every connection of a user, on every process."""
         await self._publish(user_channel(user_id), "", close=code, reason=reason)
+
+    async def remove_user_from_room(self, user_id: int, room: str, payload: str) -> bool:
+        """On every process: `payload` (the `removed` frame) to every connection of the
+        user, and those that joined `room` leave it before anything more of it is sent."""
+        return await self._publish(user_channel(user_id), payload, remove=room)
+
+    async def publish_room_settings(self, room: str, payload: str, *, archived: bool) -> bool:
+        """Publish the room's `room` frame; connections note whether it is read-only."""
+        return await self._publish(room_channel(room), payload, ro=archived)
+
+    async def update_user(self, user: UserRef) -> bool:
+        """On every process: the user's connections carry `user` (a new display name)
+        in the frames they send from now on."""
+        return await self._publish(user_channel(user.id), user.model_dump_json(), profile=True)
 
     async def _publish(self, channel: str, payload: str, **header: Any) -> bool:
         """Publish to every process; False when the broker refused (delivered here only)."""
@@ -313,20 +383,35 @@ class Hub:
         header: dict[str, Any] = json.loads(head)
         kind, _, key = channel.partition(":")
         if kind == "room":
+            if "ro" in header:
+                self._mark_read_only(key, bool(header["ro"]))
             seq = header.get("s")
             if self._reorder is not None and seq is not None:
                 if key in self._room_ready:  # else no local listener: nothing to order
                     self._reorder.push(key, int(seq), (payload, header.get("x")))
             else:
-                self._deliver_room(key, payload, seq, header.get("x"))
+                skip = self._local_conn(header.get("c"))
+                about = header.get("m")
+                if about is not None and self._not_released(key, int(about)):
+                    self._held_changes.setdefault(key, []).append((int(about), payload, skip))
+                else:
+                    self._deliver_room(key, payload, seq, header.get("x"), skip)
         elif kind == "user":
             targets = self._by_user.get(int(key), set())
+            if "profile" in header:
+                self._set_user(targets, UserRef.model_validate_json(payload))
+                return
             encoded = payload.encode()
+            skip = self._local_conn(header.get("c"))
             for conn in list(targets):
+                if conn.id == skip:
+                    continue
                 if "close" in header:
                     conn.abort(int(header["close"]), str(header.get("reason", "")))
-                else:
-                    conn.push_bytes(encoded)
+                    continue
+                if "remove" in header:
+                    self._evict(conn, str(header["remove"]))
+                conn.push_bytes(encoded)
         elif channel == ADMINS:
             for listener in self._admins_listeners:
                 listener()
@@ -335,13 +420,59 @@ class Hub:
                 if conn.user.role == "admin":
                     conn.push_bytes(encoded)
 
+    def _mark_read_only(self, room: str, archived: bool) -> None:
+        for conn in self._by_room.get(room, ()):
+            if archived:
+                conn.read_only.add(room)
+            else:
+                conn.read_only.discard(room)
+
+    def _evict(self, conn: Connection, room: str) -> None:
+        """`conn` leaves `room` now (nothing more of it is delivered); presence and the
+        room's channel follow in the background."""
+        if self._detach(conn, room):
+            self._spawn(self._forget_if_unwatched(conn, room))
+
+    @staticmethod
+    def _set_user(targets: set[Connection], user: UserRef) -> None:
+        for conn in targets:
+            conn.user = user
+
     def _release_room(self, room: str, seq: int, item: tuple[str, int | None]) -> None:
         self._deliver_room(room, item[0], seq, item[1])
+        if room in self._held_changes:
+            self._release_changes(room)
 
-    def _deliver_room(self, room: str, payload: str, seq: int | None, exclude: int | None) -> None:
+    def _not_released(self, room: str, seq: int) -> bool:
+        """Whether the room's message `seq` is yet to leave this process's reorder buffer."""
+        if self._reorder is None or room not in self._room_ready:
+            return False
+        next_seq = self._reorder.next_seq(room)
+        return next_seq is not None and seq >= next_seq
+
+    def _release_changes(self, room: str) -> None:
+        """Deliver the held change events whose message has been released (or given up)."""
+        held = self._held_changes.pop(room, [])
+        waiting = []
+        for about, payload, skip in held:
+            if self._not_released(room, about):
+                waiting.append((about, payload, skip))
+            else:
+                self._deliver_room(room, payload, None, None, skip)
+        if waiting:
+            self._held_changes[room] = waiting
+
+    def _deliver_room(
+        self,
+        room: str,
+        payload: str,
+        seq: int | None,
+        exclude: int | None,
+        skip_conn: int | None = None,
+    ) -> None:
         data = payload.encode()  # once, for every local member
         for conn in self._by_room.get(room, ()):
-            if conn.user.id == exclude:
+            if conn.user.id == exclude or conn.id == skip_conn:
                 continue
             buffered = conn.rooms.get(room)
             if buffered is not None:
@@ -363,6 +494,7 @@ class Hub:
             await self._fill(room, last)
         finally:
             self._reorder.gap_filled(room, last)
+            self._release_changes(room)  # those about seqs given up
 
     async def _fill(self, room: str, last: int) -> None:
         """Read the room's messages from the next expected seq up to `last` into the reorder.

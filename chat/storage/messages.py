@@ -5,16 +5,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import replace
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from chat.protocol import AckFrame, MessageFrame, UserRef, iso
+from chat.protocol import AckFrame, MessageFrame, ReplyRef, UserRef, iso
+from chat.storage.changes import missing_reply, reactions_of, reply_refs
 from chat.storage.db import Database
 from chat.storage.models import Message, Room, User
-from chat.storage.records import NewMessage, RoomView, Stored, user_ref
+from chat.storage.records import NewMessage, ReadOnlyRoom, RoomView, Stored, user_ref
+
+if TYPE_CHECKING:
+    from chat.storage.notifications import BatchNotifier
 
 BATCH_RETRIES = 3  # a batch that hit a ref stored by another process meanwhile
 
@@ -37,6 +42,7 @@ def value_rows(paramstyle: str, n: int, types: tuple[str | None, ...]) -> str:
 
 class MessageQueries:
     db: Database
+    notifier: BatchNotifier  # mentions and DMs, in the batch's transaction
 
     async def messages_between(
         self, room: str, after: int, upto: int, limit: int
@@ -52,10 +58,13 @@ class MessageQueries:
         )
         async with self.db.read() as s:
             rows: Sequence[tuple[Message, User]] = (await s.execute(query)).tuples().all()
-        return [self._frame(room, m, u) for m, u in rows]
+            return await self._frames(s, room, rows)
 
-    async def save_messages(self, batch: Sequence[NewMessage]) -> list[Stored]:
+    async def save_messages(self, batch: Sequence[NewMessage]) -> list[Stored | ReadOnlyRoom]:
         """Store a batch in one transaction; a result per item, in the batch's order.
+
+        A message for a room archived meanwhile is not stored: its result is a
+        `ReadOnlyRoom` (the rest of the batch is stored, without a seq gap).
 
         A `(user, ref)` stored before (by any process) or earlier in the batch
         answers with the first message (`duplicate`). Each room's seqs for the
@@ -73,7 +82,7 @@ class MessageQueries:
                 continue  # a ref another process stored meanwhile: look again
         # Still racing another process on the same refs: one at a time, so a send
         # that races nobody is never refused for one that does.
-        results: list[Stored] = []
+        results: list[Stored | ReadOnlyRoom] = []
         for item in batch:
             for attempt in range(BATCH_RETRIES):
                 try:
@@ -84,7 +93,7 @@ class MessageQueries:
                         raise
         return results
 
-    async def _save_batch(self, batch: Sequence[NewMessage]) -> list[Stored]:
+    async def _save_batch(self, batch: Sequence[NewMessage]) -> list[Stored | ReadOnlyRoom]:
         now = time.time()
         async with self.db.write_connection() as conn:
             earlier = await self._stored_refs(conn, batch)
@@ -93,32 +102,54 @@ class MessageQueries:
                 key = (item.user.id, item.ref)
                 if key not in earlier and key not in fresh:
                     fresh[key] = item
-            first: dict[tuple[int, str], Stored] = {}
+            first: dict[tuple[int, str], Stored | ReadOnlyRoom] = {}
             if fresh:
                 rows = await self._insert_batch(conn, list(fresh.values()), now)
                 ts = iso(now)  # the whole batch's time, formatted once
                 for (key, item), row in zip(fresh.items(), rows, strict=True):
+                    if row is None:  # the room is archived: refused, no seq taken
+                        first[key] = ReadOnlyRoom(item.room.name)
+                        continue
                     first[key] = self._stored(
-                        item.room.name, item.user, item.ref, item.body, row, duplicate=False, ts=ts
+                        item.room.name,
+                        item.user,
+                        item.ref,
+                        item.body,
+                        row,
+                        duplicate=False,
+                        ts=ts,
+                        reply=item.reply,
                     )
-        results: list[Stored] = []
+                # Notifications (mentions, DMs) in the same transaction as their messages.
+                pairs = zip(fresh.items(), rows, strict=True)
+                kept = [(key, item, row) for (key, item), row in pairs if row is not None]
+                notes = await self.notifier.notify(
+                    conn, [item for _, item, _ in kept], [row[1] for _, _, row in kept], now
+                )
+                for (key, _, _), notices in zip(kept, notes, strict=True):
+                    stored = first[key]
+                    if notices and isinstance(stored, Stored):
+                        first[key] = replace(stored, notifications=notices)
+        results: list[Stored | ReadOnlyRoom] = []
         for item in batch:
             key = (item.user.id, item.ref)
             if key in first:  # stored now: the first occurrence, then repeats of it
                 stored = first[key]
                 results.append(stored)
-                first[key] = Stored(stored.ack, stored.frame, duplicate=True)
+                if isinstance(stored, Stored):
+                    first[key] = Stored(stored.ack, stored.frame, duplicate=True)
             else:
                 results.append(earlier[key])
         return results
 
     async def _insert_batch(
         self, conn: AsyncConnection, items: list[NewMessage], now: float
-    ) -> list[tuple[int, int, float]]:
-        """Take each room's seqs for `items` and insert them: `(id, seq, created_at)` each.
+    ) -> list[tuple[int, int, float] | None]:
+        """Take each room's seqs for `items` and insert them: `(id, seq, created_at)` each,
+        None for an item whose room is archived (the update skips it: no seq taken).
 
         Two statements whatever the batch: one `UPDATE ... FROM (VALUES ...)
-        RETURNING` for every room's `last_seq`, one multi-row `INSERT ...
+        RETURNING` for every writable room's `last_seq`, one multi-row `INSERT ...
         RETURNING`. Driver-level SQL: building a SQLAlchemy expression with a
         bound parameter per value cost more than the database work itself.
         """
@@ -128,27 +159,38 @@ class MessageQueries:
             # Only placeholders are spliced in: every value is a bound parameter.
             "UPDATE rooms SET last_seq = rooms.last_seq + v.column2 FROM (VALUES "  # noqa: S608
             + value_rows(style, len(counts), ("bigint", "bigint"))
-            + ") AS v WHERE rooms.id = v.column1 RETURNING rooms.id, rooms.last_seq",
+            + ") AS v WHERE rooms.id = v.column1 AND NOT rooms.archived"
+            " RETURNING rooms.id, rooms.last_seq",
             tuple(value for pair in counts.items() for value in pair),
         )
         last_seqs = cast(Sequence[tuple[int, int]], bump.all())
         next_seq = {room_id: last - counts[room_id] + 1 for room_id, last in last_seqs}
         values: list[object] = []
-        seqs: list[int] = []
+        seqs: list[int | None] = []
         for item in items:
-            seq = next_seq[item.room.id]
+            seq = next_seq.get(item.room.id)
+            if seq is None:  # archived: refused, nothing taken
+                seqs.append(None)
+                continue
             next_seq[item.room.id] = seq + 1
             seqs.append(seq)
-            values += (item.room.id, seq, item.user.id, item.ref, item.body, now)
+            reply_to = item.reply.seq if item.reply is not None else None
+            values += (item.room.id, seq, item.user.id, item.ref, item.body, now, reply_to)
+        if not values:
+            return [None] * len(items)
         inserted = await conn.exec_driver_sql(
-            "INSERT INTO messages (room_id, seq, user_id, ref, body, created_at) VALUES "  # noqa: S608
-            + value_rows(style, len(items), (None,) * 6)
+            "INSERT INTO messages (room_id, seq, user_id, ref, body, created_at, reply_to)"  # noqa: S608
+            " VALUES "
+            + value_rows(style, len(values) // 7, (None,) * 6 + ("bigint",))
             + " RETURNING id, room_id, seq",
             tuple(values),
         )
         new_rows = cast(Sequence[tuple[int, int, int]], inserted.all())
         ids = {(room_id, seq): message_id for message_id, room_id, seq in new_rows}
-        return [(ids[(item.room.id, seq)], seq, now) for item, seq in zip(items, seqs, strict=True)]
+        return [
+            (ids[(item.room.id, seq)], seq, now) if seq is not None else None
+            for item, seq in zip(items, seqs, strict=True)
+        ]
 
     async def _stored_refs(
         self, conn: AsyncConnection, batch: Sequence[NewMessage]
@@ -187,15 +229,16 @@ class MessageQueries:
         *,
         duplicate: bool,
         ts: str | None = None,
+        reply: ReplyRef | None = None,
     ) -> Stored:
         """The ack and frame of a stored message, `row` being `(id, seq, created_at)`
-        (`ts`: `created_at` already formatted)."""
+        (`ts`: `created_at` already formatted; `reply`: what it answers)."""
         message_id, seq, created_at = row
         ts = ts or iso(created_at)
         # Built without validation: every value comes from a checked frame or the database.
         ack = AckFrame.model_construct(ref=ref, room=room, id=message_id, seq=seq, ts=ts)
         frame = MessageFrame.model_construct(
-            room=room, id=message_id, seq=seq, user=user, body=body, ts=ts
+            room=room, id=message_id, seq=seq, user=user, body=body, ts=ts, reply_to=reply
         )
         return Stored(ack, frame, duplicate)
 
@@ -228,15 +271,37 @@ class MessageQueries:
         )
         async with self.db.read() as s:
             rows: Sequence[tuple[Message, User]] = (await s.execute(query)).tuples().all()
-        return [self._frame(room.name, m, u) for m, u in rows]
+            return await self._frames(s, room.name, rows)
 
     @staticmethod
-    def _frame(room_name: str, msg: Message, user: User) -> MessageFrame:
-        return MessageFrame(
-            room=room_name,
-            id=msg.id,
-            seq=msg.seq,
-            user=user_ref(user),
-            body=msg.body,
-            ts=iso(msg.created_at),
-        )
+    async def _frames(
+        s: AsyncSession, room_name: str, rows: Sequence[tuple[Message, User]]
+    ) -> list[MessageFrame]:
+        """Message frames with their current state: reactions and replied messages
+        read in one query each for the whole page (not per message)."""
+        if not rows:
+            return []
+        reactions = await reactions_of(s, [m.id for m, _ in rows])
+        wanted = {m.reply_to for m, _ in rows if m.reply_to is not None}
+        replies = await reply_refs(s, rows[0][0].room_id, wanted) if wanted else {}
+        frames = []
+        for msg, user in rows:
+            reply = None
+            if msg.reply_to is not None:
+                reply = replies.get(msg.reply_to) or missing_reply(msg.reply_to)
+            frames.append(
+                MessageFrame(
+                    room=room_name,
+                    id=msg.id,
+                    seq=msg.seq,
+                    user=user_ref(user),
+                    body=msg.body,
+                    ts=iso(msg.created_at),
+                    reply_to=reply,
+                    reactions=reactions.get(msg.id, {}),
+                    # Deleted: nothing left of the text, its edits included.
+                    edited_at=iso(msg.edited_at) if msg.edited_at and not msg.deleted else None,
+                    deleted=msg.deleted,
+                )
+            )
+        return frames

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import unicodedata
 
+# Direct-message rooms are named `dm:<low id>:<high id>` (`chat.storage.dms`); no
+# user-created room name may start with it, in any case.
+DM_PREFIX = "dm:"
+DISPLAY_NAME_MAX = 64
+TOPIC_MAX = 500
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -38,7 +43,31 @@ def normalize_room_name(raw: str, max_chars: int) -> str:
         raise InputError(f"room name must be at most {max_chars} characters")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
         raise InputError("room name must not contain control or invisible characters")
+    if name.casefold().startswith(DM_PREFIX):
+        raise InputError(f"room names starting with {DM_PREFIX!r} are reserved for direct messages")
     return name
+
+
+def normalize_display_name(raw: str) -> str:
+    """A display name: NFC, trimmed, 1 to `DISPLAY_NAME_MAX` printable characters.
+    Raises `InputError`."""
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not 1 <= len(name) <= DISPLAY_NAME_MAX:
+        raise InputError(f"display_name must be 1 to {DISPLAY_NAME_MAX} characters")
+    if not name.isprintable():
+        raise InputError("display_name must contain only printable characters")
+    return name
+
+
+def normalize_topic(raw: str | None) -> str | None:
+    """A room topic: NFC, trimmed, at most `TOPIC_MAX` characters, one printable line;
+    empty (or None) clears it. Raises `InputError`."""
+    topic = unicodedata.normalize("NFC", raw or "").strip()
+    if len(topic) > TOPIC_MAX:
+        raise InputError(f"topic must be at most {TOPIC_MAX} characters")
+    if not topic.isprintable():
+        raise InputError("topic must be one line of printable characters")
+    return topic or None
 
 
 def check_body(body: str) -> str | None:

@@ -1,18 +1,28 @@
 """`Store`: all database access of the server, one unit of work per method.
 
 The queries live by subject: `users` (accounts, refresh and bot tokens),
-`rooms` (rooms, members, last seqs) and `messages` (the batch insert, history,
-gap reads); `Store` is all three on one database.
+`rooms` (rooms, members, settings, last seqs), `dms` (direct-message rooms),
+`messages` (the batch insert, history, gap reads), `inbox` (notifications),
+`changes` (edits, deletes, reactions, replies, their history) and `reads` (read
+cursors, unread counts); `Store` is all of them on one database.
 """
 
 from __future__ import annotations
 
+from chat.storage.changes import ChangeQueries
 from chat.storage.db import Database
+from chat.storage.dms import DmQueries
+from chat.storage.inbox import InboxQueries
 from chat.storage.messages import MessageQueries
+from chat.storage.notifications import BatchNotifier
+from chat.storage.reads import ReadQueries
 from chat.storage.rooms import RoomQueries
 from chat.storage.users import UserQueries
 
 
-class Store(UserQueries, RoomQueries, MessageQueries):
+class Store(
+    UserQueries, DmQueries, RoomQueries, MessageQueries, InboxQueries, ChangeQueries, ReadQueries
+):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
+        self.notifier = BatchNotifier()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 from functools import partial
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chat.protocol import UserRef
@@ -63,16 +64,49 @@ class UserQueries:
 
     async def _token_user(self, user_id: int) -> TokenUser | None:
         # Core, not an ORM session: a storm of handshakes makes this the connect path's read.
-        query = select(User.username, User.role, User.banned, User.token_version).where(
-            User.id == user_id
-        )
+        query = select(
+            User.username, User.role, User.banned, User.token_version, User.display_name
+        ).where(User.id == user_id)
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        name, role, banned, version = row
-        ref = UserRef(id=user_id, name=name, role=role)  # type: ignore[arg-type]
+        name, role, banned, version, display_name = row
+        ref = UserRef(id=user_id, name=name, role=role, display_name=display_name)  # type: ignore[arg-type]
         return TokenUser(ref, banned, version)
+
+    async def set_display_name(self, user_id: int, display_name: str | None) -> User | None:
+        """Set (None: clear) the user's display name; the updated row, or None if gone.
+
+        This process's token cache forgets the user at once (their next connection
+        carries the name); other processes' within `USER_CACHE_SECONDS`.
+        """
+        async with self.db.write() as s:
+            user = await s.get(User, user_id)
+            if user is not None:
+                user.display_name = display_name
+        self._users.drop(user_id)
+        return user
+
+    async def search_users(self, prefix: str, limit: int) -> list[User]:
+        """Users not banned whose username or display name starts with `prefix`,
+        ignoring case, by username (display names: ASCII case only on SQLite)."""
+        pattern = _like_prefix(unicodedata.normalize("NFKC", prefix).casefold())
+        shown = _like_prefix(unicodedata.normalize("NFC", prefix).lower())
+        query = (
+            select(User)
+            .where(
+                User.banned.is_(False),
+                or_(
+                    User.username_key.like(pattern, escape="\\"),
+                    func.lower(User.display_name).like(shown, escape="\\"),
+                ),
+            )
+            .order_by(User.username_key)
+            .limit(limit)
+        )
+        async with self.db.read() as s:
+            return list((await s.execute(query)).scalars().all())
 
     async def user_by_name(self, username: str) -> User | None:
         try:
@@ -158,3 +192,8 @@ class UserQueries:
     async def count_users(self) -> int:
         async with self.db.read() as s:
             return int(await s.scalar(select(func.count(User.id))) or 0)
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with `text` (its `%`, `_` and `\\` literal)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -30,6 +30,7 @@ from chat.storage.store import Store
 
 log = logging.getLogger(__name__)
 
+# `ReadOnlyRoom` (an Exception) answers a send to an archived room; nothing was stored.
 Done = Callable[[Stored | Exception], None]
 Publish = Callable[[Sequence[Stored]], Awaitable[None]]
 
@@ -107,9 +108,10 @@ class MessageWriter:
         for pending, result in zip(batch, stored, strict=True):
             metrics.STORE_SECONDS.observe(now - pending.queued_at)
             _tell(pending.done, result)
-        fresh = [result for result in stored if not result.duplicate]
+        kept = [result for result in stored if isinstance(result, Stored)]
+        fresh = [result for result in kept if not result.duplicate]
         metrics.MESSAGES.inc(len(fresh))
-        metrics.DUPLICATES.inc(len(stored) - len(fresh))
+        metrics.DUPLICATES.inc(len(kept) - len(fresh))
         if fresh:
             try:
                 await self._publish(fresh)

@@ -11,6 +11,7 @@ from chat.backends.limits import Limiter
 from chat.config import Settings
 from chat.hub import Connection, Hub
 from chat.monitoring.abuse import AbuseMonitor
+from chat.storage.memberships import MembershipRecorder
 from chat.storage.store import Store
 from chat.storage.writer import MessageWriter
 
@@ -22,6 +23,7 @@ class WsDeps:
     store: Store  # rooms, history, and the token checks' user facts
     accounts: Accounts  # authentication
     writer: MessageWriter  # sends go here; acks come back per sender
+    memberships: MembershipRecorder  # first joins of public rooms, stored in batches
     connections: ConnectionCounter  # per-user connection cap (Redis when set)
     limits: Limiter  # per-user frame and per-address handshake buckets (Redis when set)
     abuse: AbuseMonitor

@@ -25,12 +25,14 @@ from chat.protocol import (
     ErrorFrame,
     FrameError,
     HelloFrame,
+    UserRef,
     encode,
     iso,
     parse_client_frame,
 )
 from chat.storage.records import RoomView
 from chat.ws.commands import COMMANDS
+from chat.ws.commands.context import ARCHIVED
 from chat.ws.deps import WsDeps
 from chat.ws.inflight import InFlight
 from chat.ws.socket import socket_sink
@@ -63,10 +65,9 @@ class Session:
         self.deps = deps
         self.settings = deps.settings
         self.principal = principal
-        self.user = principal.user
         self.sink = socket_sink(websocket)
         self.conn = Connection(
-            self.user, self.sink, self._close, self.settings.outbound_buffer_bytes
+            principal.user, self.sink, self._close, self.settings.outbound_buffer_bytes
         )
         self.flood = FloodGuard(deps.limits, self.user.id, self.settings.rate_limit_close_after)
         self._close_after_acks: tuple[int, str] | None = None  # (code, reason)
@@ -74,6 +75,11 @@ class Session:
         self._expiry: asyncio.TimerHandle | None = None
         self.joined: dict[str, RoomView] = {}  # rooms joined, as read at the join
         self.sends = InFlight(self.settings.max_inflight_sends)
+
+    @property
+    def user(self) -> UserRef:
+        """The connection's user, as the hub keeps it current (a new display name)."""
+        return self.conn.user
 
     async def _close(self, code: int, reason: str) -> None:
         await close_quietly(self.ws, code, reason)
@@ -101,11 +107,15 @@ class Session:
                 await self.conn.closed.wait()
                 return
             self.watch_expiry()
+            # Where the inbox stands, so a client pages what it missed (`after`).
+            unread, last_note = await self.deps.store.notification_counters(self.user.id)
             self.conn.push(
                 encode(
                     HelloFrame(
                         user=self.user,
                         expires_at=self.expires_iso(),
+                        notifications_unread=unread,
+                        last_notification_id=last_note,
                         limits={
                             "max_body_chars": self.settings.max_body_chars,
                             "max_frame_bytes": self.settings.max_frame_bytes,
@@ -193,6 +203,15 @@ class Session:
     def require_joined(self, room: str, ref: str | None) -> None:
         if room not in self.conn.rooms:
             raise FrameError(ErrorCode.NOT_JOINED, "join the room first", ref)
+
+    def writable_room(self, room: str, ref: str | None) -> RoomView:
+        """The joined room, for a frame that writes to it (send, edit, react): raises
+        `not_joined`, or `forbidden` while the room is archived. No database read: the
+        writer refuses a message for a room archived meanwhile (`ReadOnlyRoom`)."""
+        self.require_joined(room, ref)
+        if room in self.conn.read_only:
+            raise FrameError(ErrorCode.FORBIDDEN, ARCHIVED, ref)
+        return self.joined[room]
 
     async def rate_limit(
         self, action: str, rate: float, burst: int, ref: str | None, detail: str | None = None

@@ -37,6 +37,7 @@ __all__ = [
     "LeftFrame",
     "MessageFrame",
     "NotificationFrame",
+    "NotificationsReadFrame",
     "PingIn",
     "PongFrame",
     "PresenceChangesFrame",
@@ -299,6 +300,8 @@ class JoinedFrame(_Frame):
     replay_truncated: bool = False
     read_seq: int = 0
     unread: int = 0
+    # More messages up to `since` changed than a join resends: re-read those pages.
+    changes_truncated: bool = False
     topic: str | None = None
     archived: bool = False
     ref: str | None = None
@@ -401,6 +404,15 @@ class NotificationFrame(_Frame):
     from_: UserRef | None = Field(default=None, alias="from")
 
 
+class NotificationsReadFrame(_Frame):
+    """The user marked their notifications read up to `upto` (on any connection):
+    `unread` is how many are left, so every tab shows the same count."""
+
+    type: Literal["notifications_read"] = "notifications_read"
+    upto: int
+    unread: int
+
+
 class RoomFrame(_Frame):
     """The room's settings changed (topic, archived)."""
 
@@ -490,6 +502,7 @@ ServerFrame = Annotated[
     | ReactionFrame
     | ReadFrame
     | NotificationFrame
+    | NotificationsReadFrame
     | RoomFrame
     | RemovedFrame
     | PresenceFrame

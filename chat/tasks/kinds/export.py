@@ -26,7 +26,9 @@ EXPORT_BATCH = 500
 # of the event loop and the GIL (bench/export_latency.py: p99 chat latency 21 -> 42 ms
 # instead of 18 -> 128 ms unthrottled, at ~12k rows/s instead of ~35k).
 EXPORT_REST = 2.0
-CSV_COLUMNS = ("room", "seq", "id", "ts", "user_id", "user", "body")
+# A deleted message keeps its row with an empty body (`deleted` true): its text is
+# only in the moderation history, never in an export.
+CSV_COLUMNS = ("room", "seq", "id", "ts", "user_id", "user", "body", "edited_at", "deleted")
 
 
 class ExportParams(TaskParams):
@@ -82,6 +84,8 @@ async def export(ctx: TaskContext, params: ExportParams) -> dict[str, Any]:
                     Message.body,
                     User.id,
                     User.username,
+                    Message.edited_at,
+                    Message.deleted,
                 )
                 .join(User, User.id == Message.user_id)
                 .where(Message.room_id == room.id, Message.seq > after, Message.seq <= upto)
@@ -129,8 +133,18 @@ def _write_batch(out: IO[str], fmt: str, room: str, rows: list[tuple[Any, ...]])
         writer = csv.writer(out)
         safe_room = csv_cell(room)
         writer.writerows(
-            (safe_room, seq, mid, iso(ts), uid, csv_cell(name), csv_cell(body))
-            for seq, mid, ts, body, uid, name in rows
+            (
+                safe_room,
+                seq,
+                mid,
+                iso(ts),
+                uid,
+                csv_cell(name),
+                csv_cell(body),
+                iso(edited) if edited is not None else "",
+                "true" if deleted else "false",
+            )
+            for seq, mid, ts, body, uid, name, edited, deleted in rows
         )
         return
     out.write(
@@ -143,10 +157,12 @@ def _write_batch(out: IO[str], fmt: str, room: str, rows: list[tuple[Any, ...]])
                     "ts": iso(ts),
                     "user": {"id": uid, "name": name},
                     "body": body,
+                    "edited_at": iso(edited) if edited is not None else None,
+                    "deleted": bool(deleted),
                 },
                 ensure_ascii=False,
             )
             + "\n"
-            for seq, mid, ts, body, uid, name in rows
+            for seq, mid, ts, body, uid, name, edited, deleted in rows
         )
     )

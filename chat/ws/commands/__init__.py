@@ -9,8 +9,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chat.protocol import AuthIn, JoinIn, LeaveIn, PingIn, SendIn, TypingIn
+from chat.protocol import (
+    AuthIn,
+    DeleteIn,
+    EditIn,
+    JoinIn,
+    LeaveIn,
+    PingIn,
+    ReactIn,
+    ReadIn,
+    SendIn,
+    TypingIn,
+)
+from chat.ws.commands.changes import delete, edit, react
 from chat.ws.commands.context import CommandContext
+from chat.ws.commands.read import read
 from chat.ws.commands.reauth import reauth
 from chat.ws.commands.rooms import join, leave
 from chat.ws.commands.send import send
@@ -20,6 +33,10 @@ Command = Callable[[CommandContext, Any], Awaitable[None]]
 
 COMMANDS: dict[type, Command] = {
     SendIn: send,
+    EditIn: edit,
+    DeleteIn: delete,
+    ReactIn: react,
+    ReadIn: read,
     JoinIn: join,
     LeaveIn: leave,
     TypingIn: typing,

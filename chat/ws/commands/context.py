@@ -13,13 +13,15 @@ from chat.ws.deps import WsDeps
 from chat.ws.inflight import InFlight
 from chat.ws.socket import SocketSink
 
+# The refusal of a write (send, edit, react) to an archived room.
+ARCHIVED = "the room is archived: read only"
+
 
 class CommandContext(Protocol):
     settings: Settings
     deps: WsDeps
     conn: Connection
     sink: SocketSink
-    user: UserRef
     principal: Principal
     joined: dict[str, RoomView]  # rooms joined, as read at the join
     sends: InFlight
@@ -32,8 +34,16 @@ class CommandContext(Protocol):
     async def readable_room(self, name: str, ref: str | None) -> RoomView:
         """The room, or `not_found` (absent and forbidden look the same)."""
 
+    @property
+    def user(self) -> UserRef:
+        """The connection's user (kept current: a new display name shows at once)."""
+
     def require_joined(self, room: str, ref: str | None) -> None:
         """Raise `not_joined` unless this connection joined `room`."""
+
+    def writable_room(self, room: str, ref: str | None) -> RoomView:
+        """The joined room for a write (send, edit, react): `not_joined`, or `forbidden`
+        while it is archived."""
 
     def error(
         self, code: str, detail: str, ref: str | None = None, retry_after: float | None = None

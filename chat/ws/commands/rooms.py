@@ -7,11 +7,13 @@ from chat.ws.commands.context import CommandContext
 
 
 async def join(session: CommandContext, frame: JoinIn) -> None:
-    """Join a room: presence, `joined`, then what the client missed since `since`.
+    """Join a room: presence, `joined`, then what the client missed since `since`:
+    the messages after it, then the changes to the messages up to it.
 
-    The connection is registered (buffering live messages) before `last_seq` is
-    read, so a message stored meanwhile is either replayed or delivered live:
-    once, in order.
+    The connection is registered (buffering live events) before `last_seq` and
+    the changes are read, so a message or change stored meanwhile is either
+    resent or delivered live after them (a change possibly both: whole-state
+    frames, so a repeat is harmless).
     """
     conn, settings = session.conn, session.settings
     hub, store = session.deps.hub, session.deps.store
@@ -24,7 +26,14 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
     # Before any database work: a join may replay `replay_cap` messages.
     await session.rate_limit("join", settings.join_rate, settings.join_burst, frame.ref)
     room = await session.readable_room(frame.room, frame.ref)
+    if not room.member and not room.private:
+        # Joining a public room makes one a member (once: `member` is then true).
+        await session.deps.memberships.record(room.id, session.user.id)
     session.joined[room.name] = room  # what sends need, without a read each
+    if room.archived:  # kept current by `room` events once joined
+        conn.read_only.add(room.name)
+    else:
+        conn.read_only.discard(room.name)
     presence = await hub.join(conn, room.name)
     last_seq = await store.last_seq(room.id)
     replay = []
@@ -34,6 +43,10 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         cap = settings.replay_cap
         replay = await store.messages(room, after=since, upto=last_seq, limit=cap)
         truncated = last_seq - since > cap
+    changes = None
+    if since:  # changes to messages the client holds (none below seq 1)
+        changes = await store.changes_since(room, since, settings.replay_cap)
+    read_seq, unread = await store.read_state(room.id, session.user.id)
     conn.push(
         encode(
             JoinedFrame(
@@ -41,6 +54,11 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
                 presence=presence,
                 last_seq=last_seq,
                 replay_truncated=truncated,
+                topic=room.topic,
+                archived=room.archived,
+                read_seq=read_seq,
+                unread=unread,
+                changes_truncated=changes is not None and changes.truncated,
                 ref=frame.ref,
             )
         )
@@ -48,6 +66,8 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
     for message in replay:  # waits for the socket rather than overflowing the queue
         if conn.claim(room.name, message.seq):
             await conn.put(encode(message))
+    for change in changes.frames if changes is not None else ():
+        await conn.put(encode(change))
     hub.finish_replay(conn, room.name, last_seq)
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 from functools import partial
 
 from chat.protocol import ErrorCode, FrameError, SendIn, encode
-from chat.storage.records import NewMessage, Stored
+from chat.storage.records import NewMessage, ReadOnlyRoom, Stored
 from chat.storage.rules import check_body
 from chat.storage.writer import WriterFull
-from chat.ws.commands.context import CommandContext
+from chat.ws.commands.context import ARCHIVED, CommandContext
 
 INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
 
 
 async def send(session: CommandContext, frame: SendIn) -> None:
     settings = session.settings
-    session.require_joined(frame.room, frame.ref)
+    room = session.writable_room(frame.room, frame.ref)
     if len(frame.body) > settings.max_body_chars:
         raise FrameError(
             ErrorCode.TOO_LARGE,
@@ -32,6 +32,13 @@ async def send(session: CommandContext, frame: SendIn) -> None:
         settings.bot_send_burst if bot else settings.send_burst,
         frame.ref,
     )
+    reply = None
+    if frame.reply_to is not None:  # one read, for replies only
+        reply = await session.deps.store.reply_ref(room.id, frame.reply_to)
+        if reply is None:
+            raise FrameError(
+                ErrorCode.NOT_FOUND, f"no message {frame.reply_to} in this room", frame.ref
+            )
     # Backpressure: past the bound, stop reading until acks come back; refuse if they do not.
     if not await session.sends.wait_for_room(session.sink.lost, INFLIGHT_WAIT):
         raise FrameError(
@@ -42,7 +49,7 @@ async def send(session: CommandContext, frame: SendIn) -> None:
         )
     if session.sink.lost.is_set():
         return  # the client is gone and gets no ack: it resends with the same ref
-    message = NewMessage(session.joined[frame.room], session.user, frame.ref, frame.body)
+    message = NewMessage(room, session.user, frame.ref, frame.body, reply)
     try:
         session.deps.writer.submit(message, partial(_stored, session, frame.ref))
     except WriterFull:
@@ -57,6 +64,8 @@ def _stored(session: CommandContext, ref: str, result: Stored | Exception) -> No
     session.sends.done()
     if isinstance(result, Stored):
         session.conn.push(encode(result.ack))
+    elif isinstance(result, ReadOnlyRoom):
+        session.error(ErrorCode.FORBIDDEN, ARCHIVED, ref)
     else:
         session.error(
             ErrorCode.UNAVAILABLE,

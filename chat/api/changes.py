@@ -1,0 +1,36 @@
+"""A message's change history, for the room's owner and admins (moderation)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from chat.api.deps import Caller, StoreDep
+from chat.api.rooms import MAX_SEQ, readable_room
+
+router = APIRouter(prefix="/api/rooms", tags=["rooms"])
+
+
+@router.get(
+    "/{room:path}/messages/{seq}/history",
+    responses={
+        403: {"description": "the caller is neither the room's owner nor an admin"},
+        404: {"description": "no such room (or not readable), or no such message"},
+    },
+)
+async def message_history(
+    room: str,
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    caller: Caller,
+    store: StoreDep,
+) -> dict[str, Any]:
+    """Every edit, delete and reaction of the message, oldest first: who, what, when,
+    the text before and after. The only place a deleted message's text is kept."""
+    view = await readable_room(store, caller, room)
+    if caller.user.role != "admin" and view.owner.id != caller.user.id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the room's owner or an admin")
+    items = await store.message_history(view, seq)
+    if items is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no message {seq} in this room")
+    return {"room": view.name, "seq": seq, "items": items}

@@ -1,0 +1,96 @@
+"""How the hub routes change events (no server, no Redis): one connection left out of
+a publish, and an event about a message never overtaking that message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+from chat.hub import Connection, Hub
+from chat.protocol import EditedFrame, ReadFrame, UserRef, encode
+from tests.test_reorder import LOCAL_PRESENCE, FakeLog, ShuffledBroker
+
+
+class Recorder:
+    """A socket that takes everything at once and records `(type, seq)` of each frame."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, int]] = []
+
+    def write(self, messages: Sequence[bytes]) -> None:
+        for raw in messages:
+            frame = json.loads(raw)
+            self.frames.append((frame["type"], frame["seq"]))
+
+    def buffered(self) -> int:
+        return 0
+
+    async def wait_below(self, limit: int) -> None:
+        return None
+
+    def wake(self) -> None:
+        return None
+
+
+async def _member(
+    hub: Hub, room: str, last_seq: int, user_id: int = 7
+) -> tuple[Connection, Recorder]:
+    sink = Recorder()
+
+    async def close(code: int, reason: str) -> None:
+        return None
+
+    conn = Connection(UserRef(id=user_id, name=f"u{user_id}"), sink, close, 1 << 20)
+    await hub.register(conn)
+    await hub.join(conn, room)
+    hub.finish_replay(conn, room, last_seq)
+    return conn, sink
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_change_waits_for_the_message_it_is_about() -> None:
+    broker, log = ShuffledBroker(), FakeLog()
+    hub = Hub(broker, LOCAL_PRESENCE, room_log=log, reorder_window=5)
+    await hub.start()
+    _, sink = await _member(hub, "r", 0)
+    broker.hold = True
+    first, second = log.store("r"), log.store("r")
+    for frame in (first, second):
+        await hub.publish_room("r", encode(frame), seq=frame.seq)
+    edit = EditedFrame(room="r", seq=2, body="fixed", edited_at="t", version=1)
+    await hub.publish_room("r", encode(edit), about=2)
+    # The edit arrives first, then message 2, then message 1 (racing publishers).
+    await broker.release([2, 1])
+    await _settle()
+    assert sink.frames == [("message", 1), ("message", 2), ("edited", 2)]
+    # About a message already released: delivered at once.
+    again = EditedFrame(room="r", seq=1, body="also fixed", edited_at="t", version=2)
+    await hub.publish_room("r", encode(again), about=1)
+    await _settle()
+    assert sink.frames[-1] == ("edited", 1)
+    await hub.stop()
+
+
+async def test_one_connection_can_be_left_out_of_a_room_or_user_publish() -> None:
+    broker, log = ShuffledBroker(), FakeLog()
+    hub = Hub(broker, LOCAL_PRESENCE, room_log=log)
+    await hub.start()
+    sender, sender_sink = await _member(hub, "r", 0)
+    _, other_sink = await _member(hub, "r", 0)  # the same user's second connection
+    key = hub.conn_key(sender)
+    edit = EditedFrame(room="r", seq=1, body="b", edited_at="t", version=1)
+    await hub.publish_room("r", encode(edit), exclude_conn=key)
+    await hub.publish_user(7, encode(ReadFrame(room="r", seq=1)), exclude_conn=key)
+    await _settle()
+    assert other_sink.frames == [("edited", 1), ("read", 1)]
+    assert sender_sink.frames == []
+    # A key from another process (another node id) leaves nobody out here.
+    await hub.publish_user(7, encode(ReadFrame(room="r", seq=2)), exclude_conn=f"x:{sender.id}")
+    await _settle()
+    assert sender_sink.frames == [("read", 2)]
+    await hub.stop()
