@@ -23,6 +23,7 @@ from chat_client import (
     EditedFrame,
     MessageFrame,
     NotificationFrame,
+    NotificationsReadFrame,
     ReactionFrame,
     ReadFrame,
     RemovedFrame,
@@ -488,9 +489,12 @@ async def test_the_notification_inbox_over_http_and_the_cli(
     ids = [notify(api, admin, user.name, f"i{i}")["id"] for i in range(3)]
     env = {**shell_env, "CHAT_TOKEN": user.token}
     async with ChatClient(server.ws, token=user.token, **FAST) as client:
+        events = Events(client)
         page = await client.list_notifications(after=ids[0])
         assert [n.body for n in page.items] == ["i1", "i2"] and page.unread == 3
         assert await client.mark_notifications_read(ids[1]) == 1
+        (marked,) = await events.wait_count(NotificationsReadFrame, 1)  # every tab's badge
+        assert (marked.upto, marked.unread) == (ids[1], 1)
 
     listed = await asyncio.to_thread(sh, f"{CHAT} notifications --json", env)
     assert listed.returncode == 0, listed.stderr

@@ -85,6 +85,7 @@ from chat_client.protocol import (
     LeftFrame,
     MessageFrame,
     NotificationFrame,
+    NotificationsReadFrame,
     PingIn,
     PongFrame,
     PresenceFrame,
@@ -117,6 +118,7 @@ Event: TypeAlias = (
     | RoomFrame
     | RemovedFrame
     | NotificationFrame
+    | NotificationsReadFrame
     | PresenceFrame
     | TypingFrame
     | TaskFrame
@@ -550,8 +552,8 @@ class ChatClient:
 
     def __aiter__(self) -> ChatClient:
         """Iterate the events: messages and their changes (`edited`, `deleted`,
-        `reaction`), `read`, `room`, `removed`, notifications, presence, typing, tasks,
-        alerts, errors."""
+        `reaction`), `read`, `room`, `removed`, notifications and `notifications_read`,
+        presence, typing, tasks, alerts, errors."""
         return self
 
     async def __anext__(self) -> Event:
@@ -839,6 +841,7 @@ class ChatClient:
                 | TypingFrame()
                 | TaskFrame()
                 | AlertFrame()
+                | NotificationsReadFrame()
             ):
                 self._events.put_nowait(frame)
             case LeftFrame() | PongFrame() | ReauthedFrame():
@@ -854,7 +857,7 @@ class ChatClient:
             room = self._join_refs.pop(frame.ref, room)
         if room in self._rooms:
             last = self._last_seq.get(room)
-            if last is not None and getattr(frame, "changes_truncated", False):
+            if last is not None and frame.changes_truncated:
                 await self._refresh_changes(room, last)
             if last is None:
                 self._last_seq[room] = frame.last_seq
