@@ -21,10 +21,10 @@ stored exactly once; `edit`, `delete` and `react` are retransmitted the same way
 
 This module is the public API and the supervision of the connection (the state
 they share: rooms, last seqs, pending requests, waiters); opening one connection and
-the backoff policy are in `connection.py`, paging history in `history.py`, the
-notification inbox in `inbox.py` (over `api.py`), which change events are news in
-`changes.py`, the errors in `errors.py`. It needs only `websockets`, `httpx` and
-`pydantic`.
+the backoff policy are in `connection.py`, filling gaps over HTTP in `catchup.py`
+(history pages from `history.py`, the notification inbox from `inbox.py` over
+`api.py`), which change events are news in `changes.py`, the errors in `errors.py`.
+It needs only `websockets`, `httpx` and `pydantic`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed
 
 from chat_client.api import HttpApi
-from chat_client.changes import ChangeFrame, ChangeVersions, state_frames
+from chat_client.catchup import CatchUp, ResyncNeeded
+from chat_client.changes import ChangeFrame, ChangeVersions
 from chat_client.connection import (
     Backoff,
     Connection,
@@ -64,8 +65,7 @@ from chat_client.errors import (
     RequestError,
     short,
 )
-from chat_client.history import PAGE, History, HistoryError
-from chat_client.inbox import PAGE as NOTIFICATIONS_PAGE
+from chat_client.history import History
 from chat_client.inbox import Inbox, NotificationCursor, NotificationPage
 from chat_client.protocol import (
     AckFrame,
@@ -136,10 +136,6 @@ RETRY_LATER: Final = frozenset(
 """`error` codes after which a send is retransmitted with its ref (nothing was stored)."""
 _INTERNAL_RETRIES: Final = 3  # `internal` errors a send is retried through
 _STABLE_AFTER: Final = 5.0  # seconds a connection must last to reset the backoff
-
-
-class _ResyncNeeded(Exception):
-    """A gap in a room's messages could not be paged over HTTP: reconnect and resume."""
 
 
 def _new_ref(prefix: str) -> str:
@@ -240,6 +236,7 @@ class ChatClient:
         self._api = HttpApi(self.http_url, timeout=http_timeout, token=self._http_token)
         self._inbox = Inbox(self._api)
         self._notifications = NotificationCursor(notifications_after)
+        self._catchup = CatchUp(self._history, self._inbox, self._http_token)
         self._versions = ChangeVersions()
         self._failure: BaseException | None = None
         self._closed = False
@@ -644,12 +641,13 @@ class ChatClient:
             helpers.append(asyncio.create_task(self._refresh_before_expiry(conn)))
             try:
                 # Before any live frame is read: the missed notifications come first.
-                await self._catch_up_notifications(conn)
+                if self._notifications.behind(conn.hello.last_notification_id):
+                    await self._catchup.notifications(self._notifications, self._events.put_nowait)
                 async for raw in conn.ws:
                     await self._dispatch(conn, raw)
             except ConnectionClosed:
                 pass
-            except _ResyncNeeded as exc:
+            except ResyncNeeded as exc:
                 log.warning("resyncing: %s", exc)
                 await conn.ws.close(CloseCode.NORMAL, "resync")
                 return None, "resync"
@@ -701,27 +699,6 @@ class ChatClient:
                 log.warning("could not refresh the token: %s", short(exc))
                 return
             expires_at = reply.expires_at
-
-    async def _catch_up_notifications(self, conn: Connection) -> None:
-        """Deliver the notifications that came while no connection was open.
-
-        Pages `GET /api/notifications?after=` from the last one delivered until a short
-        page: notifications stored after the server's `hello` are found too, and a live
-        frame for one of them is dropped as a repeat.
-        """
-        if not self._notifications.behind(conn.hello.last_notification_id):
-            return
-        while True:
-            after = self._notifications.last
-            try:
-                page = await self._inbox.page(after or 0, NOTIFICATIONS_PAGE)
-            except ChatClientError as exc:
-                raise _ResyncNeeded(f"cannot page notifications after {after}: {exc}") from exc
-            for item in page.items:
-                if self._notifications.take(item, paged=True):
-                    self._events.put_nowait(item)
-            if len(page.items) < NOTIFICATIONS_PAGE:
-                return
 
     async def _send_join(self, conn: Connection, room: str) -> None:
         conn.joins_sent.add(room)
@@ -858,7 +835,8 @@ class ChatClient:
         if room in self._rooms:
             last = self._last_seq.get(room)
             if last is not None and frame.changes_truncated:
-                await self._refresh_changes(room, last)
+                # More changes than a join resends: each message's state from history.
+                await self._catchup.changes(room, last, self._events.put_nowait)
             if last is None:
                 self._last_seq[room] = frame.last_seq
             elif frame.last_seq < last:
@@ -871,26 +849,6 @@ class ChatClient:
         for waiter in self._join_waiters.pop(room, []):
             if not waiter.done():
                 waiter.set_result(frame)
-
-    async def _refresh_changes(self, room: str, upto: int) -> None:
-        """More messages up to `upto` changed while away than a join resends: read the
-        history pages up to it and deliver each message's state as change events."""
-        log.info("room %r: more changes than a join resends; re-reading its history", room)
-        after = 0
-        while after < upto:
-            conn = self._conn
-            token = conn.token if conn is not None else await self._fresh_token()
-            try:
-                items = await self._history.after(room, after, token)
-            except HistoryError as exc:
-                raise _ResyncNeeded(f"cannot page {room!r} after {after}: {exc}") from exc
-            for item in items:
-                if after < item.seq <= upto:
-                    for change in state_frames(item):
-                        self._events.put_nowait(change)
-            if len(items) < PAGE or items[-1].seq <= after:
-                return
-            after = items[-1].seq
 
     def _on_change(self, frame: ChangeFrame) -> None:
         """An `edited`, `deleted` or `reaction` event: the confirmation of a request of
@@ -930,20 +888,12 @@ class ChatClient:
     async def _fill(self, room: str, before: int) -> None:
         """Deliver the stored messages of `room` after its last seq and before `before`."""
         after = self._last_seq.get(room)
-        while after is not None and after + 1 < before:
-            conn = self._conn
-            token = conn.token if conn is not None else await self._fresh_token()
-            try:
-                items = await self._history.after(room, after, token)
-            except HistoryError as exc:
-                raise _ResyncNeeded(f"cannot page {room!r} after {after}: {exc}") from exc
-            for item in items:
-                if after < item.seq < before:
-                    self._events.put_nowait(item)
-                    self._last_seq[room] = after = item.seq
-            if len(items) < PAGE or items[-1].seq >= before - 1:
-                return
-            after = max(after, items[-1].seq)
+        if after is not None:
+            await self._catchup.messages(room, after, before, self._deliver_message)
+
+    def _deliver_message(self, frame: MessageFrame) -> None:
+        self._last_seq[frame.room] = frame.seq
+        self._events.put_nowait(frame)
 
     def _on_error(self, conn: Connection, frame: ErrorFrame) -> None:
         ref = frame.ref
