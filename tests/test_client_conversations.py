@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,32 @@ async def test_a_change_refused_raises_the_servers_error(
         # The client stays usable, and the room's owner may delete anyone's message.
         assert (await owners.delete(room, ack.seq)).seq == ack.seq
     assert api.history(author, room, after=0)[0]["body"] == ""
+
+
+async def test_rate_limited_changes_wait_and_all_land(make_server: Callable[..., Server]) -> None:
+    """Edits and reactions share the send bucket: refused ones are sent again after
+    `retry_after`, with their ref, and each call returns its own confirmation."""
+    server = make_server(send_rate=4, send_burst=2)
+    with contextlib.closing(Api(server)) as api:
+        user = api.user()
+        room = api.room(user)
+        async with ChatClient(server.ws, token=user.token, **FAST) as client:
+            await client.join(room)
+            ack = await client.send(room, "draft")
+            started = time.monotonic()
+            async with asyncio.timeout(20):
+                edits = await asyncio.gather(
+                    *(client.edit(room, ack.seq, f"draft {i}") for i in range(5)),
+                    *(client.react(room, ack.seq, emoji) for emoji in ("👍", "🎉", "👀")),
+                )
+            elapsed = time.monotonic() - started
+        stored = api.history(user, room, after=0)[0]
+
+    assert elapsed >= 1.0  # at 4 a second from a burst of 2, most had to wait
+    bodies = [e.body for e in edits if isinstance(e, EditedFrame)]
+    assert sorted(bodies) == [f"draft {i}" for i in range(5)]
+    assert stored["body"] in bodies and stored["edited_at"] is not None
+    assert stored["reactions"] == {e: [user.name] for e in ("👍", "🎉", "👀")}
 
 
 async def test_resuming_a_room_brings_the_changes_made_meanwhile(
