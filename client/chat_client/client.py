@@ -133,8 +133,8 @@ TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
 RETRY_LATER: Final = frozenset(
     {ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE}
 )
-"""`error` codes after which a send is retransmitted with its ref (nothing was stored)."""
-_INTERNAL_RETRIES: Final = 3  # `internal` errors a send is retried through
+"""`error` codes after which a request is retransmitted with its ref (nothing was done)."""
+_INTERNAL_RETRIES: Final = 3  # `internal` errors a request is retried through
 _STABLE_AFTER: Final = 5.0  # seconds a connection must last to reset the backoff
 
 
