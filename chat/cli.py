@@ -1,7 +1,8 @@
-"""The `chat` command: serve, db upgrade, users create, bots create; send, tail, tasks.
+"""The `chat` command: serve, db upgrade, users create, bots create; and the client's.
 
-The last three are the client's own subcommands (`chat_client.cli`), the same as
-`chat-client` runs where only the client is installed.
+The client's own subcommands (`chat_client.cli`: send, tail, edit, delete, react, read,
+notifications, notify; `chat_client.tasks_cli`: tasks) are the same as `chat-client`
+runs where only the client is installed.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     create_bot.add_argument("name")
     create_bot.set_defaults(handler=cmd_bots_create)
 
-    # The client's subcommands (send, tail, tasks), from the client distribution.
+    # The client's subcommands (send, tail, edit... notify, tasks), from its distribution.
     add_client_commands(commands)
     add_task_commands(commands)
     return parser

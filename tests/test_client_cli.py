@@ -193,11 +193,13 @@ def test_other_failures_are_one_line_and_non_zero(
 
 
 def test_chat_client_is_the_same_tools_under_its_own_name(shell_env: dict[str, str]) -> None:
-    """The client distribution's own command: send, tail and tasks, errors named after it."""
+    """The client distribution's own command: its tools and tasks, errors named after it."""
     client = f"{shlex.quote(sys.executable)} -m chat_client"
     usage = sh(f"{client} --help", shell_env)
     assert usage.returncode == 0, usage.stderr
-    assert usage.stdout.startswith("usage: chat-client [-h] {send,tail,tasks}")
+    assert usage.stdout.startswith("usage: chat-client [-h]")
+    commands = "{send,tail,edit,delete,react,read,notifications,notify,tasks}"
+    assert commands in usage.stdout
     no_token = sh(f"{client} tail --room x", {**shell_env, "CHAT_TOKEN": ""})
     assert no_token.returncode == 2
     assert one_line(no_token.stderr) == "chat-client tail: no token: pass --token or set CHAT_TOKEN"

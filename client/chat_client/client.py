@@ -12,15 +12,19 @@ The client keeps one connection open and replaces it by itself when it drops:
 it reconnects with jittered exponential backoff, asks the token provider for a
 fresh token, rejoins its rooms with `since` set to the last `seq` it delivered
 per room, and delivers the missed messages before new ones, never the same
-(room, seq) twice. `send` gives every message a `ref` and retransmits it with
-the same `ref` until it is acknowledged, so a message is stored exactly once.
-Errors that retrying cannot fix (a bad or revoked token) end the client with a
-typed exception instead.
+(room, seq) twice; the notifications that came meanwhile are paged over HTTP and
+delivered before live ones, each once. `send` gives every message a `ref` and
+retransmits it with the same `ref` until it is acknowledged, so a message is
+stored exactly once; `edit`, `delete` and `react` are retransmitted the same way
+(each sets a state, so a repeat changes nothing). Errors that retrying cannot fix
+(a bad or revoked token) end the client with a typed exception instead.
 
 This module is the public API and the supervision of the connection (the state
-they share: rooms, last seqs, pending sends, waiters); opening one connection and
-the backoff policy are in `connection.py`, paging history in `history.py`, the
-errors in `errors.py`. It needs only `websockets`, `httpx` and `pydantic`.
+they share: rooms, last seqs, pending requests, waiters); opening one connection and
+the backoff policy are in `connection.py`, filling gaps over HTTP in `catchup.py`
+(history pages from `history.py`, the notification inbox from `inbox.py` over
+`api.py`), which change events are news in `changes.py`, the errors in `errors.py`.
+It needs only `websockets`, `httpx` and `pydantic`.
 """
 
 from __future__ import annotations
@@ -31,15 +35,18 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed
 
+from chat_client.api import HttpApi
+from chat_client.catchup import CatchUp, ResyncNeeded
+from chat_client.changes import ChangeFrame, ChangeVersions
 from chat_client.connection import (
     Backoff,
     Connection,
@@ -58,12 +65,17 @@ from chat_client.errors import (
     RequestError,
     short,
 )
-from chat_client.history import PAGE, History, HistoryError
+from chat_client.history import History
+from chat_client.inbox import Inbox, NotificationCursor, NotificationPage
 from chat_client.protocol import (
     AckFrame,
     AlertFrame,
     AuthIn,
     CloseCode,
+    DeletedFrame,
+    DeleteIn,
+    EditedFrame,
+    EditIn,
     ErrorCode,
     ErrorFrame,
     HelloFrame,
@@ -72,10 +84,18 @@ from chat_client.protocol import (
     LeaveIn,
     LeftFrame,
     MessageFrame,
+    NotificationFrame,
+    NotificationsReadFrame,
     PingIn,
     PongFrame,
     PresenceFrame,
+    ReactIn,
+    ReactionFrame,
+    ReadFrame,
+    ReadIn,
     ReauthedFrame,
+    RemovedFrame,
+    RoomFrame,
     SendIn,
     ServerFrame,
     TaskFrame,
@@ -89,7 +109,22 @@ __all__ = ["ChatClient", "Event", "TokenProvider"]
 
 log = logging.getLogger(__name__)
 
-Event: TypeAlias = MessageFrame | PresenceFrame | TypingFrame | TaskFrame | AlertFrame | ErrorFrame
+Event: TypeAlias = (
+    MessageFrame
+    | EditedFrame
+    | DeletedFrame
+    | ReactionFrame
+    | ReadFrame
+    | RoomFrame
+    | RemovedFrame
+    | NotificationFrame
+    | NotificationsReadFrame
+    | PresenceFrame
+    | TypingFrame
+    | TaskFrame
+    | AlertFrame
+    | ErrorFrame
+)
 """What iterating a `ChatClient` yields. `ErrorFrame`s are the ones no call of yours awaits."""
 
 TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
@@ -98,13 +133,9 @@ TokenProvider: TypeAlias = Callable[[], str | Awaitable[str]]
 RETRY_LATER: Final = frozenset(
     {ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE}
 )
-"""`error` codes after which a send is retransmitted with its ref (nothing was stored)."""
-_INTERNAL_RETRIES: Final = 3  # `internal` errors a send is retried through
+"""`error` codes after which a request is retransmitted with its ref (nothing was done)."""
+_INTERNAL_RETRIES: Final = 3  # `internal` errors a request is retried through
 _STABLE_AFTER: Final = 5.0  # seconds a connection must last to reset the backoff
-
-
-class _ResyncNeeded(Exception):
-    """A gap in a room's messages could not be paged over HTTP: reconnect and resume."""
 
 
 def _new_ref(prefix: str) -> str:
@@ -115,11 +146,17 @@ def _encode(frame: BaseModel) -> str:
     return frame.model_dump_json(exclude_none=True)
 
 
+_Reply = TypeVar("_Reply", AckFrame, EditedFrame, DeletedFrame, ReactionFrame, ReadFrame)
+
+
 @dataclass(eq=False)
-class _PendingSend:
-    frame: SendIn
+class _Pending:
+    """A frame sent with a `ref` until its confirmation arrives (`expect`): a send's
+    `ack`, the change event carrying the ref, a `read` echo."""
+
     data: str
-    future: asyncio.Future[AckFrame]
+    expect: type[AckFrame | ChangeFrame | ReadFrame]
+    future: asyncio.Future[ServerFrame]
     generation: int = -1  # the connection it was last transmitted on
     internal_errors: int = 0
 
@@ -143,6 +180,10 @@ class ChatClient:
     dead connection. `request_timeout` bounds waiting for the reply to `join`,
     `leave`, `ping` and `reauthenticate`.
 
+    Notifications are live from the first connection on; give
+    `notifications_after` (a notification id, e.g. `last_notification_id` saved by
+    an earlier run) to have the ones after it delivered first.
+
     Received events are buffered in memory until you iterate the client.
     """
 
@@ -160,6 +201,7 @@ class ChatClient:
         open_timeout: float = 10.0,
         request_timeout: float = 30.0,
         http_timeout: float = 10.0,
+        notifications_after: int | None = None,
     ) -> None:
         if (token is None) == (token_provider is None):
             raise ValueError("give exactly one of token= and token_provider=")
@@ -181,7 +223,7 @@ class ChatClient:
         self._hello: HelloFrame | None = None
         self._rooms: dict[str, None] = {}  # rooms to be in, in join order
         self._last_seq: dict[str, int | None] = {}  # None: take `joined.last_seq`
-        self._pending: dict[str, _PendingSend] = {}
+        self._pending: dict[str, _Pending] = {}
         self._requests: dict[str, asyncio.Future[ServerFrame]] = {}
         self._join_refs: dict[str, str] = {}  # ref of a join frame -> room
         self._join_waiters: dict[str, list[asyncio.Future[JoinedFrame]]] = {}
@@ -191,6 +233,11 @@ class ChatClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._first_connect: asyncio.Future[None] | None = None
         self._history = History(self.http_url, timeout=http_timeout)
+        self._api = HttpApi(self.http_url, timeout=http_timeout, token=self._http_token)
+        self._inbox = Inbox(self._api)
+        self._notifications = NotificationCursor(notifications_after)
+        self._catchup = CatchUp(self._history, self._inbox, self._http_token)
+        self._versions = ChangeVersions()
         self._failure: BaseException | None = None
         self._closed = False
         self._reconnects = 0
@@ -252,6 +299,7 @@ class ChatClient:
             self._fail_all(ClientClosedError("the client was closed"))
             self._events.put_nowait(None)
         await self._history.aclose()
+        await self._api.aclose()
 
     # --- state -----------------------------------------------------------------
 
@@ -281,6 +329,13 @@ class ChatClient:
     def rooms(self) -> tuple[str, ...]:
         """The rooms this client is in (and rejoins after reconnecting)."""
         return tuple(self._rooms)
+
+    @property
+    def last_notification_id(self) -> int | None:
+        """The id of the newest notification delivered (or, before any, the server's
+        newest when the client connected): give it as `notifications_after` to a later
+        run to resume there. None before the first connection."""
+        return self._notifications.last
 
     @property
     def last_seq(self) -> Mapping[str, int]:
@@ -320,8 +375,7 @@ class ChatClient:
     async def leave(self, room: str) -> None:
         """Leave `room`: no more events from it, and it is not rejoined."""
         self._check_open()
-        self._rooms.pop(room, None)
-        self._last_seq.pop(room, None)
+        self._forget_room(room)
         for waiter in self._join_waiters.pop(room, []):
             if not waiter.done():
                 waiter.set_exception(ClientClosedError(f"left {room!r} while joining"))
@@ -332,34 +386,125 @@ class ChatClient:
         with contextlib.suppress(DisconnectedError, RequestError):
             await self._request(conn, LeaveIn(type="leave", room=room, ref=_new_ref("l-")))
 
-    async def send(self, room: str, body: str, *, ref: str | None = None) -> AckFrame:
+    async def send(
+        self, room: str, body: str, *, reply_to: int | None = None, ref: str | None = None
+    ) -> AckFrame:
         """Send `body` to `room` and return the server's `ack` once it is stored.
 
-        The frame is retransmitted with the same `ref` after reconnects and after
-        `rate_limited`, `overloaded` and `unavailable` refusals (waiting
-        `retry_after`) until it is acknowledged;
-        the server stores one message per `ref`. Pass your own `ref` (at most 64
-        characters) to stay idempotent across processes. Raises `RequestError` when
-        refused for good (for example `not_joined`, `too_large`), `FrameTooLargeError`,
-        and the client's terminal error if it ends first. Cancel the call (for
-        example with `asyncio.timeout`) to stop retrying.
+        `reply_to` is the seq of the message of `room` this one answers. The frame is
+        retransmitted with the same `ref` after reconnects and after `rate_limited`,
+        `overloaded` and `unavailable` refusals (waiting `retry_after`) until it is
+        acknowledged; the server stores one message per `ref`. Pass your own `ref` (at
+        most 64 characters) to stay idempotent across processes. Raises `RequestError`
+        when refused for good (for example `not_joined`, `too_large`, `not_found` for a
+        `reply_to` that does not exist), `FrameTooLargeError`, and the client's terminal
+        error if it ends first. Cancel the call (for example with `asyncio.timeout`) to
+        stop retrying.
         """
         self._check_open()
-        frame = SendIn(type="send", room=room, body=body, ref=ref or _new_ref(""))
-        data = _encode(frame)
-        self._check_size(data)
-        if frame.ref in self._pending:
-            raise ValueError(f"a send with ref {frame.ref!r} is already in flight")
-        future: asyncio.Future[AckFrame] = asyncio.get_running_loop().create_future()
-        pending = _PendingSend(frame, data, future)
-        self._pending[frame.ref] = pending
+        frame = SendIn(
+            type="send", room=room, body=body, ref=ref or _new_ref(""), reply_to=reply_to
+        )
+        return await self._submit(frame.ref, frame, AckFrame)
+
+    async def edit(self, room: str, seq: int, body: str) -> EditedFrame:
+        """Replace the text of your message `seq` in `room`; returns the `edited` event.
+
+        Like `send`, the request survives reconnects and rate limits (an edit to the
+        same text again changes nothing). The event also reaches the iteration, as it
+        does every member's. Raises `RequestError`: `forbidden` (not your message, or
+        the room is archived), `not_found` (no such message or room), `too_large`,
+        `bad_frame`; and `FrameTooLargeError`.
+        """
+        self._check_open()
+        ref = _new_ref("e-")
+        frame = EditIn(type="edit", room=room, seq=seq, body=body, ref=ref)
+        return await self._submit(ref, frame, EditedFrame)
+
+    async def delete(self, room: str, seq: int) -> DeletedFrame:
+        """Delete message `seq` of `room` (yours, or any as the room's owner or an
+        admin); returns the `deleted` event. It keeps its seq and loses its text.
+
+        Retried like `edit`. Raises `RequestError` (`forbidden`, `not_found`).
+        """
+        self._check_open()
+        ref = _new_ref("d-")
+        frame = DeleteIn(type="delete", room=room, seq=seq, ref=ref)
+        return await self._submit(ref, frame, DeletedFrame)
+
+    async def react(self, room: str, seq: int, emoji: str, on: bool = True) -> ReactionFrame:
+        """Set (`on=True`) or clear your `emoji` reaction to message `seq` of `room`;
+        returns the `reaction` event, with everyone who has that reaction now.
+
+        `emoji` is at most 16 characters. Retried like `edit`. Raises `RequestError`
+        (`forbidden` in an archived room, `not_found`, `bad_frame`, `too_large` past
+        the distinct reactions a message may have) and `ValueError` for a bad `emoji`.
+        """
+        self._check_open()
+        ref = _new_ref("x-")
         try:
-            conn = self._conn
-            if conn is not None and conn.ready:
-                await self._transmit(conn, pending)
-            return await future
-        finally:
-            self._pending.pop(frame.ref, None)
+            frame = ReactIn(type="react", room=room, seq=seq, emoji=emoji, on=on, ref=ref)
+        except ValidationError as exc:
+            raise ValueError(f"not a reaction: {emoji!r} (1 to 16 characters)") from exc
+        return await self._submit(ref, frame, ReactionFrame)
+
+    async def read(self, room: str, seq: int) -> ReadFrame:
+        """Move your read cursor in `room` forward to `seq`; returns the server's `read`
+        confirmation, whose `seq` is the cursor now (it never moves back, nor past the
+        room's newest message).
+
+        Your other connections get a `read` event. Retried like `edit` (moving a cursor
+        twice is harmless). Raises `RequestError` (`not_joined`, `bad_frame`).
+        """
+        self._check_open()
+        ref = _new_ref("r-")
+        frame = ReadIn(type="read", room=room, seq=seq, ref=ref)
+        return await self._submit(ref, frame, ReadFrame)
+
+    # --- notifications ---------------------------------------------------------
+
+    async def notifications(self) -> AsyncIterator[NotificationFrame]:
+        """Iterate the client's events, yielding only the notifications.
+
+        Notifications come to every connection of the user whatever rooms it joined,
+        so this needs no `join`. It consumes the same stream as `async for event in
+        client` (other events are skipped): use one or the other. Ends and raises
+        like that iteration.
+        """
+        async for event in self:
+            if isinstance(event, NotificationFrame):
+                yield event
+
+    async def list_notifications(self, after: int = 0, limit: int = 50) -> NotificationPage:
+        """`GET /api/notifications`: your notifications with an id above `after`,
+        oldest first (at most `limit`), and how many are unread.
+
+        Works over HTTP, connected or not (the HTTP calls need only the token).
+        Raises `ApiError`, `AuthenticationError` and `ConnectionFailedError`.
+        """
+        self._check_usable()
+        return await self._inbox.page(after, limit)
+
+    async def mark_notifications_read(self, upto: int) -> int | None:
+        """`POST /api/notifications/read`: mark your notifications up to id `upto`
+        read; returns how many are left unread (when the server says)."""
+        self._check_usable()
+        return await self._inbox.mark_read(upto)
+
+    async def notify(
+        self, username: str, title: str, body: str, link: str | None = None
+    ) -> NotificationFrame:
+        """`POST /api/notifications` (admins and bots): send `username` a notification
+        of kind `app` (`from` you); returns it as stored. A `429` is waited out.
+
+        Raises `ApiError` (`forbidden` for other callers, `not_found` for an unknown
+        user, `bad_request` for an empty or too long field or a link that is not an
+        http(s) URL or a path), `AuthenticationError`, `ConnectionFailedError`.
+        """
+        self._check_usable()
+        return await self._inbox.notify(username, title, body, link)
+
+    # --- other requests --------------------------------------------------------
 
     async def typing(self, room: str) -> None:
         """Tell the room's other members that this user is typing (best effort)."""
@@ -403,7 +548,9 @@ class ChatClient:
     # --- events ----------------------------------------------------------------
 
     def __aiter__(self) -> ChatClient:
-        """Iterate the events: messages, presence, typing, tasks, alerts, errors."""
+        """Iterate the events: messages and their changes (`edited`, `deleted`,
+        `reaction`), `read`, `room`, `removed`, notifications and `notifications_read`,
+        presence, typing, tasks, alerts, errors."""
         return self
 
     async def __anext__(self) -> Event:
@@ -493,11 +640,14 @@ class ChatClient:
             helpers.append(asyncio.create_task(self._retransmit(conn)))
             helpers.append(asyncio.create_task(self._refresh_before_expiry(conn)))
             try:
+                # Before any live frame is read: the missed notifications come first.
+                if self._notifications.behind(conn.hello.last_notification_id):
+                    await self._catchup.notifications(self._notifications, self._events.put_nowait)
                 async for raw in conn.ws:
                     await self._dispatch(conn, raw)
             except ConnectionClosed:
                 pass
-            except _ResyncNeeded as exc:
+            except ResyncNeeded as exc:
                 log.warning("resyncing: %s", exc)
                 await conn.ws.close(CloseCode.NORMAL, "resync")
                 return None, "resync"
@@ -527,7 +677,7 @@ class ChatClient:
                 await self._send_join(conn, room)
 
     async def _retransmit(self, conn: Connection) -> None:
-        """Send again, with their refs, the sends not acknowledged on an earlier connection."""
+        """Send again, with their refs, the requests not confirmed on an earlier connection."""
         for pending in list(self._pending.values()):
             if pending.generation != conn.generation:
                 await self._transmit(conn, pending)
@@ -573,7 +723,7 @@ class ChatClient:
         finally:
             self._requests.pop(ref, None)
 
-    async def _transmit(self, conn: Connection, pending: _PendingSend) -> None:
+    async def _transmit(self, conn: Connection, pending: _Pending) -> None:
         pending.generation = conn.generation
         while (wait := self._paused_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
@@ -582,6 +732,25 @@ class ChatClient:
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(pending.data)
 
+    async def _submit(self, ref: str, frame: BaseModel, expect: type[_Reply]) -> _Reply:
+        """Send `frame` (with `ref`) until its confirmation, an `expect`, arrives."""
+        data = _encode(frame)
+        self._check_size(data)
+        if ref in self._pending:
+            raise ValueError(f"a request with ref {ref!r} is already in flight")
+        future: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
+        pending = _Pending(data, expect, future)
+        self._pending[ref] = pending
+        try:
+            conn = self._conn
+            if conn is not None and conn.ready:
+                await self._transmit(conn, pending)
+            reply = await future
+        finally:
+            self._pending.pop(ref, None)
+        assert isinstance(reply, expect)
+        return reply
+
     def _check_open(self) -> None:
         if self._failure is not None:
             raise self._failure
@@ -589,6 +758,26 @@ class ChatClient:
             raise ClientClosedError("the client is closed")
         if self._supervisor is None:
             raise ClientClosedError("not connected yet: use `async with` or connect()")
+
+    def _check_usable(self) -> None:
+        """For HTTP calls: the client need not be connected, only not closed."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+
+    async def _http_token(self) -> str:
+        conn = self._conn
+        return conn.token if conn is not None else await self._fresh_token()
+
+    def _pause(self, seconds: float) -> None:
+        """Hold every frame of ours back for `seconds` (after `rate_limited`)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    def _forget_room(self, room: str) -> None:
+        self._rooms.pop(room, None)
+        self._last_seq.pop(room, None)
+        self._versions.forget_room(room)
 
     def _check_size(self, data: str) -> None:
         limit = self._hello.limits.get("max_frame_bytes") if self._hello else None
@@ -608,14 +797,29 @@ class ChatClient:
             case MessageFrame():
                 await self._on_message(frame)
             case AckFrame():
-                pending = self._pending.get(frame.ref)
-                if pending is not None and not pending.future.done():
-                    pending.future.set_result(frame)
+                self._confirm(frame.ref, frame)
             case JoinedFrame():
                 await self._on_joined(frame)
             case ErrorFrame():
                 self._on_error(conn, frame)
-            case PresenceFrame() | TypingFrame() | TaskFrame() | AlertFrame():
+            case EditedFrame() | DeletedFrame() | ReactionFrame():
+                self._on_change(frame)
+            case NotificationFrame():
+                if self._notifications.take(frame):
+                    self._events.put_nowait(frame)
+            case RemovedFrame():
+                self._on_removed(conn, frame)
+            case ReadFrame() if frame.ref is not None:  # the confirmation of our `read`
+                self._confirm(frame.ref, frame)
+            case (
+                RoomFrame()
+                | ReadFrame()
+                | PresenceFrame()
+                | TypingFrame()
+                | TaskFrame()
+                | AlertFrame()
+                | NotificationsReadFrame()
+            ):
                 self._events.put_nowait(frame)
             case LeftFrame() | PongFrame() | ReauthedFrame():
                 future = self._requests.get(frame.ref) if frame.ref else None
@@ -630,6 +834,9 @@ class ChatClient:
             room = self._join_refs.pop(frame.ref, room)
         if room in self._rooms:
             last = self._last_seq.get(room)
+            if last is not None and frame.changes_truncated:
+                # More changes than a join resends: each message's state from history.
+                await self._catchup.changes(room, last, self._events.put_nowait)
             if last is None:
                 self._last_seq[room] = frame.last_seq
             elif frame.last_seq < last:
@@ -642,6 +849,25 @@ class ChatClient:
         for waiter in self._join_waiters.pop(room, []):
             if not waiter.done():
                 waiter.set_result(frame)
+
+    def _on_change(self, frame: ChangeFrame) -> None:
+        """An `edited`, `deleted` or `reaction` event: the confirmation of a request of
+        ours when it carries its ref; news to the application unless already seen."""
+        self._confirm(frame.ref, frame)
+        if frame.room in self._rooms and self._versions.is_news(frame):
+            self._events.put_nowait(frame)
+
+    def _confirm(self, ref: str | None, frame: AckFrame | ChangeFrame | ReadFrame) -> None:
+        """Resolve the request waiting for `frame` (its `ref`, the type it expects)."""
+        pending = self._pending.get(ref) if ref is not None else None
+        if pending is not None and isinstance(frame, pending.expect) and not pending.future.done():
+            pending.future.set_result(frame)
+
+    def _on_removed(self, conn: Connection, frame: RemovedFrame) -> None:
+        """Removed from a room (or left it elsewhere): it is no longer rejoined."""
+        self._forget_room(frame.room)
+        conn.joins_sent.discard(frame.room)
+        self._events.put_nowait(frame)
 
     async def _on_message(self, frame: MessageFrame) -> None:
         room = frame.room
@@ -662,27 +888,18 @@ class ChatClient:
     async def _fill(self, room: str, before: int) -> None:
         """Deliver the stored messages of `room` after its last seq and before `before`."""
         after = self._last_seq.get(room)
-        while after is not None and after + 1 < before:
-            conn = self._conn
-            token = conn.token if conn is not None else await self._fresh_token()
-            try:
-                items = await self._history.after(room, after, token)
-            except HistoryError as exc:
-                raise _ResyncNeeded(f"cannot page {room!r} after {after}: {exc}") from exc
-            for item in items:
-                if after < item.seq < before:
-                    self._events.put_nowait(item)
-                    self._last_seq[room] = after = item.seq
-            if len(items) < PAGE or items[-1].seq >= before - 1:
-                return
-            after = max(after, items[-1].seq)
+        if after is not None:
+            await self._catchup.messages(room, after, before, self._deliver_message)
+
+    def _deliver_message(self, frame: MessageFrame) -> None:
+        self._last_seq[frame.room] = frame.seq
+        self._events.put_nowait(frame)
 
     def _on_error(self, conn: Connection, frame: ErrorFrame) -> None:
         ref = frame.ref
         if ref is not None and (pending := self._pending.get(ref)) is not None:
             if frame.code in RETRY_LATER:  # nothing stored: the same ref again, later
-                delay = frame.retry_after if frame.retry_after is not None else 1.0
-                self._paused_until = max(self._paused_until, time.monotonic() + delay)
+                self._pause(frame.retry_after if frame.retry_after is not None else 1.0)
                 self._retransmit_later(conn, pending, 0.0)
             elif frame.code == ErrorCode.INTERNAL and pending.internal_errors < _INTERNAL_RETRIES:
                 # Nothing was stored (say, a database hiccup while the server stops).
@@ -716,7 +933,7 @@ class ChatClient:
 
     # --- ending ----------------------------------------------------------------
 
-    def _retransmit_later(self, conn: Connection, pending: _PendingSend, delay: float) -> None:
+    def _retransmit_later(self, conn: Connection, pending: _Pending, delay: float) -> None:
         pending.generation = -1  # a reconnect meanwhile retransmits it at once
 
         async def later() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from chat_client.protocol import ErrorFrame
 
 __all__ = [
+    "ApiError",
     "AuthenticationError",
     "ChatClientError",
     "ClientClosedError",
@@ -67,6 +68,31 @@ class RequestError(ChatClientError):
         self.frame = frame
         self.code = frame.code
         self.detail = frame.detail
+
+
+class ApiError(RequestError):
+    """The server refused an HTTP request of ours (a 4xx or 5xx answer with a `detail`).
+
+    `status` is the HTTP status; `code` names it like an `error` frame's code where one
+    fits (403 `forbidden`, 404 `not_found`, 413 `too_large`, 429 `rate_limited`), so one
+    `except RequestError` handles refusals over both transports.
+    """
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(ErrorFrame(code=_HTTP_CODES.get(status, f"http_{status}"), detail=detail))
+        self.status = status
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "too_large",
+    422: "bad_request",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 def short(exc: BaseException) -> str:
