@@ -282,6 +282,31 @@ async def test_delete_by_author_owner_or_admin_and_not_by_another_member(
         await ws.close()
 
 
+async def test_in_a_dm_the_opener_has_no_owners_powers_over_the_peers_messages(
+    cserver: Server, capi: Api
+) -> None:
+    # The opener of a DM is recorded as its `owner` but may not moderate it: only
+    # the author or an admin deletes a message there, and only admins read its history.
+    alice, bob, admin = capi.user(), capi.user(), capi.admin()
+    r = capi.client.post("/api/dms", json={"username": bob.name}, headers=alice.headers)
+    assert r.status_code == 201, r.text
+    dm = r.json()["name"]
+    a, b = await connect(cserver, alice.token), await connect(cserver, bob.token)
+    await join(a, dm)
+    await join(b, dm)
+    await say(b, dm, "bob's words")
+    refused = await ask(a, type="delete", room=dm, seq=1)
+    assert refused["type"] == "error" and refused["code"] == "forbidden", refused
+    assert by_seq(capi, bob, dm)[1]["body"] == "bob's words"
+    await ask(b, type="edit", room=dm, seq=1, body="bob's second thoughts")
+    r = capi.client.get(f"/api/rooms/{dm}/messages/1/history", headers=alice.headers)
+    assert r.status_code == 403, r.text
+    r = capi.client.get(f"/api/rooms/{dm}/messages/1/history", headers=admin.headers)
+    assert r.status_code == 200 and r.json()["items"][0]["old_body"] == "bob's words"
+    for ws in (a, b):
+        await ws.close()
+
+
 async def test_a_private_rooms_message_history_is_not_found_for_outsiders(
     cserver: Server, capi: Api
 ) -> None:
