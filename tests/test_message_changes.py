@@ -570,6 +570,29 @@ async def test_changes_made_while_a_client_joins_are_never_lost(cserver: Server,
     await a.close()
 
 
+async def test_a_join_since_past_the_newest_message_resends_no_changes_harmlessly(
+    cserver: Server, capi: Api
+) -> None:
+    # A `since` from the future (even past the database's integer range) has no
+    # changes to resend: `joined`, then live events, never an internal error that
+    # leaves the room half-joined.
+    alice = capi.user()
+    room = capi.room(alice)
+    a = await connect(cserver, alice.token)
+    await join(a, room)
+    await say(a, room, "one")
+    await ask(a, type="edit", room=room, seq=1, body="one, edited")
+    b = await connect(cserver, alice.token)
+    for since in (2**63, 10**30, 5):
+        joined = await ask(b, type="join", room=room, since=since)
+        assert joined["type"] == "joined" and joined["last_seq"] == 1, joined
+        await expect_no_frame(b, 0.3, kind="edited")
+    await ask(a, type="edit", room=room, seq=1, body="one, again")
+    assert (await recv_until(b, "edited", seq=1))["body"] == "one, again"
+    for ws in (a, b):
+        await ws.close()
+
+
 async def test_an_archived_room_refuses_changes(cserver: Server, capi: Api) -> None:
     alice = capi.user()
     room = capi.room(alice)

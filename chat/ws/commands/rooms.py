@@ -44,7 +44,9 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         replay = await store.messages(room, after=since, upto=last_seq, limit=cap)
         truncated = last_seq - since > cap
     changes = None
-    if since:  # changes to messages the client holds (none below seq 1)
+    # Changes to messages the client holds: none below seq 1, and none to resend for a
+    # `since` past `last_seq` (their `at_seq` would be past it: they arrive live).
+    if since and since <= last_seq:
         changes = await store.changes_since(room, since, settings.replay_cap)
     read_seq, unread = await store.read_state(room.id, session.user.id)
     conn.push(
