@@ -22,6 +22,7 @@ from tests.harness import (
     expect_no_frame,
     join,
     nodes,
+    recv,
     recv_until,
     say,
     send,
@@ -456,4 +457,50 @@ async def test_joins_at_once_all_make_members(server: Server, api: Api) -> None:
     items = api.client.get(f"/api/rooms/{room}/members", headers=owner.headers).json()["items"]
     assert sorted(i["id"] for i in items) == sorted([owner.id, *(p.id for p in people)])
     for ws in sockets:
+        await ws.close()
+
+
+async def test_a_join_racing_the_removal_leaves_nothing_joined(make_server: Any) -> None:
+    """A removal that lands while the member's `join` is being answered (between its
+    read of the room and its registration, or during its replay) still wins: the join
+    is refused, or it ends before `removed`; nothing of the room comes after `removed`
+    and the connection is not left joined to a room it may no longer read."""
+    server = make_server(join_rate=1000, join_burst=1000)
+    api = Api(server)
+    owner, bob = api.user(), api.user()
+    room = api.room(owner, private=True)
+    o = await connect(server, owner.token)
+    await join(o, room)
+    for i in range(20):
+        await say(o, room, f"history {i}")
+    b = await connect(server, bob.token)
+    urls = [node.http for node in nodes(server)]
+    members = f"/api/rooms/{room}/members"
+    async with httpx.AsyncClient(base_url=urls[-1], timeout=10) as http:
+        for attempt in range(30):
+            r = await http.post(members, json={"username": bob.name}, headers=owner.headers)
+            assert r.status_code == 201, r.text
+            ref = f"join-{attempt}"
+            await send(b, type="join", room=room, since=0, ref=ref)
+            await asyncio.sleep(attempt % 8 * 0.001)
+            r = await http.delete(f"{members}/{bob.name}", headers=owner.headers)
+            assert r.status_code == 204, r.text
+            frames = []
+            while True:
+                try:
+                    frames.append(await recv(b, 0.3))
+                except TimeoutError:
+                    break
+            kinds = [f["type"] for f in frames]
+            assert "removed" in kinds, frames
+            after = frames[kinds.index("removed") + 1 :]
+            assert not [f for f in after if f.get("room") == room and f["type"] != "error"], (
+                attempt,
+                kinds,
+            )
+            await send(b, type="typing", room=room, ref=f"t-{attempt}")
+            answer = await recv_until(b, "error", ref=f"t-{attempt}")
+            assert answer["code"] == "not_joined", answer
+    api.close()
+    for ws in (o, b):
         await ws.close()

@@ -430,6 +430,7 @@ class Hub:
     def _evict(self, conn: Connection, room: str) -> None:
         """`conn` leaves `room` now (nothing more of it is delivered); presence and the
         room's channel follow in the background."""
+        conn.removals[room] = conn.removals.get(room, 0) + 1  # for a join in progress
         if self._detach(conn, room):
             self._spawn(self._forget_if_unwatched(conn, room))
 

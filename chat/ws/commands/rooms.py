@@ -25,6 +25,7 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         )
     # Before any database work: a join may replay `replay_cap` messages.
     await session.rate_limit("join", settings.join_rate, settings.join_burst, frame.ref)
+    removals = conn.removals.get(frame.room, 0)  # a removal landing during the join wins
     room = await session.readable_room(frame.room, frame.ref)
     if not room.member and not room.private:
         # Joining a public room makes one a member (once: `member` is then true).
@@ -49,6 +50,12 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
     if since and since <= last_seq:
         changes = await store.changes_since(room, since, settings.replay_cap)
     read_seq, unread = await store.read_state(room.id, session.user.id)
+    if conn.removals.get(room.name, 0) != removals:
+        # Removed since the room was read (`removed` is sent): undo the registration and
+        # start over, so a room no longer readable is `not_found` and nothing of it is sent.
+        await hub.leave(conn, room.name)
+        session.joined.pop(room.name, None)
+        return await join(session, frame)
     conn.push(
         encode(
             JoinedFrame(
@@ -66,9 +73,13 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         )
     )
     for message in replay:  # waits for the socket rather than overflowing the queue
+        if conn.removals.get(room.name, 0) != removals:
+            return  # removed meanwhile: the hub detached the connection, nothing more
         if conn.claim(room.name, message.seq):
             await conn.put(encode(message))
     for change in changes.frames if changes is not None else ():
+        if conn.removals.get(room.name, 0) != removals:
+            return
         await conn.put(encode(change))
     hub.finish_replay(conn, room.name, last_seq)
 
