@@ -618,6 +618,31 @@ async def test_an_archived_room_refuses_changes(cserver: Server, capi: Api) -> N
     await a.close()
 
 
+async def test_changes_in_a_room_archived_through_the_api_are_refused_like_sends(
+    cserver: Server, capi: Api
+) -> None:
+    # The documented refusal: `forbidden` "the room is archived: read only", as a send
+    # gets, for edit and react (and delete) alike.
+    alice = capi.user()
+    room = capi.room(alice)
+    a = await connect(cserver, alice.token)
+    await join(a, room)
+    await say(a, room, "before the archive")
+    r = capi.client.patch(f"/api/rooms/{room}", json={"archived": True}, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    await recv_until(a, "room", archived=True)
+    for frame in (
+        {"type": "send", "body": "after"},
+        {"type": "edit", "seq": 1, "body": "after"},
+        {"type": "react", "seq": 1, "emoji": "👍", "on": True},
+        {"type": "delete", "seq": 1},
+    ):
+        refused = await ask(a, room=room, **frame)
+        assert refused["type"] == "error" and refused["code"] == "forbidden", refused
+        assert refused["detail"] == "the room is archived: read only", refused
+    await a.close()
+
+
 async def test_changes_share_the_senders_rate_limit(make_server: ServerFactory) -> None:
     server = make_server(send_rate=0.2, send_burst=3)
     api = Api(server)

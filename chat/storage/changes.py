@@ -120,7 +120,7 @@ async def _lock_room(s: AsyncSession, room_id: int) -> int:
     if row is None:
         raise ChangeRefused(ErrorCode.NOT_FOUND, "no such room, or you may not read it")
     if row.archived:
-        raise ChangeRefused(ErrorCode.FORBIDDEN, "the room is archived: its messages cannot change")
+        raise ChangeRefused(ErrorCode.FORBIDDEN, "the room is archived: read only")
     return int(row.last_seq)
 
 
