@@ -504,3 +504,28 @@ async def test_a_join_racing_the_removal_leaves_nothing_joined(make_server: Any)
     api.close()
     for ws in (o, b):
         await ws.close()
+
+
+def test_text_the_database_cannot_hold_is_never_a_500(api: Api) -> None:
+    """NUL (and lone surrogates) in the new query parameters and paths: PostgreSQL
+    cannot bind them, so they must be answered before the database sees them."""
+    owner = api.user()
+    room = api.room(owner)
+    for path, params in (
+        ("/api/users", {"q": "a\x00"}),
+        ("/api/users", {"q": "\x00"}),
+        (f"/api/rooms/{room}/members", {"after": "a\x00"}),
+        ("/api/rooms/a%00b/members", {}),
+        ("/api/rooms/a%00b/notify", {}),
+        ("/api/rooms/a%00b/messages/1/history", {}),
+    ):
+        r = api.client.get(path, params=params, headers=owner.headers)
+        assert r.status_code < 500, (path, params, r.status_code, r.text[:200])
+    for method, path, body in (
+        ("POST", "/api/dms", {"username": "a\x00b"}),
+        ("DELETE", f"/api/rooms/{room}/members/a%00b", None),
+        ("PATCH", "/api/rooms/a%00b", {"topic": "x"}),
+        ("PUT", "/api/rooms/a%00b/notify", {"level": "all"}),
+    ):
+        r = api.client.request(method, path, json=body, headers=owner.headers)
+        assert r.status_code < 500, (method, path, r.status_code, r.text[:200])

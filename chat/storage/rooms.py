@@ -51,6 +51,8 @@ class RoomQueries:
 
     async def room_for(self, name: str, user: UserRef) -> RoomView | None:
         """The room if `user` may read it; None both when absent and when forbidden."""
+        if "\x00" in name:  # no room name holds NUL, and PostgreSQL cannot bind one
+            return None
         views = await self._rooms(user, Room.name == name)
         return views[0] if views else None
 
@@ -150,7 +152,8 @@ class RoomQueries:
             .limit(min(limit, MEMBERS_PAGE_MAX))
         )
         if after is not None:
-            query = query.where(User.username_key > after.casefold())
+            # No username holds NUL (and PostgreSQL cannot bind one): what comes before it.
+            query = query.where(User.username_key > after.partition("\x00")[0].casefold())
         async with self.db.read() as s:
             users = (await s.execute(query)).scalars().all()
         return [user_ref(u) for u in users]
