@@ -307,6 +307,31 @@ async def test_in_a_dm_the_opener_has_no_owners_powers_over_the_peers_messages(
         await ws.close()
 
 
+async def test_a_messages_change_history_comes_in_pages(cserver: Server, capi: Api) -> None:
+    # Reactions can be set and cleared without end: the moderation history is paged.
+    alice = capi.user()
+    room = capi.room(alice)
+    a = await connect(cserver, alice.token)
+    await join(a, room)
+    await say(a, room, "react to me")
+    for on in (True, False, True, False, True):
+        await ask(a, type="react", room=room, seq=1, emoji="👍", on=on)
+    path = f"/api/rooms/{room}/messages/1/history"
+    r = capi.client.get(path, params={"limit": 2}, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    first = r.json()["items"]
+    assert [c["kind"] for c in first] == ["react", "unreact"]
+    r = capi.client.get(
+        path, params={"after": first[-1]["version"], "limit": 500}, headers=alice.headers
+    )
+    rest = r.json()["items"]
+    assert [c["kind"] for c in rest] == ["react", "unreact", "react"]
+    assert rest[0]["version"] > first[-1]["version"]
+    r = capi.client.get(path, params={"limit": 501}, headers=alice.headers)
+    assert r.status_code == 422
+    await a.close()
+
+
 async def test_a_private_rooms_message_history_is_not_found_for_outsiders(
     cserver: Server, capi: Api
 ) -> None:

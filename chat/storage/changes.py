@@ -338,9 +338,12 @@ class ChangeQueries:
                 )
         return ResumeChanges(frames, truncated)
 
-    async def message_history(self, room: RoomView, seq: int) -> list[dict[str, object]] | None:
-        """The message's changes, oldest first (None when there is no such message):
-        the only place a deleted message's text is kept."""
+    async def message_history(
+        self, room: RoomView, seq: int, *, after: int = 0, limit: int
+    ) -> list[dict[str, object]] | None:
+        """The message's changes with a version after `after`, oldest first, at most
+        `limit` (None when there is no such message): the only place a deleted
+        message's text is kept."""
         async with self.db.read() as s:
             message_id = await s.scalar(
                 select(Message.id).where(Message.room_id == room.id, Message.seq == seq)
@@ -352,8 +355,9 @@ class ChangeQueries:
                     await s.execute(
                         select(MessageChange, User)
                         .join(User, User.id == MessageChange.user_id)
-                        .where(MessageChange.message_id == message_id)
+                        .where(MessageChange.message_id == message_id, MessageChange.id > after)
                         .order_by(MessageChange.id)
+                        .limit(limit)
                     )
                 )
                 .tuples()
