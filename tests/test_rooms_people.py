@@ -529,3 +529,41 @@ def test_text_the_database_cannot_hold_is_never_a_500(api: Api) -> None:
     ):
         r = api.client.request(method, path, json=body, headers=owner.headers)
         assert r.status_code < 500, (method, path, r.status_code, r.text[:200])
+
+
+async def test_a_join_racing_an_unarchive_can_send(make_server: Any) -> None:
+    """The connection's read-only flag comes from a read made after the join is
+    registered for `room` events: a join racing an unarchive is never left refusing
+    sends to an open room (nor, racing an archive, accepting them)."""
+    server = make_server(join_rate=1000, join_burst=1000, send_rate=1000, send_burst=1000)
+    api = Api(server)
+    owner, bob = api.user(), api.user()
+    room = api.room(owner)
+    b = await connect(server, bob.token)
+    urls = [node.http for node in nodes(server)]
+    async with httpx.AsyncClient(base_url=urls[-1], timeout=10) as http:
+        for attempt in range(30):
+            r = await http.patch(
+                f"/api/rooms/{room}", json={"archived": True}, headers=owner.headers
+            )
+            assert r.status_code == 200, r.text
+            await send(b, type="join", room=room, ref=f"j-{attempt}")
+            await asyncio.sleep(attempt % 6 * 0.001)
+            r = await http.patch(
+                f"/api/rooms/{room}", json={"archived": False}, headers=owner.headers
+            )
+            assert r.status_code == 200, r.text
+            await recv_until(b, "joined", ref=f"j-{attempt}")
+            await asyncio.sleep(0.2 if isinstance(server, ServerPair) else 0.05)
+            await send(b, type="send", room=room, body=f"open {attempt}", ref=f"s-{attempt}")
+            while True:
+                answer = await recv(b)
+                if answer.get("ref") == f"s-{attempt}":
+                    break
+            assert answer["type"] == "ack", (attempt, answer)
+            # Leave the room's members, so the next join records the membership again.
+            r = await http.delete(f"/api/rooms/{room}/members/{bob.name}", headers=owner.headers)
+            assert r.status_code == 204, r.text
+            await recv_until(b, "removed")
+    api.close()
+    await b.close()

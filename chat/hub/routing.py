@@ -422,6 +422,7 @@ class Hub:
 
     def _mark_read_only(self, room: str, archived: bool) -> None:
         for conn in self._by_room.get(room, ()):
+            conn.read_only_events[room] = conn.read_only_events.get(room, 0) + 1
             if archived:
                 conn.read_only.add(room)
             else:

@@ -172,10 +172,13 @@ class RoomQueries:
         async with self.db.write() as s:
             await s.execute(update(Room).where(Room.id == room_id).values(**values))
 
-    async def last_seq(self, room_id: int) -> int:
+    async def last_seq_archived(self, room_id: int) -> tuple[int, bool]:
+        """The room's newest seq and whether it is archived, as of now."""
         async with self.db.read() as s:
-            value = await s.scalar(select(Room.last_seq).where(Room.id == room_id))
-            return int(value or 0)
+            row = (
+                await s.execute(select(Room.last_seq, Room.archived).where(Room.id == room_id))
+            ).first()
+        return (int(row[0]), bool(row[1])) if row is not None else (0, False)
 
     async def last_seqs(self, names: Sequence[str]) -> dict[str, int]:
         """The newest seq of each named room (rooms that do not exist are left out)."""

@@ -31,12 +31,16 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         # Joining a public room makes one a member (once: `member` is then true).
         await session.deps.memberships.record(room.id, session.user.id)
     session.joined[room.name] = room  # what sends need, without a read each
-    if room.archived:  # kept current by `room` events once joined
-        conn.read_only.add(room.name)
-    else:
-        conn.read_only.discard(room.name)
+    events = conn.read_only_events.get(room.name, 0)
     presence = await hub.join(conn, room.name)
-    last_seq = await store.last_seq(room.id)
+    # Read after the registration: an archive or unarchive committed since `room` was
+    # read shows here, or its `room` event reaches the connection (and is newer).
+    last_seq, archived = await store.last_seq_archived(room.id)
+    if conn.read_only_events.get(room.name, 0) == events:  # kept current by them once joined
+        if archived:
+            conn.read_only.add(room.name)
+        else:
+            conn.read_only.discard(room.name)
     replay = []
     since = frame.since
     truncated = False
@@ -64,7 +68,7 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
                 last_seq=last_seq,
                 replay_truncated=truncated,
                 topic=room.topic,
-                archived=room.archived,
+                archived=room.name in conn.read_only,
                 read_seq=read_seq,
                 unread=unread,
                 changes_truncated=changes is not None and changes.truncated,
