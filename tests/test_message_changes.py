@@ -282,6 +282,56 @@ async def test_delete_by_author_owner_or_admin_and_not_by_another_member(
         await ws.close()
 
 
+async def test_in_a_dm_the_opener_has_no_owners_powers_over_the_peers_messages(
+    cserver: Server, capi: Api
+) -> None:
+    # The opener of a DM is recorded as its `owner` but may not moderate it: only
+    # the author or an admin deletes a message there, and only admins read its history.
+    alice, bob, admin = capi.user(), capi.user(), capi.admin()
+    r = capi.client.post("/api/dms", json={"username": bob.name}, headers=alice.headers)
+    assert r.status_code == 201, r.text
+    dm = r.json()["name"]
+    a, b = await connect(cserver, alice.token), await connect(cserver, bob.token)
+    await join(a, dm)
+    await join(b, dm)
+    await say(b, dm, "bob's words")
+    refused = await ask(a, type="delete", room=dm, seq=1)
+    assert refused["type"] == "error" and refused["code"] == "forbidden", refused
+    assert by_seq(capi, bob, dm)[1]["body"] == "bob's words"
+    await ask(b, type="edit", room=dm, seq=1, body="bob's second thoughts")
+    r = capi.client.get(f"/api/rooms/{dm}/messages/1/history", headers=alice.headers)
+    assert r.status_code == 403, r.text
+    r = capi.client.get(f"/api/rooms/{dm}/messages/1/history", headers=admin.headers)
+    assert r.status_code == 200 and r.json()["items"][0]["old_body"] == "bob's words"
+    for ws in (a, b):
+        await ws.close()
+
+
+async def test_a_messages_change_history_comes_in_pages(cserver: Server, capi: Api) -> None:
+    # Reactions can be set and cleared without end: the moderation history is paged.
+    alice = capi.user()
+    room = capi.room(alice)
+    a = await connect(cserver, alice.token)
+    await join(a, room)
+    await say(a, room, "react to me")
+    for on in (True, False, True, False, True):
+        await ask(a, type="react", room=room, seq=1, emoji="👍", on=on)
+    path = f"/api/rooms/{room}/messages/1/history"
+    r = capi.client.get(path, params={"limit": 2}, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    first = r.json()["items"]
+    assert [c["kind"] for c in first] == ["react", "unreact"]
+    r = capi.client.get(
+        path, params={"after": first[-1]["version"], "limit": 500}, headers=alice.headers
+    )
+    rest = r.json()["items"]
+    assert [c["kind"] for c in rest] == ["react", "unreact", "react"]
+    assert rest[0]["version"] > first[-1]["version"]
+    r = capi.client.get(path, params={"limit": 501}, headers=alice.headers)
+    assert r.status_code == 422
+    await a.close()
+
+
 async def test_a_private_rooms_message_history_is_not_found_for_outsiders(
     cserver: Server, capi: Api
 ) -> None:
@@ -545,6 +595,29 @@ async def test_changes_made_while_a_client_joins_are_never_lost(cserver: Server,
     await a.close()
 
 
+async def test_a_join_since_past_the_newest_message_resends_no_changes_harmlessly(
+    cserver: Server, capi: Api
+) -> None:
+    # A `since` from the future (even past the database's integer range) has no
+    # changes to resend: `joined`, then live events, never an internal error that
+    # leaves the room half-joined.
+    alice = capi.user()
+    room = capi.room(alice)
+    a = await connect(cserver, alice.token)
+    await join(a, room)
+    await say(a, room, "one")
+    await ask(a, type="edit", room=room, seq=1, body="one, edited")
+    b = await connect(cserver, alice.token)
+    for since in (2**63, 10**30, 5):
+        joined = await ask(b, type="join", room=room, since=since)
+        assert joined["type"] == "joined" and joined["last_seq"] == 1, joined
+        await expect_no_frame(b, 0.3, kind="edited")
+    await ask(a, type="edit", room=room, seq=1, body="one, again")
+    assert (await recv_until(b, "edited", seq=1))["body"] == "one, again"
+    for ws in (a, b):
+        await ws.close()
+
+
 async def test_an_archived_room_refuses_changes(cserver: Server, capi: Api) -> None:
     alice = capi.user()
     room = capi.room(alice)
@@ -567,6 +640,31 @@ async def test_an_archived_room_refuses_changes(cserver: Server, capi: Api) -> N
         assert "archived" in refused["detail"]
     msg = by_seq(capi, alice, room)[1]
     assert msg["body"] == "before the archive" and msg["reactions"] == {}
+    await a.close()
+
+
+async def test_changes_in_a_room_archived_through_the_api_are_refused_like_sends(
+    cserver: Server, capi: Api
+) -> None:
+    # The documented refusal: `forbidden` "the room is archived: read only", as a send
+    # gets, for edit and react (and delete) alike.
+    alice = capi.user()
+    room = capi.room(alice)
+    a = await connect(cserver, alice.token)
+    await join(a, room)
+    await say(a, room, "before the archive")
+    r = capi.client.patch(f"/api/rooms/{room}", json={"archived": True}, headers=alice.headers)
+    assert r.status_code == 200, r.text
+    await recv_until(a, "room", archived=True)
+    for frame in (
+        {"type": "send", "body": "after"},
+        {"type": "edit", "seq": 1, "body": "after"},
+        {"type": "react", "seq": 1, "emoji": "👍", "on": True},
+        {"type": "delete", "seq": 1},
+    ):
+        refused = await ask(a, room=room, **frame)
+        assert refused["type"] == "error" and refused["code"] == "forbidden", refused
+        assert refused["detail"] == "the room is archived: read only", refused
     await a.close()
 
 

@@ -249,7 +249,13 @@ async def test_admins_and_bots_notify_a_user_and_nobody_else_may(server: Server,
     assert r.status_code == 201, r.text
     assert (await recv_until(b, "notification"))["from"]["name"] == bot.name
     assert notify(api, bob, username=bob.name, title="me", body="me").status_code == 403
-    for link in ("javascript:alert(1)", "//evil.example/x", "data:text/html,x", "ftp://x.y/z"):
+    for link in (
+        "javascript:alert(1)",
+        "//evil.example/x",
+        "data:text/html,x",
+        "ftp://x.y/z",
+        "http://[unclosed",  # urlsplit raises on it: a 422, never a 500
+    ):
         r = notify(api, admin, username=bob.name, title="t", body="b", link=link)
         assert r.status_code == 422, link
         assert "link" in r.json()["detail"]
@@ -393,3 +399,33 @@ def test_mentions_are_bounded_and_read_like_a_person_would() -> None:
     assert mentioned("@Bob, @bob and @BOB") == [("bob",)]  # one name, whatever the case
     assert mentioned("ask @bob. or @ann- or @x") == [("bob.", "bob"), ("ann-", "ann")]
     assert mentioned("bob@example.com, @@bob, `@`") == []
+
+
+async def test_a_batch_full_of_mentions_is_stored(make_server: Any) -> None:
+    """Many messages stored together, each naming the most people it may: their
+    notifications are many more rows than a statement can bind parameters for
+    (SQLite and asyncpg stop at 32,767), so they are inserted in parts."""
+    server = make_server(send_rate=1000, send_burst=1000)
+    api = Api(server)
+    sender = api.user()
+    people = [api.user() for _ in range(20)]
+    room = api.room(sender)
+    body = " ".join(f"@{p.name}" for p in people)
+    sockets = [await connect(server, sender.token) for _ in range(5)]
+    for ws in sockets:
+        await join(ws, room)
+    for n, ws in enumerate(sockets):  # all at once: the writer stores them in few batches
+        for i in range(60):
+            await send(ws, type="send", room=room, body=body, ref=f"m-{n}-{i}")
+    for ws in sockets:
+        answers = {}
+        while len(answers) < 60:
+            frame = await recv(ws, 20)
+            if frame["type"] in ("ack", "error"):
+                answers[frame["ref"]] = frame
+        refused = [a for a in answers.values() if a["type"] != "ack"]
+        assert not refused, refused[:2]
+    assert inbox(api, people[0], limit=100)["unread"] == 300
+    api.close()
+    for ws in sockets:
+        await ws.close()

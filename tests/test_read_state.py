@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from chat.storage.models import Room
 from tests.harness import (
     Account,
     Api,
@@ -117,3 +122,35 @@ async def test_read_needs_a_joined_room(server: Server, api: Api) -> None:
     await send(a, type="read", room=room, seq=-1, ref="neg")
     assert (await recv_until(a, "error", ref="neg"))["code"] == "bad_frame"
     await a.close()
+
+
+async def test_the_room_list_counts_unread_in_any_number_of_rooms(make_server: Any) -> None:
+    """An admin lists every room but others' DMs: past 32,767 of them one `IN` list
+    of room ids could not be bound (asyncpg's limit), and the list was a 500."""
+    server = make_server()
+    api = Api(server)
+    admin = api.admin()
+    engine = create_async_engine(server.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(Room),
+                [
+                    {
+                        "name": f"bulk-{n}",
+                        "private": True,
+                        "owner_id": admin.id,
+                        "kind": "room",
+                        "last_seq": 0,
+                        "created_at": time.time(),
+                    }
+                    for n in range(33_000)
+                ],
+            )
+    finally:
+        await engine.dispose()
+    r = api.client.get("/api/rooms", headers=admin.headers, timeout=60)
+    assert r.status_code == 200, r.text[:200]
+    items = r.json()["items"]
+    assert len(items) >= 33_000 and all(i["unread"] == 0 for i in items)
+    api.close()

@@ -22,6 +22,7 @@ from tests.harness import (
     expect_no_frame,
     join,
     nodes,
+    recv,
     recv_until,
     say,
     send,
@@ -457,3 +458,112 @@ async def test_joins_at_once_all_make_members(server: Server, api: Api) -> None:
     assert sorted(i["id"] for i in items) == sorted([owner.id, *(p.id for p in people)])
     for ws in sockets:
         await ws.close()
+
+
+async def test_a_join_racing_the_removal_leaves_nothing_joined(make_server: Any) -> None:
+    """A removal that lands while the member's `join` is being answered (between its
+    read of the room and its registration, or during its replay) still wins: the join
+    is refused, or it ends before `removed`; nothing of the room comes after `removed`
+    and the connection is not left joined to a room it may no longer read."""
+    server = make_server(join_rate=1000, join_burst=1000)
+    api = Api(server)
+    owner, bob = api.user(), api.user()
+    room = api.room(owner, private=True)
+    o = await connect(server, owner.token)
+    await join(o, room)
+    for i in range(20):
+        await say(o, room, f"history {i}")
+    b = await connect(server, bob.token)
+    urls = [node.http for node in nodes(server)]
+    members = f"/api/rooms/{room}/members"
+    async with httpx.AsyncClient(base_url=urls[-1], timeout=10) as http:
+        for attempt in range(30):
+            r = await http.post(members, json={"username": bob.name}, headers=owner.headers)
+            assert r.status_code == 201, r.text
+            ref = f"join-{attempt}"
+            await send(b, type="join", room=room, since=0, ref=ref)
+            await asyncio.sleep(attempt % 8 * 0.001)
+            r = await http.delete(f"{members}/{bob.name}", headers=owner.headers)
+            assert r.status_code == 204, r.text
+            frames = []
+            while True:
+                try:
+                    frames.append(await recv(b, 0.3))
+                except TimeoutError:
+                    break
+            kinds = [f["type"] for f in frames]
+            assert "removed" in kinds, frames
+            after = frames[kinds.index("removed") + 1 :]
+            assert not [f for f in after if f.get("room") == room and f["type"] != "error"], (
+                attempt,
+                kinds,
+            )
+            await send(b, type="typing", room=room, ref=f"t-{attempt}")
+            answer = await recv_until(b, "error", ref=f"t-{attempt}")
+            assert answer["code"] == "not_joined", answer
+    api.close()
+    for ws in (o, b):
+        await ws.close()
+
+
+def test_text_the_database_cannot_hold_is_never_a_500(api: Api) -> None:
+    """NUL (and lone surrogates) in the new query parameters and paths: PostgreSQL
+    cannot bind them, so they must be answered before the database sees them."""
+    owner = api.user()
+    room = api.room(owner)
+    for path, params in (
+        ("/api/users", {"q": "a\x00"}),
+        ("/api/users", {"q": "\x00"}),
+        (f"/api/rooms/{room}/members", {"after": "a\x00"}),
+        ("/api/rooms/a%00b/members", {}),
+        ("/api/rooms/a%00b/notify", {}),
+        ("/api/rooms/a%00b/messages/1/history", {}),
+    ):
+        r = api.client.get(path, params=params, headers=owner.headers)
+        assert r.status_code < 500, (path, params, r.status_code, r.text[:200])
+    for method, path, body in (
+        ("POST", "/api/dms", {"username": "a\x00b"}),
+        ("DELETE", f"/api/rooms/{room}/members/a%00b", None),
+        ("PATCH", "/api/rooms/a%00b", {"topic": "x"}),
+        ("PUT", "/api/rooms/a%00b/notify", {"level": "all"}),
+    ):
+        r = api.client.request(method, path, json=body, headers=owner.headers)
+        assert r.status_code < 500, (method, path, r.status_code, r.text[:200])
+
+
+async def test_a_join_racing_an_unarchive_can_send(make_server: Any) -> None:
+    """The connection's read-only flag comes from a read made after the join is
+    registered for `room` events: a join racing an unarchive is never left refusing
+    sends to an open room (nor, racing an archive, accepting them)."""
+    server = make_server(join_rate=1000, join_burst=1000, send_rate=1000, send_burst=1000)
+    api = Api(server)
+    owner, bob = api.user(), api.user()
+    room = api.room(owner)
+    b = await connect(server, bob.token)
+    urls = [node.http for node in nodes(server)]
+    async with httpx.AsyncClient(base_url=urls[-1], timeout=10) as http:
+        for attempt in range(30):
+            r = await http.patch(
+                f"/api/rooms/{room}", json={"archived": True}, headers=owner.headers
+            )
+            assert r.status_code == 200, r.text
+            await send(b, type="join", room=room, ref=f"j-{attempt}")
+            await asyncio.sleep(attempt % 6 * 0.001)
+            r = await http.patch(
+                f"/api/rooms/{room}", json={"archived": False}, headers=owner.headers
+            )
+            assert r.status_code == 200, r.text
+            await recv_until(b, "joined", ref=f"j-{attempt}")
+            await asyncio.sleep(0.2 if isinstance(server, ServerPair) else 0.05)
+            await send(b, type="send", room=room, body=f"open {attempt}", ref=f"s-{attempt}")
+            while True:
+                answer = await recv(b)
+                if answer.get("ref") == f"s-{attempt}":
+                    break
+            assert answer["type"] == "ack", (attempt, answer)
+            # Leave the room's members, so the next join records the membership again.
+            r = await http.delete(f"/api/rooms/{room}/members/{bob.name}", headers=owner.headers)
+            assert r.status_code == 204, r.text
+            await recv_until(b, "removed")
+    api.close()
+    await b.close()

@@ -57,8 +57,11 @@ def link_problem(link: str) -> str | None:
         return "link must not contain spaces, control characters or backslashes"
     if link.startswith("/") and not link.startswith("//"):
         return None
-    parts = urlsplit(link)
-    if parts.scheme.lower() in ("http", "https") and parts.netloc:
+    try:
+        parts = urlsplit(link)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = None
+    if parts is not None and parts.scheme.lower() in ("http", "https") and parts.netloc:
         return None
     return "link must be an http(s) URL or a path starting with '/'"
 

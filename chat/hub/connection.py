@@ -51,6 +51,12 @@ class Connection:
         self.seen: dict[str, int] = {}
         # Joined rooms that refuse writes (archived), kept current by `room` events.
         self.read_only: set[str] = set()
+        # Per room, how many `room` events (archived or not) reached this connection:
+        # a join knows whether one came after it registered, and is newer than its read.
+        self.read_only_events: dict[str, int] = {}
+        # Per room, how often the user was removed from it while this connection was
+        # open: a join that saw the count change under it was overtaken by a removal.
+        self.removals: dict[str, int] = {}
         self.closed = asyncio.Event()
         # Set at shutdown: stop reading after the frame in hand, flush, close.
         self.halt = asyncio.Event()

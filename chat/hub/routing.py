@@ -422,6 +422,7 @@ class Hub:
 
     def _mark_read_only(self, room: str, archived: bool) -> None:
         for conn in self._by_room.get(room, ()):
+            conn.read_only_events[room] = conn.read_only_events.get(room, 0) + 1
             if archived:
                 conn.read_only.add(room)
             else:
@@ -430,6 +431,7 @@ class Hub:
     def _evict(self, conn: Connection, room: str) -> None:
         """`conn` leaves `room` now (nothing more of it is delivered); presence and the
         room's channel follow in the background."""
+        conn.removals[room] = conn.removals.get(room, 0) + 1  # for a join in progress
         if self._detach(conn, room):
             self._spawn(self._forget_if_unwatched(conn, room))
 

@@ -120,7 +120,7 @@ async def _lock_room(s: AsyncSession, room_id: int) -> int:
     if row is None:
         raise ChangeRefused(ErrorCode.NOT_FOUND, "no such room, or you may not read it")
     if row.archived:
-        raise ChangeRefused(ErrorCode.FORBIDDEN, "the room is archived: its messages cannot change")
+        raise ChangeRefused(ErrorCode.FORBIDDEN, "the room is archived: read only")
     return int(row.last_seq)
 
 
@@ -206,7 +206,7 @@ class ChangeQueries:
         its text stays in the history only) and clears its reactions. Raises
         `ChangeRefused` (not_found, forbidden)."""
         now = time.time()
-        moderator = user.role == "admin" or room.owner.id == user.id
+        moderator = room.managed_by(user)  # in a DM, admins only: its opener has no powers
         async with self.db.write() as s:
             at_seq = await _lock_room(s, room.id)
             msg = await _message(s, room.id, seq)
@@ -338,9 +338,12 @@ class ChangeQueries:
                 )
         return ResumeChanges(frames, truncated)
 
-    async def message_history(self, room: RoomView, seq: int) -> list[dict[str, object]] | None:
-        """The message's changes, oldest first (None when there is no such message):
-        the only place a deleted message's text is kept."""
+    async def message_history(
+        self, room: RoomView, seq: int, *, after: int = 0, limit: int
+    ) -> list[dict[str, object]] | None:
+        """The message's changes with a version after `after`, oldest first, at most
+        `limit` (None when there is no such message): the only place a deleted
+        message's text is kept."""
         async with self.db.read() as s:
             message_id = await s.scalar(
                 select(Message.id).where(Message.room_id == room.id, Message.seq == seq)
@@ -352,8 +355,9 @@ class ChangeQueries:
                     await s.execute(
                         select(MessageChange, User)
                         .join(User, User.id == MessageChange.user_id)
-                        .where(MessageChange.message_id == message_id)
+                        .where(MessageChange.message_id == message_id, MessageChange.id > after)
                         .order_by(MessageChange.id)
+                        .limit(limit)
                     )
                 )
                 .tuples()

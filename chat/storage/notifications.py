@@ -36,6 +36,9 @@ EXCERPT_CHARS = 200  # a notification's body: the start of the message
 TITLE_CHARS = 200  # the column's size
 ROOM_CACHE_MAX = 100_000  # rooms whose kind this process remembers
 LEVELS = ("all", "mentions", "nothing")
+# Rows per INSERT: a batch can cause far more notifications (500 messages naming 20
+# people each) than one statement may bind parameters (asyncpg: 32,767; 8 a row).
+INSERT_ROWS_MAX = 2000
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -205,21 +208,22 @@ class BatchNotifier:
             body = excerpt(item.body)
             rows.append((user_id, kind, title, body))
             values += (user_id, kind, item.room.id, seqs[i], title, body, item.user.id, now)
-        result = await conn.exec_driver_sql(
-            # Only placeholders are spliced in: every value is a bound parameter.
-            "INSERT INTO notifications"  # noqa: S608
-            " (user_id, kind, room_id, seq, title, body, from_user_id, created_at) VALUES "
-            + value_rows(conn.dialect.paramstyle, len(notes), (None,) * 8)
-            + " RETURNING id, user_id, room_id, seq",
-            tuple(values),
-        )
         # RETURNING's order is not promised: match rows by (user, room, seq).
-        ids = {
-            (user_id, room_id, seq): note_id
+        ids: dict[tuple[int, int, int], int] = {}
+        for start in range(0, len(notes), INSERT_ROWS_MAX):
+            part = values[start * 8 : (start + INSERT_ROWS_MAX) * 8]
+            result = await conn.exec_driver_sql(
+                # Only placeholders are spliced in: every value is a bound parameter.
+                "INSERT INTO notifications"  # noqa: S608
+                " (user_id, kind, room_id, seq, title, body, from_user_id, created_at) VALUES "
+                + value_rows(conn.dialect.paramstyle, len(part) // 8, (None,) * 8)
+                + " RETURNING id, user_id, room_id, seq",
+                tuple(part),
+            )
             for note_id, user_id, room_id, seq in cast(
                 Sequence[tuple[int, int, int, int]], result.all()
-            )
-        }
+            ):
+                ids[(user_id, room_id, seq)] = note_id
         ts = iso(now)
         out: list[Notice] = []
         for (i, _), (user_id, kind, title, body) in zip(notes, rows, strict=True):

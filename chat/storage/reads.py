@@ -18,6 +18,7 @@ from chat.storage.db import Database
 from chat.storage.models import Message, Room, RoomState
 
 UNREAD_WINDOW = 1000
+IDS_PER_QUERY = 10_000  # room ids bound in one `IN` list (asyncpg binds at most 32,767)
 
 
 class ReadQueries:
@@ -79,23 +80,27 @@ class ReadQueries:
         return int(row[0]), int(row[1])
 
     async def unread_counts(self, user_id: int, room_ids: Collection[int]) -> dict[int, int]:
-        """Each room's unread count for the user (rooms with none are 0), in one query."""
+        """Each room's unread count for the user (rooms with none are 0), in one query
+        per `IDS_PER_QUERY` rooms."""
         if not room_ids:
             return {}
+        ids = list(room_ids)
         state = and_(RoomState.room_id == Message.room_id, RoomState.user_id == user_id)
-        query = (
-            select(Message.room_id, func.count(Message.id))
-            .join(Room, Room.id == Message.room_id)
-            .outerjoin(RoomState, state)
-            .where(
-                Message.room_id.in_(list(room_ids)),
-                Message.seq > func.coalesce(RoomState.read_seq, 0),
-                Message.seq > Room.last_seq - UNREAD_WINDOW,
-                Message.user_id != user_id,
-                Message.deleted.is_(False),
-            )
-            .group_by(Message.room_id)
-        )
+        counts: dict[int, int] = {}
         async with self.db.read() as s:
-            counts = {room_id: int(n) for room_id, n in (await s.execute(query)).tuples()}
+            for start in range(0, len(ids), IDS_PER_QUERY):
+                query = (
+                    select(Message.room_id, func.count(Message.id))
+                    .join(Room, Room.id == Message.room_id)
+                    .outerjoin(RoomState, state)
+                    .where(
+                        Message.room_id.in_(ids[start : start + IDS_PER_QUERY]),
+                        Message.seq > func.coalesce(RoomState.read_seq, 0),
+                        Message.seq > Room.last_seq - UNREAD_WINDOW,
+                        Message.user_id != user_id,
+                        Message.deleted.is_(False),
+                    )
+                    .group_by(Message.room_id)
+                )
+                counts.update((room_id, int(n)) for room_id, n in (await s.execute(query)).tuples())
         return {room_id: counts.get(room_id, 0) for room_id in room_ids}

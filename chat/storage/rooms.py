@@ -51,6 +51,8 @@ class RoomQueries:
 
     async def room_for(self, name: str, user: UserRef) -> RoomView | None:
         """The room if `user` may read it; None both when absent and when forbidden."""
+        if "\x00" in name:  # no room name holds NUL, and PostgreSQL cannot bind one
+            return None
         views = await self._rooms(user, Room.name == name)
         return views[0] if views else None
 
@@ -150,7 +152,8 @@ class RoomQueries:
             .limit(min(limit, MEMBERS_PAGE_MAX))
         )
         if after is not None:
-            query = query.where(User.username_key > after.casefold())
+            # No username holds NUL (and PostgreSQL cannot bind one): what comes before it.
+            query = query.where(User.username_key > after.partition("\x00")[0].casefold())
         async with self.db.read() as s:
             users = (await s.execute(query)).scalars().all()
         return [user_ref(u) for u in users]
@@ -169,10 +172,13 @@ class RoomQueries:
         async with self.db.write() as s:
             await s.execute(update(Room).where(Room.id == room_id).values(**values))
 
-    async def last_seq(self, room_id: int) -> int:
+    async def last_seq_archived(self, room_id: int) -> tuple[int, bool]:
+        """The room's newest seq and whether it is archived, as of now."""
         async with self.db.read() as s:
-            value = await s.scalar(select(Room.last_seq).where(Room.id == room_id))
-            return int(value or 0)
+            row = (
+                await s.execute(select(Room.last_seq, Room.archived).where(Room.id == room_id))
+            ).first()
+        return (int(row[0]), bool(row[1])) if row is not None else (0, False)
 
     async def last_seqs(self, names: Sequence[str]) -> dict[str, int]:
         """The newest seq of each named room (rooms that do not exist are left out)."""

@@ -91,6 +91,8 @@ class UserQueries:
     async def search_users(self, prefix: str, limit: int) -> list[User]:
         """Users not banned whose username or display name starts with `prefix`,
         ignoring case, by username (display names: ASCII case only on SQLite)."""
+        if "\x00" in prefix:  # no name holds NUL, and PostgreSQL cannot bind one
+            return []
         pattern = _like_prefix(unicodedata.normalize("NFKC", prefix).casefold())
         shown = _like_prefix(unicodedata.normalize("NFC", prefix).lower())
         query = (

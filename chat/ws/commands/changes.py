@@ -33,8 +33,9 @@ def check_emoji(emoji: str) -> str | None:
 
 
 async def _admit(session: CommandContext, room: str, ref: str | None) -> RoomView:
-    """The checks every change shares: joined (as for `send`), and the send bucket."""
-    session.require_joined(room, ref)
+    """The checks every change shares: joined and not archived (as for `send`), and the
+    send bucket. The database refuses a change to a room archived meanwhile as well."""
+    session.writable_room(room, ref)
     settings = session.settings
     bot = session.user.role == "bot"
     await session.rate_limit(

@@ -25,17 +25,22 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         )
     # Before any database work: a join may replay `replay_cap` messages.
     await session.rate_limit("join", settings.join_rate, settings.join_burst, frame.ref)
+    removals = conn.removals.get(frame.room, 0)  # a removal landing during the join wins
     room = await session.readable_room(frame.room, frame.ref)
     if not room.member and not room.private:
         # Joining a public room makes one a member (once: `member` is then true).
         await session.deps.memberships.record(room.id, session.user.id)
     session.joined[room.name] = room  # what sends need, without a read each
-    if room.archived:  # kept current by `room` events once joined
-        conn.read_only.add(room.name)
-    else:
-        conn.read_only.discard(room.name)
+    events = conn.read_only_events.get(room.name, 0)
     presence = await hub.join(conn, room.name)
-    last_seq = await store.last_seq(room.id)
+    # Read after the registration: an archive or unarchive committed since `room` was
+    # read shows here, or its `room` event reaches the connection (and is newer).
+    last_seq, archived = await store.last_seq_archived(room.id)
+    if conn.read_only_events.get(room.name, 0) == events:  # kept current by them once joined
+        if archived:
+            conn.read_only.add(room.name)
+        else:
+            conn.read_only.discard(room.name)
     replay = []
     since = frame.since
     truncated = False
@@ -44,9 +49,17 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         replay = await store.messages(room, after=since, upto=last_seq, limit=cap)
         truncated = last_seq - since > cap
     changes = None
-    if since:  # changes to messages the client holds (none below seq 1)
+    # Changes to messages the client holds: none below seq 1, and none to resend for a
+    # `since` past `last_seq` (their `at_seq` would be past it: they arrive live).
+    if since and since <= last_seq:
         changes = await store.changes_since(room, since, settings.replay_cap)
     read_seq, unread = await store.read_state(room.id, session.user.id)
+    if conn.removals.get(room.name, 0) != removals:
+        # Removed since the room was read (`removed` is sent): undo the registration and
+        # start over, so a room no longer readable is `not_found` and nothing of it is sent.
+        await hub.leave(conn, room.name)
+        session.joined.pop(room.name, None)
+        return await join(session, frame)
     conn.push(
         encode(
             JoinedFrame(
@@ -55,7 +68,7 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
                 last_seq=last_seq,
                 replay_truncated=truncated,
                 topic=room.topic,
-                archived=room.archived,
+                archived=room.name in conn.read_only,
                 read_seq=read_seq,
                 unread=unread,
                 changes_truncated=changes is not None and changes.truncated,
@@ -64,9 +77,13 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         )
     )
     for message in replay:  # waits for the socket rather than overflowing the queue
+        if conn.removals.get(room.name, 0) != removals:
+            return  # removed meanwhile: the hub detached the connection, nothing more
         if conn.claim(room.name, message.seq):
             await conn.put(encode(message))
     for change in changes.frames if changes is not None else ():
+        if conn.removals.get(room.name, 0) != removals:
+            return
         await conn.put(encode(change))
     hub.finish_replay(conn, room.name, last_seq)
 
