@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat.storage.models import Room
@@ -146,6 +146,14 @@ async def test_the_room_list_counts_unread_in_any_number_of_rooms(make_server: A
                     }
                     for n in range(33_000)
                 ],
+            )
+            # Members: unread is counted in the rooms one belongs to.
+            await conn.execute(
+                text(
+                    "INSERT INTO room_members (room_id, user_id, added_at)"
+                    " SELECT id, :user, 0 FROM rooms WHERE name LIKE 'bulk-%'"
+                ),
+                {"user": admin.id},
             )
     finally:
         await engine.dispose()

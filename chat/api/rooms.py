@@ -52,9 +52,11 @@ async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
     """
     rooms = await store.rooms_for(caller.user)
     mentions = await store.mention_counts(caller.user.id)  # unread mentions per room id
-    unread = await store.unread_counts(caller.user.id, [r.id for r in rooms])
+    # Unread is counted in the rooms the caller belongs to (public rooms never joined: 0).
+    unread = await store.unread_counts(caller.user.id, [r.id for r in rooms if r.member])
     items = [
-        {**r.to_json(), "unread": unread[r.id], "mentions": mentions.get(r.id, 0)} for r in rooms
+        {**r.to_json(), "unread": unread.get(r.id, 0), "mentions": mentions.get(r.id, 0)}
+        for r in rooms
     ]
     return {"items": items}
 

@@ -13,8 +13,8 @@ import unicodedata
 from chat.protocol import DeleteIn, EditIn, ErrorCode, FrameError, ReactIn, encode
 from chat.storage.changes import ChangeRefused, ChangeResult
 from chat.storage.records import RoomView
-from chat.storage.rules import check_body
 from chat.ws.commands.context import CommandContext
+from chat.ws.commands.send import require_valid_body
 
 # Invisible characters that do belong inside emoji: the zero-width joiner of
 # sequences (family, professions) and the tag characters of subdivision flags.
@@ -63,16 +63,7 @@ def _refused(exc: ChangeRefused, ref: str | None) -> FrameError:
 
 
 async def edit(session: CommandContext, frame: EditIn) -> None:
-    settings = session.settings
-    if len(frame.body) > settings.max_body_chars:
-        raise FrameError(
-            ErrorCode.TOO_LARGE,
-            f"body is longer than {settings.max_body_chars} characters",
-            frame.ref,
-        )
-    problem = check_body(frame.body)
-    if problem:
-        raise FrameError(ErrorCode.BAD_FRAME, problem, frame.ref)
+    require_valid_body(frame.body, session.settings.max_body_chars, frame.ref)
     room = await _admit(session, frame.room, frame.ref)
     try:
         result = await session.deps.store.edit_message(room, frame.seq, session.user, frame.body)

@@ -13,18 +13,19 @@ from chat.ws.commands.context import ARCHIVED, CommandContext
 INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
 
 
+def require_valid_body(body: str, max_chars: int, ref: str | None) -> None:
+    """Refuse a message body (of a `send` or an `edit`) that is too long or breaks the rules."""
+    if len(body) > max_chars:
+        raise FrameError(ErrorCode.TOO_LARGE, f"body is longer than {max_chars} characters", ref)
+    problem = check_body(body)
+    if problem:
+        raise FrameError(ErrorCode.BAD_FRAME, problem, ref)
+
+
 async def send(session: CommandContext, frame: SendIn) -> None:
     settings = session.settings
     room = session.writable_room(frame.room, frame.ref)
-    if len(frame.body) > settings.max_body_chars:
-        raise FrameError(
-            ErrorCode.TOO_LARGE,
-            f"body is longer than {settings.max_body_chars} characters",
-            frame.ref,
-        )
-    problem = check_body(frame.body)
-    if problem:
-        raise FrameError(ErrorCode.BAD_FRAME, problem, frame.ref)
+    require_valid_body(frame.body, settings.max_body_chars, frame.ref)
     bot = session.user.role == "bot"
     await session.rate_limit(
         "send",
