@@ -30,13 +30,18 @@ if set(BACKENDS) - {"memory", "redis"}:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave out `two_nodes` tests on the memory backend: one process cannot run them
+    """Leave out `two_nodes` tests on the memory backend (one process cannot run them),
+    and `one_backend` tests on the redis backend when the memory backend runs them
     (deselected, not skipped: nothing is counted that did not run)."""
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        one_process = callspec is not None and callspec.params.get("backend") == "memory"
-        (drop if one_process and item.get_closest_marker("two_nodes") else keep).append(item)
+        backend = callspec.params.get("backend") if callspec is not None else None
+        needs_two = backend == "memory" and item.get_closest_marker("two_nodes")
+        runs_elsewhere = (
+            backend == "redis" and "memory" in BACKENDS and item.get_closest_marker("one_backend")
+        )
+        (drop if needs_two or runs_elsewhere else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

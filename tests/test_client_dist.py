@@ -73,6 +73,7 @@ def run(*command: str | Path, cwd: Path, timeout: float = 180) -> subprocess.Com
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)  # a wheel build, a venv and three small installs from the index
+@pytest.mark.one_backend  # the wheel's contents are under test, not the fan-out
 def test_the_client_wheel_alone_runs_a_bot(server: ServerProcess, api: Api, tmp_path: Path) -> None:
     # Build from a copy: an in-tree build/ left by an older build could add stale modules.
     source = tmp_path / "client"

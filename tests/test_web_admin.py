@@ -30,7 +30,9 @@ from tests.conftest import ServerFactory
 from tests.dbseed import seed_messages
 from tests.harness import Account, Api, ServerProcess, unique
 
-pytestmark = pytest.mark.browser
+# The page and its flows, not the fan-out, are under test: one backend is enough (the
+# two-process behaviour behind each frame has tests of its own).
+pytestmark = [pytest.mark.browser, pytest.mark.one_backend]
 
 TIMEOUT = 15_000  # ms, for every wait on the page
 EXPORT_ROWS = 20_000

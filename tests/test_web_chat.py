@@ -26,7 +26,9 @@ from tests.browser import BrowserPage, launch_chromium
 from tests.conftest import ServerFactory
 from tests.harness import Account, Api, ServerProcess, connect, join, say, unique
 
-pytestmark = pytest.mark.browser
+# The page and its flows, not the fan-out, are under test: one backend is enough (the
+# two-process behaviour behind each frame has tests of its own).
+pytestmark = [pytest.mark.browser, pytest.mark.one_backend]
 
 TIMEOUT = 10_000  # ms, for every wait on the page
 PASSWORD = "correct horse battery"
