@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Any
 
 from chat.backends.fanout import BrokerUnavailable
 from chat.backends.memory_fanout import MemoryBroker
@@ -131,6 +132,18 @@ class FakeLog:
     ) -> Sequence[MessageFrame]:
         self.reads += 1
         return [m for m in self.rooms.get(room, []) if after < m.seq <= upto][:limit]
+
+    # No changes in these tests' rooms (the hub reads them back like messages).
+    async def newest_change_versions(self, rooms: Sequence[str]) -> dict[str, int]:
+        return {}
+
+    async def changes_above(self, floors: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        return {}
+
+    async def room_changes_after(
+        self, room: str, after: int, limit: int
+    ) -> tuple[Sequence[Any], int]:
+        return [], 0
 
 
 class FakeSink:
