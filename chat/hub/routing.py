@@ -640,7 +640,6 @@ class Hub:
                 if frame.version in seen:
                     continue
                 log.info("room %r: change %d missed live, resending it", room, frame.version)
-                metrics.GAP_FILLS.inc()
                 payload = encode(frame)
                 if self._not_released(room, frame.seq):
                     self._held_changes.setdefault(room, []).append((frame.seq, payload, None))
