@@ -141,6 +141,9 @@ class Hub:
         # `_changes_seen`. A room is in `_changes_seen` while it is watched.
         self._changes_verified: dict[str, int] = {}
         self._changes_seen: dict[str, set[int]] = {}
+        # Rooms found behind by a check, with the floor then: read back at the next
+        # check if still behind (by then an event merely in flight has arrived).
+        self._changes_behind: dict[str, int] = {}
         self._changes_lock = asyncio.Lock()  # one check of changes at a time
         self._resync_listeners: list[Callable[[float], Awaitable[None]]] = []
         self._admins_listeners: list[Callable[[], None]] = []
@@ -299,6 +302,7 @@ class Hub:
             self._held_changes.pop(room, None)
             self._changes_verified.pop(room, None)
             self._changes_seen.pop(room, None)
+            self._changes_behind.pop(room, None)
             if self._reorder is not None:
                 self._reorder.forget(room)
             await self.broker.unsubscribe(room_channel(room))
@@ -595,12 +599,14 @@ class Hub:
         if room not in self._changes_seen:
             return
         self._changes_verified[room] = max(self._changes_verified.get(room, 0), upto)
+        self._changes_behind.pop(room, None)
         self._changes_seen[room] = {v for v in self._changes_seen[room] if v > upto}
 
     async def catch_up_changes(self) -> None:
         """Compare, for every watched room, the changes the database has above the
         verified version with those delivered here; resend the whole state of those
-        missing. One query per `FILL_PAGE` rooms when nothing is missing."""
+        missing. One query per `FILL_PAGE` rooms when nothing is missing; a room is read
+        back when a second check finds it still behind (not for an event in flight)."""
         if self._log is None:
             return
         async with self._changes_lock:
@@ -624,8 +630,10 @@ class Hub:
                         continue  # left meanwhile
                     if sum(1 for v in seen if v <= newest_version) == count:
                         self._verified(room, newest_version)
-                    else:
+                    elif self._changes_behind.get(room) == floors[room]:
                         await self._resend_changes(room, floors[room])
+                    else:
+                        self._changes_behind[room] = floors[room]
 
     async def _resend_changes(self, room: str, after: int) -> None:
         """Deliver the whole state of the room's changes above `after` not delivered
