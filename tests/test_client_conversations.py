@@ -31,8 +31,7 @@ from chat_client import (
     RequestError,
 )
 from tests.faultproxy import FaultProxy
-from tests.harness import Account, Api, Server, one_node, unique
-from tests.test_message_changes import commit_unpublished_edit
+from tests.harness import Account, Api, Server, commit_unpublished_edit, one_node, unique
 from tests.test_client_cli import Background, one_line, sh
 
 FAST: dict[str, Any] = {"backoff_initial": 0.05, "backoff_max": 0.3, "request_timeout": 10.0}

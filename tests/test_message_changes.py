@@ -11,11 +11,11 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection
 
-from chat.storage.models import Message, MessageChange, Room
+from chat.storage.models import Room
 from tests.conftest import ServerFactory
 from tests.harness import (
     Account,
@@ -23,6 +23,7 @@ from tests.harness import (
     Server,
     ServerPair,
     all_messages,
+    commit_unpublished_edit,
     connect,
     expect_no_frame,
     join,
@@ -690,46 +691,6 @@ async def test_changes_share_the_senders_rate_limit(make_server: ServerFactory) 
 
 
 # --- changes whose event never went out ------------------------------------------------
-
-
-async def commit_unpublished_edit(
-    server: Server, room: str, seq: int, body: str, at_seq: int
-) -> int:
-    """Edit the room's message `seq` in the database as a process would, and publish
-    nothing: a process that died between its commit and its publish. Returns the
-    change's version."""
-    engine = create_async_engine(server.database_url)
-    try:
-        async with engine.begin() as conn:
-            msg = (
-                await conn.execute(
-                    select(Message.id, Message.room_id, Message.user_id, Message.body)
-                    .join(Room, Room.id == Message.room_id)
-                    .where(Room.name == room, Message.seq == seq)
-                )
-            ).one()
-            now = time.time()
-            await conn.execute(
-                update(Message).where(Message.id == msg.id).values(body=body, edited_at=now)
-            )
-            inserted = await conn.execute(
-                insert(MessageChange)
-                .values(
-                    room_id=msg.room_id,
-                    message_id=msg.id,
-                    seq=seq,
-                    at_seq=at_seq,
-                    kind="edit",
-                    user_id=msg.user_id,
-                    old_body=msg.body,
-                    new_body=body,
-                    created_at=now,
-                )
-                .returning(MessageChange.id)
-            )
-            return int(inserted.scalar_one())
-    finally:
-        await engine.dispose()
 
 
 async def join_with(ws: ClientConnection, room: str, **fields: Any) -> dict[str, Any]:
