@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, select
+from sqlalchemy import BigInteger, ColumnElement, and_, case, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.protocol import (
@@ -308,7 +308,8 @@ class ChangeQueries:
         room costs an index range scan of its changes above the floor only."""
         if not floors:
             return {}
-        floor = case(dict(floors), value=Room.name, else_=0)
+        # Typed: PostgreSQL would resolve a CASE of bare parameters as text.
+        floor = cast(case(dict(floors), value=Room.name, else_=0), BigInteger)
         async with self.db.read() as s:
             rows = await s.execute(
                 select(Room.name, func.max(MessageChange.id), func.count(MessageChange.id))
