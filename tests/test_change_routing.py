@@ -114,11 +114,13 @@ async def test_a_change_whose_event_never_came_is_read_back_once() -> None:
     assert sink.frames == [("edited", 1)] and log.change_reads == 0
     # Still behind at the second: read back and delivered, the delivered one not again.
     await hub.catch_up_changes()
+    await _settle()
     assert sink.frames == [("edited", 1), ("edited", 1)] and log.change_reads >= 1
     reads = log.change_reads
     # Caught up: one cheap check per round, nothing read, nothing sent.
     for _ in range(3):
         await hub.catch_up_changes()
+    await _settle()
     assert len(sink.frames) == 2 and log.change_reads == reads
     # An event in flight at one check and delivered before the next is not read back.
     late = EditedFrame(room="r", seq=1, body="b3", edited_at="t", version=12)
@@ -128,5 +130,6 @@ async def test_a_change_whose_event_never_came_is_read_back_once() -> None:
     await _settle()
     await hub.catch_up_changes()
     await hub.catch_up_changes()
+    await _settle()
     assert len(sink.frames) == 3 and log.change_reads == reads
     await hub.stop()
