@@ -23,7 +23,11 @@ from typing import Any
 
 import httpx
 import websockets
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection
+
+from chat.storage.models import Message, MessageChange, Room
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-" + "x" * 32
@@ -412,3 +416,43 @@ async def expect_no_frame(ws: ClientConnection, wait: float = 0.3, kind: str | N
         except TimeoutError:
             return
         assert kind is not None and frame["type"] != kind, f"unexpected frame {frame}"
+
+
+async def commit_unpublished_edit(
+    server: Server, room: str, seq: int, body: str, at_seq: int
+) -> int:
+    """Edit the room's message `seq` in the database as a process would, and publish
+    nothing: a process that died between its commit and its publish. Returns the
+    change's version."""
+    engine = create_async_engine(server.database_url)
+    try:
+        async with engine.begin() as conn:
+            msg = (
+                await conn.execute(
+                    select(Message.id, Message.room_id, Message.user_id, Message.body)
+                    .join(Room, Room.id == Message.room_id)
+                    .where(Room.name == room, Message.seq == seq)
+                )
+            ).one()
+            now = time.time()
+            await conn.execute(
+                update(Message).where(Message.id == msg.id).values(body=body, edited_at=now)
+            )
+            inserted = await conn.execute(
+                insert(MessageChange)
+                .values(
+                    room_id=msg.room_id,
+                    message_id=msg.id,
+                    seq=seq,
+                    at_seq=at_seq,
+                    kind="edit",
+                    user_id=msg.user_id,
+                    old_body=msg.body,
+                    new_body=body,
+                    created_at=now,
+                )
+                .returning(MessageChange.id)
+            )
+            return int(inserted.scalar_one())
+    finally:
+        await engine.dispose()

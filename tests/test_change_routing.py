@@ -1,5 +1,6 @@
 """How the hub routes change events (no server, no Redis): one connection left out of
-a publish, and an event about a message never overtaking that message."""
+a publish, an event about a message never overtaking that message, and a change
+whose event never came read back from the database."""
 
 from __future__ import annotations
 
@@ -93,4 +94,42 @@ async def test_one_connection_can_be_left_out_of_a_room_or_user_publish() -> Non
     await hub.publish_user(7, encode(ReadFrame(room="r", seq=2)), exclude_conn=f"x:{sender.id}")
     await _settle()
     assert sender_sink.frames == [("read", 2)]
+    await hub.stop()
+
+
+async def test_a_change_whose_event_never_came_is_read_back_once() -> None:
+    broker, log = ShuffledBroker(), FakeLog()
+    hub = Hub(broker, LOCAL_PRESENCE, room_log=log, gap_check_interval=60)
+    await hub.start()
+    first = log.store("r")
+    _, sink = await _member(hub, "r", first.seq)
+    published = EditedFrame(room="r", seq=1, body="b1", edited_at="t", version=5)
+    lost = EditedFrame(room="r", seq=1, body="b2", edited_at="t", version=9)
+    log.changes["r"] = [published, lost]
+    await hub.publish_room("r", encode(published), about=1, version=5)
+    await _settle()
+    assert sink.frames == [("edited", 1)]
+    # The first check finds the room behind (the event may be in flight): it waits.
+    await hub.catch_up_changes()
+    assert sink.frames == [("edited", 1)] and log.change_reads == 0
+    # Still behind at the second: read back and delivered, the delivered one not again.
+    await hub.catch_up_changes()
+    await _settle()
+    assert sink.frames == [("edited", 1), ("edited", 1)] and log.change_reads >= 1
+    reads = log.change_reads
+    # Caught up: one cheap check per round, nothing read, nothing sent.
+    for _ in range(3):
+        await hub.catch_up_changes()
+    await _settle()
+    assert len(sink.frames) == 2 and log.change_reads == reads
+    # An event in flight at one check and delivered before the next is not read back.
+    late = EditedFrame(room="r", seq=1, body="b3", edited_at="t", version=12)
+    log.changes["r"].append(late)
+    await hub.catch_up_changes()
+    await hub.publish_room("r", encode(late), about=1, version=12)
+    await _settle()
+    await hub.catch_up_changes()
+    await hub.catch_up_changes()
+    await _settle()
+    assert len(sink.frames) == 3 and log.change_reads == reads
     await hub.stop()

@@ -31,7 +31,7 @@ from chat_client import (
     RequestError,
 )
 from tests.faultproxy import FaultProxy
-from tests.harness import Account, Api, Server, one_node, unique
+from tests.harness import Account, Api, Server, commit_unpublished_edit, one_node, unique
 from tests.test_client_cli import Background, one_line, sh
 
 FAST: dict[str, Any] = {"backoff_initial": 0.05, "backoff_max": 0.3, "request_timeout": 10.0}
@@ -273,6 +273,47 @@ async def test_resuming_a_room_brings_the_changes_made_meanwhile(
     ]
     assert [d.seq for d in events.of(DeletedFrame)] == [acks[2].seq]
     assert [m.seq for m in events.of(MessageFrame)] == [a.seq for a in acks]
+
+
+async def test_a_rejoin_asks_for_the_changes_after_the_newest_version_seen(
+    server: Server, api: Api, admin: Account
+) -> None:
+    """A change made below the client's last seq whose event never went out (its
+    process died before publishing) still reaches the client when it resumes."""
+    author, away = api.bot(admin), api.bot(admin)
+    room = api.room(admin)
+    node = one_node(server)
+    proxy = FaultProxy(node.port).start()
+    try:
+        async with (
+            ChatClient(node.ws, token=author.token, **FAST) as mine,
+            ChatClient(f"ws://127.0.0.1:{proxy.port}/ws", token=away.token, **FAST) as theirs,
+        ):
+            await mine.join(room)
+            joined = await theirs.join(room)
+            assert theirs.change_version(room) == joined.changes_version
+            events = Events(theirs)
+            acks = [await mine.send(room, f"m{i}") for i in range(3)]
+            seen = await mine.edit(room, acks[2].seq, "m2 (edited)")
+            await events.wait_count(EditedFrame, 1)
+            assert theirs.change_version(room) == seen.version
+
+            proxy.cut()
+            async with asyncio.timeout(10):
+                while theirs.connected:
+                    await asyncio.sleep(0.02)
+            lost = await commit_unpublished_edit(server, room, acks[0].seq, "m0 (lost)", at_seq=1)
+            proxy.restore()
+
+            await events.wait(lambda: any(e.body == "m0 (lost)" for e in events.of(EditedFrame)))
+            assert theirs.change_version(room) == lost
+    finally:
+        proxy.stop()
+    assert theirs.reconnects >= 1
+    assert [(e.seq, e.version) for e in events.of(EditedFrame)] == [
+        (acks[2].seq, seen.version),
+        (acks[0].seq, lost),
+    ]
 
 
 async def test_more_changes_than_a_join_resends_are_read_from_history(

@@ -21,7 +21,9 @@ from tests.harness import (
     Account,
     Api,
     Server,
+    ServerPair,
     all_messages,
+    commit_unpublished_edit,
     connect,
     expect_no_frame,
     join,
@@ -686,3 +688,126 @@ async def test_changes_share_the_senders_rate_limit(make_server: ServerFactory) 
     assert by_seq(api, alice, room)[1]["deleted"] is False
     await a.close()
     api.close()
+
+
+# --- changes whose event never went out ------------------------------------------------
+
+
+async def join_with(ws: ClientConnection, room: str, **fields: Any) -> dict[str, Any]:
+    await send(ws, type="join", room=room, **fields)
+    return await recv_until(ws, "joined", room=room)
+
+
+async def test_a_resume_with_changes_after_gets_exactly_the_changes_after_that_version(
+    cserver: Server, capi: Api
+) -> None:
+    """Including a change made at a seq below the client's `since` whose event the
+    client never got: the `at_seq` rule alone cannot know it was missed."""
+    alice, bob = capi.user(), capi.user()
+    room = capi.room(alice)
+    a = await connect(nodes(cserver)[0], alice.token)
+    b = await connect(nodes(cserver)[-1], bob.token)
+    joined = await join(a, room)
+    assert joined["changes_version"] == 0  # no change in the room yet
+    await join(b, room)
+    for i in range(1, 5):
+        await say(a, room, f"message {i}")
+    seen = await ask(a, type="edit", room=room, seq=1, body="message 1, edited")
+    live = [f for f in await frames_until_quiet(b) if f["type"] == "edited"]
+    assert [f["version"] for f in live] == [seen["version"]]
+    await b.close()
+    # While bob is away: a change at seq 2 whose event never went out, made "when"
+    # the room's newest message was 1 (so far below bob's since, 4), then a normal one.
+    lost = await commit_unpublished_edit(cserver, room, 2, "message 2, edited", at_seq=1)
+    later = await ask(a, type="react", room=room, seq=3, emoji="👍", on=True)
+    assert later["type"] == "reaction" and later["version"] > lost > seen["version"]
+    pair = isinstance(cserver, ServerPair)
+
+    def resent(frames: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
+        """The frames of `kinds`, less late copies of the lost change: with two
+        processes, a hub that watched the room may read it back live as well."""
+        out = [f for f in frames if f["type"] in (kinds or CHANGES)]
+        if pair:
+            firsts = [f for i, f in enumerate(out) if f.get("version") != lost or f not in out[:i]]
+            out = firsts
+        return out
+
+    # Without `changes_after`: the documented `at_seq` rule, which misses it.
+    c = await connect(nodes(cserver)[-1], bob.token)
+    await join(c, room, since=4)
+    old_rule = [f["version"] for f in resent(await frames_until_quiet(c))]
+    assert later["version"] in old_rule and (pair or lost not in old_rule)
+    await c.close()
+    # With it: exactly the changes after the version bob saw.
+    b = await connect(nodes(cserver)[-1], bob.token)
+    joined = await join_with(b, room, since=4, changes_after=seen["version"])
+    assert joined["changes_version"] == later["version"]
+    assert joined["changes_truncated"] is False
+    back = resent(await frames_until_quiet(b))
+    assert [(f["type"], f["seq"], f["version"]) for f in back] == [
+        ("edited", 2, lost),
+        ("reaction", 3, later["version"]),
+    ]
+    assert back[0]["body"] == "message 2, edited"
+    assert back[1]["users"] == [alice.name]
+    # Up to date: nothing resent; and a version past the newest resends nothing either.
+    for after in (later["version"], later["version"] + 1000):
+        c = await connect(nodes(cserver)[-1], bob.token)
+        await join_with(c, room, since=4, changes_after=after)
+        extra = resent(await frames_until_quiet(c, 0.3))
+        assert extra == [] or (pair and [f["version"] for f in extra] == [lost]), extra
+        await c.close()
+    # Only changes to messages up to `since`: later messages come replayed, as they are.
+    c = await connect(nodes(cserver)[-1], bob.token)
+    await join_with(c, room, since=2, changes_after=0)
+    frames = resent(await frames_until_quiet(c), "message", *CHANGES)
+    assert [(f["type"], f["seq"]) for f in frames] == [
+        ("message", 3),
+        ("message", 4),
+        ("edited", 1),
+        ("edited", 2),
+    ]
+    assert frames[0]["reactions"] == {"👍": [alice.name]}
+    for ws in (a, b, c):
+        await ws.close()
+
+
+async def test_changes_after_must_not_be_negative(cserver: Server, capi: Api) -> None:
+    alice = capi.user()
+    room = capi.room(alice)
+    a = await connect(cserver, alice.token)
+    refused = await ask(a, type="join", room=room, since=0, changes_after=-1)
+    assert refused["type"] == "error" and refused["code"] == "bad_frame", refused
+    await a.close()
+
+
+@pytest.mark.two_nodes
+async def test_a_change_whose_event_never_went_out_reaches_the_other_node(
+    cserver: Server, capi: Api
+) -> None:
+    """A process commits a change and dies before publishing it: the hub of every
+    process with members in the room reads it back within the gap-check interval."""
+    assert isinstance(cserver, ServerPair)
+    alice, bob = capi.user(), capi.user()
+    room = capi.room(alice)
+    a = await connect(cserver.nodes[0], alice.token)
+    b = await connect(cserver.nodes[1], bob.token)
+    await join(a, room)
+    await join(b, room)
+    for i in range(1, 4):
+        await say(a, room, f"message {i}")
+    published = await ask(a, type="edit", room=room, seq=3, body="message 3, edited")
+    await frames_until_quiet(b, 0.3)
+    lost = await commit_unpublished_edit(cserver, room, 1, "message 1, edited", at_seq=1)
+    started = time.monotonic()
+    for ws in (b, a):  # both nodes: neither published it
+        frame = await recv_until(ws, "edited", timeout=8.0, room=room, seq=1)
+        assert frame["version"] == lost and frame["body"] == "message 1, edited"
+    # The gap check runs every 2 s; a room still behind at a second check is read back.
+    assert time.monotonic() - started < 7.0
+    # Once, and nothing else resent (the published change was delivered already).
+    later = [f for f in await frames_until_quiet(b, 2.5) if f["type"] in CHANGES]
+    assert later == [], later
+    assert published["version"] < lost
+    for ws in (a, b):
+        await ws.close()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Any
 
 from chat.backends.fanout import BrokerUnavailable
 from chat.backends.memory_fanout import MemoryBroker
@@ -113,6 +114,9 @@ class FakeLog:
     def __init__(self) -> None:
         self.rooms: dict[str, list[MessageFrame]] = {}
         self.reads = 0
+        self.changes: dict[str, list[Any]] = {}
+        self.change_checks = 0
+        self.change_reads = 0
 
     def store(self, room: str) -> MessageFrame:
         log = self.rooms.setdefault(room, [])
@@ -131,6 +135,26 @@ class FakeLog:
     ) -> Sequence[MessageFrame]:
         self.reads += 1
         return [m for m in self.rooms.get(room, []) if after < m.seq <= upto][:limit]
+
+    # Changes (edits, ...) by room, as whole-state frames; the hub reads them back too.
+    async def newest_change_versions(self, rooms: Sequence[str]) -> dict[str, int]:
+        return {room: self.changes[room][-1].version for room in rooms if self.changes.get(room)}
+
+    async def changes_above(self, floors: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        self.change_checks += 1
+        out = {}
+        for room, floor in floors.items():
+            above = [c.version for c in self.changes.get(room, []) if c.version > floor]
+            if above:
+                out[room] = (max(above), len(above))
+        return out
+
+    async def room_changes_after(
+        self, room: str, after: int, limit: int
+    ) -> tuple[Sequence[Any], int]:
+        self.change_reads += 1
+        page = [c for c in self.changes.get(room, []) if c.version > after][:limit]
+        return page, (page[-1].version if page else 0)
 
 
 class FakeSink:

@@ -25,7 +25,16 @@ import pytest
 
 from tests.browser import BrowserPage, launch_chromium
 from tests.conftest import ServerFactory
-from tests.harness import Account, Api, ServerProcess, connect, join, say, unique
+from tests.harness import (
+    Account,
+    Api,
+    ServerProcess,
+    commit_unpublished_edit,
+    connect,
+    join,
+    say,
+    unique,
+)
 
 # The page and its flows, not the fan-out, are under test: one backend is enough (the
 # two-process behaviour behind each frame has tests of its own).
@@ -484,7 +493,9 @@ def test_browser_notifications_only_after_the_person_asked(people: People, web_a
     ]
 
 
-def test_changes_made_while_away_arrive_after_the_reconnect(people: People, web_api: Api) -> None:
+def test_changes_made_while_away_arrive_after_the_reconnect(
+    people: People, web_api: Api, web_server: ServerProcess
+) -> None:
     alice, bob = web_api.user(), web_api.user()
     room = web_api.room(alice)
     b = people()
@@ -524,18 +535,28 @@ def test_changes_made_while_away_arrive_after_the_reconnect(people: People, web_
     a.expect(a.message("third words").locator('.reaction[data-emoji="🎉"]')).to_have_count(1)
     a.say("fourth words")
     a.expect(a.message("fourth words")).to_have_attribute("data-state", "sent")
+    # And an edit whose event never went out (its process died after the commit), made
+    # "when" message 1 was the newest: only `changes_after` finds it for Bob.
+    lost = commit_unpublished_edit(web_server, room, 3, "third words, quietly", at_seq=1)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, lost).result()
 
-    # Back: the rejoin with `since` brings the message and every change.
+    # Back: the rejoin with `since` and `changes_after` brings the message and every change.
     cut[0] = False
     b.page.click("#retry-now")
     b.expect("#conn").to_have_text("Online")
     b.expect(b.message("fourth words")).to_have_count(1)
     b.expect(b.message("first words, corrected").locator(".msg-edited")).to_be_visible()
-    b.expect(b.message("third words").locator('.reaction[data-emoji="🎉"]')).to_have_attribute(
-        "title", alice.name
-    )
+    third = b.message("third words, quietly")
+    b.expect(third.locator('.reaction[data-emoji="🎉"]')).to_have_attribute("title", alice.name)
+    b.expect(third.locator(".msg-edited")).to_be_visible()
     bodies = b.page.locator("#scroller .messages > li .msg-body").all_text_contents()
-    assert bodies == ["first words, corrected", "message deleted", "third words", "fourth words"]
+    assert bodies == [
+        "first words, corrected",
+        "message deleted",
+        "third words, quietly",
+        "fourth words",
+    ]
     b.shot("13-changes-after-reconnect")
 
 

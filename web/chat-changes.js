@@ -5,7 +5,9 @@
 // that arrives before the message itself (a live edit while history is still loading) is
 // not lost. `edited`, `deleted` and `reaction` frames carry a `version` (the change's id
 // in the room's history): a frame older than what is shown never overwrites it, and a
-// deletion is final. Text only, as everywhere (shared/dom.js).
+// deletion is final. The connection (shared/client.js) keeps the highest version per room
+// and rejoins with `changes_after`, so the changes missed while away arrive as these same
+// frames. Text only, as everywhere (shared/dom.js).
 
 import { clear, h, linkify, setText } from "./shared/dom.js";
 

@@ -22,6 +22,10 @@ when the reorder window passes, when the broker's subscription reconnects, and
 by a periodic check (for a publisher that died between commit and publish).
 A change event (edit, delete, reaction) names the message it is about and waits
 for that message here, so a member never gets a change before its message.
+Change events lost the same way (a process that died between commit and publish,
+a broker outage) are read back too: per watched room the hub knows every change
+version delivered here, and the same checks compare that with the database's
+changes above the last verified version, resending the missing ones' whole state.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import json
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from chat.backends.fanout import Broker, BrokerUnavailable
@@ -40,9 +44,12 @@ from chat.hub.connection import Connection
 from chat.hub.reorder import Reorder
 from chat.monitoring import metrics
 from chat.protocol import (
+    DeletedFrame,
+    EditedFrame,
     MessageFrame,
     PresenceChangesFrame,
     PresenceFrame,
+    ReactionFrame,
     UserRef,
     encode,
 )
@@ -55,6 +62,8 @@ FILL_PAGE = 500  # messages read per query when filling a gap
 # as one `presence_changes` frame beyond (a burst of joins costs a frame per member).
 PRESENCE_SINGLES_MAX = 3
 
+ChangeFrame = EditedFrame | DeletedFrame | ReactionFrame
+
 
 class RoomLog(Protocol):
     """What the hub reads back from the database to fill gaps in a room's stream."""
@@ -66,6 +75,18 @@ class RoomLog(Protocol):
         self, room: str, after: int, upto: int, limit: int
     ) -> Sequence[MessageFrame]:
         """The room's messages with `after` < seq <= `upto`, oldest first, at most `limit`."""
+
+    async def newest_change_versions(self, rooms: Sequence[str]) -> dict[str, int]:
+        """Each named room's newest change version (rooms without changes left out)."""
+
+    async def changes_above(self, floors: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """`{room: (newest version, how many)}` of each room's changes above its floor."""
+
+    async def room_changes_after(
+        self, room: str, after: int, limit: int
+    ) -> tuple[Sequence[ChangeFrame], int]:
+        """Whole-state frames of the room's changes with a version above `after`, oldest
+        first, at most `limit`; and the newest version read (0: none)."""
 
 
 def room_channel(room: str) -> str:
@@ -115,6 +136,15 @@ class Hub:
         # here, held until it is: `(message seq, payload, connection to skip)`.
         self._held_changes: dict[str, list[tuple[int, str, int | None]]] = {}
         self._fill_locks: dict[str, asyncio.Lock] = {}
+        # Per watched room, the change versions delivered here: every one up to
+        # `_changes_verified` (checked against the database), and those above it in
+        # `_changes_seen`. A room is in `_changes_seen` while it is watched.
+        self._changes_verified: dict[str, int] = {}
+        self._changes_seen: dict[str, set[int]] = {}
+        # Rooms found behind by a check, with the floor then: read back at the next
+        # check if still behind (by then an event merely in flight has arrived).
+        self._changes_behind: dict[str, int] = {}
+        self._changes_lock = asyncio.Lock()  # one check of changes at a time
         self._resync_listeners: list[Callable[[float], Awaitable[None]]] = []
         self._admins_listeners: list[Callable[[], None]] = []
         # Presence changes wait `presence_tick` and go out together, per room.
@@ -270,6 +300,9 @@ class Hub:
             self._room_ready.pop(room, None)
             self._fill_locks.pop(room, None)
             self._held_changes.pop(room, None)
+            self._changes_verified.pop(room, None)
+            self._changes_seen.pop(room, None)
+            self._changes_behind.pop(room, None)
             if self._reorder is not None:
                 self._reorder.forget(room)
             await self.broker.unsubscribe(room_channel(room))
@@ -286,6 +319,8 @@ class Hub:
             await asyncio.shield(ready)
             return
         ready = self._room_ready[room] = asyncio.get_running_loop().create_future()
+        if self._log is not None:
+            self._changes_seen[room] = set()  # versions published from now on
         try:
             await self.broker.subscribe(room_channel(room))
             if self._reorder is not None and self._log is not None:
@@ -294,6 +329,14 @@ class Hub:
                     self._reorder.expect(room, last.get(room, 0) + 1)
                 except Exception:  # the reorder window then picks the start
                     log.exception("reading the last seq of room %r failed", room)
+                try:
+                    # Read after subscribing: a later change's event arrives, or is
+                    # read back by the checks.
+                    versions = await self._log.newest_change_versions([room])
+                    if room in self._changes_seen:
+                        self._changes_verified[room] = versions.get(room, 0)
+                except Exception:  # the next check starts from the newest then
+                    log.exception("reading the change version of room %r failed", room)
         finally:
             if not ready.done():
                 ready.set_result(None)
@@ -309,16 +352,19 @@ class Hub:
         exclude_user: int | None = None,
         exclude_conn: str | None = None,
         about: int | None = None,
+        version: int | None = None,
     ) -> bool:
         """Publish to the room's members on every process, except the user
         `exclude_user` and the connection `exclude_conn` (a `conn_key`: the
         caller answers that one itself, with its `ref`). `about`: the seq of the
         message a change event is about; a process still holding that message
-        in its reorder buffer holds the event too, so it never overtakes it."""
+        in its reorder buffer holds the event too, so it never overtakes it.
+        `version`: a change event's version, so every process notes it as delivered
+        (one it never receives is read back from the database)."""
         if room in self._presence_changes:  # who joined goes out before what they do
             await self._announce_presence(room)
         return await self._publish(
-            room_channel(room), payload, s=seq, x=exclude_user, c=exclude_conn, m=about
+            room_channel(room), payload, s=seq, x=exclude_user, c=exclude_conn, m=about, v=version
         )
 
     async def publish_messages(self, messages: Sequence[tuple[str, int, str]]) -> bool:
@@ -392,6 +438,8 @@ class Hub:
             else:
                 skip = self._local_conn(header.get("c"))
                 about = header.get("m")
+                if "v" in header:
+                    self._note_change(key, int(header["v"]))
                 if about is not None and self._not_released(key, int(about)):
                     self._held_changes.setdefault(key, []).append((int(about), payload, skip))
                 else:
@@ -538,6 +586,76 @@ class Hub:
                     log.info("room %r: seqs %d-%d missed live, reading them", room, expected, last)
                     await self._fill(room, last)
 
+    # --- missed changes ----------------------------------------------------------
+
+    def _note_change(self, room: str, version: int) -> None:
+        """The change `version` of `room` is delivered here (or held for its message)."""
+        seen = self._changes_seen.get(room)
+        if seen is not None and version > self._changes_verified.get(room, 0):
+            seen.add(version)
+
+    def _verified(self, room: str, upto: int) -> None:
+        """Every change of `room` up to `upto` is delivered here."""
+        if room not in self._changes_seen:
+            return
+        self._changes_verified[room] = max(self._changes_verified.get(room, 0), upto)
+        self._changes_behind.pop(room, None)
+        self._changes_seen[room] = {v for v in self._changes_seen[room] if v > upto}
+
+    async def catch_up_changes(self) -> None:
+        """Compare, for every watched room, the changes the database has above the
+        verified version with those delivered here; resend the whole state of those
+        missing. One query per `FILL_PAGE` rooms when nothing is missing; a room is read
+        back when a second check finds it still behind (not for an event in flight)."""
+        if self._log is None:
+            return
+        async with self._changes_lock:
+            rooms = list(self._changes_seen)
+            for start in range(0, len(rooms), FILL_PAGE):
+                part = rooms[start : start + FILL_PAGE]
+                unknown = [room for room in part if room not in self._changes_verified]
+                if unknown:  # the read at the watch failed: start from the newest
+                    newest = await self._log.newest_change_versions(unknown)
+                    for room in unknown:
+                        self._verified(room, newest.get(room, 0))
+                floors = {
+                    room: self._changes_verified[room]
+                    for room in part
+                    if room in self._changes_verified
+                }
+                above = await self._log.changes_above(floors)
+                for room, (newest_version, count) in above.items():
+                    seen = self._changes_seen.get(room)
+                    if seen is None or self._changes_verified.get(room) != floors.get(room):
+                        continue  # left meanwhile
+                    if sum(1 for v in seen if v <= newest_version) == count:
+                        self._verified(room, newest_version)
+                    elif self._changes_behind.get(room) == floors[room]:
+                        await self._resend_changes(room, floors[room])
+                    else:
+                        self._changes_behind[room] = floors[room]
+
+    async def _resend_changes(self, room: str, after: int) -> None:
+        """Deliver the whole state of the room's changes above `after` not delivered
+        here yet (clients keep the higher version of a repeat), page by page."""
+        assert self._log is not None
+        while room in self._changes_seen:
+            frames, last = await self._log.room_changes_after(room, after, FILL_PAGE)
+            seen = self._changes_seen.get(room)
+            if seen is None or last <= after:
+                return
+            for frame in frames:
+                if frame.version in seen:
+                    continue
+                log.info("room %r: change %d missed live, resending it", room, frame.version)
+                payload = encode(frame)
+                if self._not_released(room, frame.seq):
+                    self._held_changes.setdefault(room, []).append((frame.seq, payload, None))
+                else:
+                    self._deliver_room(room, payload, None, None)
+            self._verified(room, last)
+            after = last  # until a page reads nothing (frames skip purged messages)
+
     async def _check_gaps_forever(self) -> None:
         while True:
             await asyncio.sleep(self._gap_check_interval)
@@ -545,6 +663,10 @@ class Hub:
                 await self.catch_up()
             except Exception as exc:  # the database may be down: try again next time
                 log.warning("checking rooms for missed messages failed: %r", exc)
+            try:
+                await self.catch_up_changes()
+            except Exception as exc:
+                log.warning("checking rooms for missed changes failed: %r", exc)
 
     def _on_resubscribed(self, lost_at: float) -> None:
         """The broker is back after an outage: what was published meanwhile never came."""
@@ -555,6 +677,10 @@ class Hub:
             await self.catch_up()
         except Exception as exc:
             log.warning("catching up after a broker outage failed: %r", exc)
+        try:
+            await self.catch_up_changes()
+        except Exception as exc:
+            log.warning("catching up changes after a broker outage failed: %r", exc)
         for listener in self._resync_listeners:
             try:
                 await listener(lost_at)

@@ -13,11 +13,11 @@ nothing and answers with the current state and the newest version it already had
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import BigInteger, ColumnElement, and_, case, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat.protocol import (
@@ -62,6 +62,7 @@ class ResumeChanges:
 
     frames: list[ChangeFrame]
     truncated: bool  # more than the cap changed: re-read the history pages
+    last_version: int = 0  # the newest version read (page on after it); 0: none
 
 
 def excerpt(body: str, deleted: bool) -> str:
@@ -269,9 +270,78 @@ class ChangeQueries:
 
     async def changes_since(self, room: RoomView, since: int, limit: int) -> ResumeChanges:
         """Whole-state frames for the messages with seq <= `since` changed at or after
-        `since` (`at_seq >= since`): one per message and what changed (`deleted`, else
-        `edited`, and a `reaction` per emoji whose reactions changed), oldest change
-        first, each with its newest version; at most `limit` (then `truncated`)."""
+        `since` (`at_seq >= since`): the resume rule of a join without `changes_after`."""
+        where = [MessageChange.at_seq >= since, MessageChange.seq <= since]
+        return await self._change_frames(room.id, room.name, where, limit)
+
+    async def changes_after(
+        self, room: RoomView, after: int, upto_seq: int, limit: int
+    ) -> ResumeChanges:
+        """Whole-state frames for the messages with seq <= `upto_seq` changed by a change
+        with a version above `after` (the newest the client saw): exact, whatever the
+        change's `at_seq` or when its event went out."""
+        where = [MessageChange.id > after, MessageChange.seq <= upto_seq]
+        return await self._change_frames(room.id, room.name, where, limit)
+
+    async def newest_change_version(self, room_id: int) -> int:
+        """The room's newest change id (0: none yet), for `joined`."""
+        async with self.db.read() as s:
+            query = select(func.max(MessageChange.id)).where(MessageChange.room_id == room_id)
+            return int(await s.scalar(query) or 0)
+
+    # --- for the hub: changes whose event a process missed (`chat.hub.routing.RoomLog`)
+
+    async def newest_change_versions(self, rooms: Sequence[str]) -> dict[str, int]:
+        """Each named room's newest change id (rooms without changes are left out)."""
+        async with self.db.read() as s:
+            rows = await s.execute(
+                select(Room.name, func.max(MessageChange.id))
+                .join(MessageChange, MessageChange.room_id == Room.id)
+                .where(Room.name.in_(list(rooms)))
+                .group_by(Room.name)
+            )
+            return {name: int(version) for name, version in rows.tuples()}
+
+    async def changes_above(self, floors: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """`{room: (newest change id, how many changes)}` of the changes of each named
+        room with an id above its floor (rooms with none are left out). One query; each
+        room costs an index range scan of its changes above the floor only."""
+        if not floors:
+            return {}
+        # Typed: PostgreSQL would resolve a CASE of bare parameters as text.
+        floor = cast(case(dict(floors), value=Room.name, else_=0), BigInteger)
+        async with self.db.read() as s:
+            rows = await s.execute(
+                select(Room.name, func.max(MessageChange.id), func.count(MessageChange.id))
+                .join(
+                    MessageChange,
+                    and_(MessageChange.room_id == Room.id, MessageChange.id > floor),
+                )
+                .where(Room.name.in_(list(floors)))
+                .group_by(Room.name)
+            )
+            return {name: (int(newest), int(n)) for name, newest, n in rows.tuples()}
+
+    async def room_changes_after(
+        self, room: str, after: int, limit: int
+    ) -> tuple[list[ChangeFrame], int]:
+        """Whole-state frames for the named room's changes with an id above `after`,
+        oldest first, at most `limit` groups; and the newest version read (page on
+        after it; 0 when there was nothing)."""
+        async with self.db.read() as s:
+            room_id = await s.scalar(select(Room.id).where(Room.name == room))
+        if room_id is None:
+            return [], 0
+        page = await self._change_frames(room_id, room, [MessageChange.id > after], limit)
+        return page.frames, page.last_version
+
+    async def _change_frames(
+        self, room_id: int, room: str, where: Sequence[ColumnElement[bool]], limit: int
+    ) -> ResumeChanges:
+        """One frame per message and what changed among the changes `where` selects
+        (`deleted`, else `edited`, and a `reaction` per emoji whose reactions changed),
+        oldest change first, each with the current state and its newest version; at most
+        `limit` groups (then `truncated`)."""
         async with self.db.read() as s:
             version = func.max(MessageChange.id)
             groups = (
@@ -279,11 +349,7 @@ class ChangeQueries:
                     select(
                         MessageChange.message_id, MessageChange.seq, MessageChange.emoji, version
                     )
-                    .where(
-                        MessageChange.room_id == room.id,
-                        MessageChange.at_seq >= since,
-                        MessageChange.seq <= since,
-                    )
+                    .where(MessageChange.room_id == room_id, *where)
                     .group_by(MessageChange.message_id, MessageChange.seq, MessageChange.emoji)
                     .order_by(version)
                     .limit(limit + 1)
@@ -319,12 +385,12 @@ class ChangeQueries:
                 continue
             if msg.deleted:  # one frame, at the place of the message's newest change
                 if int(v) == newest[message_id]:
-                    frames.append(DeletedFrame(room=room.name, seq=seq, version=int(v)))
+                    frames.append(DeletedFrame(room=room, seq=seq, version=int(v)))
                 continue
             if emoji is None:
                 frames.append(
                     EditedFrame(
-                        room=room.name,
+                        room=room,
                         seq=seq,
                         body=msg.body,
                         edited_at=iso(msg.edited_at or msg.created_at),
@@ -334,9 +400,9 @@ class ChangeQueries:
             else:
                 users = reactions.get(message_id, {}).get(emoji, [])
                 frames.append(
-                    ReactionFrame(room=room.name, seq=seq, emoji=emoji, users=users, version=int(v))
+                    ReactionFrame(room=room, seq=seq, emoji=emoji, users=users, version=int(v))
                 )
-        return ResumeChanges(frames, truncated)
+        return ResumeChanges(frames, truncated, last_version=int(groups[-1][3]))
 
     async def message_history(
         self, room: RoomView, seq: int, *, after: int = 0, limit: int

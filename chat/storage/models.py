@@ -118,11 +118,14 @@ class MessageChange(Base):
     """History of edits, deletes and reactions: who changed what, when (moderation),
     and what a resuming client missed: `at_seq` is the room's `last_seq` when the
     change was made, so a client at `since` missed at most the changes with
-    `at_seq >= since`."""
+    `at_seq >= since`; `id` is the change's `version`, allocated in commit order
+    within a room (under the room row's lock)."""
 
     __tablename__ = "message_changes"
     __table_args__ = (
         Index("ix_message_changes_room_at_seq", "room_id", "at_seq"),
+        # A room's newest changes by version: `changes_after` resumes, the hub's checks.
+        Index("ix_message_changes_room_id", "room_id", "id"),
         Index("ix_message_changes_message", "message_id"),
     )
 

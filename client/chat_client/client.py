@@ -238,6 +238,9 @@ class ChatClient:
         self._notifications = NotificationCursor(notifications_after)
         self._catchup = CatchUp(self._history, self._inbox, self._http_token)
         self._versions = ChangeVersions()
+        # Per room, the highest change `version` seen: a rejoin asks for the changes
+        # after it (`changes_after`), whatever seq they were made at.
+        self._change_version: dict[str, int] = {}
         self._failure: BaseException | None = None
         self._closed = False
         self._reconnects = 0
@@ -349,15 +352,22 @@ class ChatClient:
 
     # --- requests --------------------------------------------------------------
 
-    async def join(self, room: str, since: int | None = None) -> JoinedFrame:
+    async def join(
+        self, room: str, since: int | None = None, changes_after: int | None = None
+    ) -> JoinedFrame:
         """Join `room` and return the server's `joined` reply.
 
         With `since`, every stored message with a greater `seq` is delivered
-        (by iterating the client) before any new one. The room is rejoined after
-        every reconnect, resuming after the last message delivered. Raises
-        `RequestError` (for example `forbidden`, `not_found`) and `TimeoutError`.
+        (by iterating the client) before any new one, then the changes to older
+        messages: those after `changes_after` (a `change_version` saved with
+        `since`) when given, else those made since message `since`. The room is
+        rejoined after every reconnect, resuming after the last message and change
+        delivered. Raises `RequestError` (for example `forbidden`, `not_found`)
+        and `TimeoutError`.
         """
         self._check_open()
+        if changes_after is not None:
+            self._change_version[room] = changes_after
         if since is not None:
             self._last_seq[room] = since
         else:
@@ -704,7 +714,9 @@ class ChatClient:
         conn.joins_sent.add(room)
         ref = _new_ref("j-")
         self._join_refs[ref] = room
-        frame = JoinIn(type="join", room=room, since=self._last_seq.get(room), ref=ref)
+        since = self._last_seq.get(room)
+        changes_after = self._change_version.get(room) if since is not None else None
+        frame = JoinIn(type="join", room=room, since=since, changes_after=changes_after, ref=ref)
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(_encode(frame))
 
@@ -774,9 +786,15 @@ class ChatClient:
         """Hold every frame of ours back for `seconds` (after `rate_limited`)."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
+    def change_version(self, room: str) -> int | None:
+        """The highest change `version` seen in `room` (None: not joined yet): save it
+        with the last seq to resume a later run with `join(room, since, changes_after)`."""
+        return self._change_version.get(room)
+
     def _forget_room(self, room: str) -> None:
         self._rooms.pop(room, None)
         self._last_seq.pop(room, None)
+        self._change_version.pop(room, None)
         self._versions.forget_room(room)
 
     def _check_size(self, data: str) -> None:
@@ -833,6 +851,8 @@ class ChatClient:
         if frame.ref is not None:
             room = self._join_refs.pop(frame.ref, room)
         if room in self._rooms:
+            # Having seen none: every change up to it is in what the join sends or pages.
+            self._change_version.setdefault(room, frame.changes_version)
             last = self._last_seq.get(room)
             if last is not None and frame.changes_truncated:
                 # More changes than a join resends: each message's state from history.
@@ -854,6 +874,9 @@ class ChatClient:
         """An `edited`, `deleted` or `reaction` event: the confirmation of a request of
         ours when it carries its ref; news to the application unless already seen."""
         self._confirm(frame.ref, frame)
+        if frame.room in self._rooms and frame.version > 0:
+            seen = self._change_version.get(frame.room, 0)
+            self._change_version[frame.room] = max(seen, frame.version)
         if frame.room in self._rooms and self._versions.is_news(frame):
             self._events.put_nowait(frame)
 

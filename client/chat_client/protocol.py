@@ -120,6 +120,8 @@ class JoinIn(_Frame):
     type: Literal["join"]
     room: RoomName
     since: Annotated[int, Field(ge=0)] | None = None
+    # The highest change `version` seen in the room: resend the changes after it.
+    changes_after: Annotated[int, Field(ge=0)] | None = None
     ref: Ref | None = None
 
 
@@ -302,6 +304,8 @@ class JoinedFrame(_Frame):
     unread: int = 0
     # More messages up to `since` changed than a join resends: re-read those pages.
     changes_truncated: bool = False
+    # The room's newest change version when the join took effect (0: none yet).
+    changes_version: int = 0
     topic: str | None = None
     archived: bool = False
     ref: str | None = None

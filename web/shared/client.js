@@ -435,7 +435,8 @@ export class Session extends Emitter {
  * Events (`conn.on(type, fn)`):
  *   "state"      {state, attempt, retryAt, code, reason}: see `State`
  *   "hello"      the hello frame ({user, expires_at, limits}); also `conn.user`, `conn.limits`
- *   "joined"     joined frame (on every (re)join); {room, presence, last_seq, replay_truncated}
+ *   "joined"     joined frame (on every (re)join); {room, presence, last_seq, replay_truncated,
+ *                changes_version}
  *   "message"    a message frame, each (room, seq) delivered once, including missed
  *                messages recovered after a reconnect (which may arrive after newer live
  *                ones: order by `seq`)
@@ -547,10 +548,11 @@ export class Connection extends Emitter {
   /**
    * Join a room now and after every reconnect. Rejoins ask for `since` = the last
    * seq seen, so only missed messages are replayed (the first join replays none:
-   * load history over HTTP).
+   * load history over HTTP), and `changes_after` = the highest change version seen,
+   * so every edit, deletion and reaction missed meanwhile is resent.
    */
   join(room) {
-    if (!this._rooms.has(room)) this._rooms.set(room, { mark: null, above: new Set(), joinedEpoch: -1 });
+    if (!this._rooms.has(room)) this._rooms.set(room, { mark: null, above: new Set(), joinedEpoch: -1, changeVersion: null });
     if (this._authed) this._sendJoin(room);
   }
 
@@ -829,6 +831,8 @@ export class Connection extends Emitter {
     const frame = { type: "join", room, ref: this._op("join", room) };
     if (tracker?.mark !== null && tracker?.mark !== undefined) frame.since = tracker.mark;
     tracker.sinceSent = frame.since ?? null;
+    // Only with `since`: the changes resent are those to the messages up to it.
+    if (frame.since !== undefined && Number.isInteger(tracker.changeVersion)) frame.changes_after = tracker.changeVersion;
     this._transmit(frame);
   }
 
@@ -867,9 +871,23 @@ export class Connection extends Emitter {
         this._rooms.delete(frame.room);
         this.emit("removed", frame);
         return;
+      case "edited":
+      case "deleted":
+      case "reaction":
+        this._noteChange(frame);
+        this.emit(frame.type, frame);
+        return;
       default:
         this.emit(frame.type, frame);
     }
+  }
+
+  /** Remember the highest change version seen in the room, for the next rejoin. */
+  _noteChange(frame) {
+    const tracker = this._rooms.get(frame.room);
+    const version = Number(frame.version) || 0;
+    if (!tracker || !version) return;
+    tracker.changeVersion = Math.max(tracker.changeVersion ?? 0, version);
   }
 
   _joined(frame) {
@@ -877,6 +895,10 @@ export class Connection extends Emitter {
     const tracker = this._rooms.get(frame.room);
     if (!tracker) return;
     tracker.joinedEpoch = this._epoch;
+    // Having seen none: every change up to it is in what this join sends or history shows.
+    if (!Number.isInteger(tracker.changeVersion) && Number.isInteger(frame.changes_version)) {
+      tracker.changeVersion = frame.changes_version;
+    }
     if (tracker.mark === null) {
       // First join: no replay was asked for; live messages start after last_seq.
       tracker.mark = frame.last_seq;
@@ -999,7 +1021,7 @@ export class Connection extends Emitter {
         if (typeof item?.ref === "string" && typeof item.room === "string" && typeof item.body === "string") {
           const replyTo = Number.isInteger(item.reply_to) ? item.reply_to : null;
           this._outbox.push({ ref: item.ref, room: item.room, body: item.body, reply_to: replyTo, sentEpoch: -1 });
-          if (!this._rooms.has(item.room)) this._rooms.set(item.room, { mark: null, above: new Set(), joinedEpoch: -1 });
+          if (!this._rooms.has(item.room)) this._rooms.set(item.room, { mark: null, above: new Set(), joinedEpoch: -1, changeVersion: null });
         }
       }
     } catch {

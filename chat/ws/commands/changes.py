@@ -53,7 +53,11 @@ async def _announce(session: CommandContext, result: ChangeResult, ref: str | No
     conn, hub = session.conn, session.deps.hub
     if result.changed:
         await hub.publish_room(
-            frame.room, encode(frame), exclude_conn=hub.conn_key(conn), about=frame.seq
+            frame.room,
+            encode(frame),
+            exclude_conn=hub.conn_key(conn),
+            about=frame.seq,
+            version=frame.version,
         )
     conn.push(encode(frame.model_copy(update={"ref": ref})))
 

@@ -8,7 +8,8 @@ from chat.ws.commands.context import CommandContext
 
 async def join(session: CommandContext, frame: JoinIn) -> None:
     """Join a room: presence, `joined`, then what the client missed since `since`:
-    the messages after it, then the changes to the messages up to it.
+    the messages after it, then the changes to the messages up to it (those after
+    `changes_after` when given, else those made at or after `since`).
 
     The connection is registered (buffering live events) before `last_seq` and
     the changes are read, so a message or change stored meanwhile is either
@@ -48,10 +49,17 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
         cap = settings.replay_cap
         replay = await store.messages(room, after=since, upto=last_seq, limit=cap)
         truncated = last_seq - since > cap
+    # Read before the changes: every change up to it is resent, replayed or paged.
+    changes_version = await store.newest_change_version(room.id)
     changes = None
-    # Changes to messages the client holds: none below seq 1, and none to resend for a
-    # `since` past `last_seq` (their `at_seq` would be past it: they arrive live).
-    if since and since <= last_seq:
+    if since and frame.changes_after is not None:
+        # Exact: every change after the newest version the client saw, to the messages
+        # it holds (none past `last_seq` exist).
+        upto = min(since, last_seq)
+        changes = await store.changes_after(room, frame.changes_after, upto, settings.replay_cap)
+    elif since and since <= last_seq:
+        # Changes to messages the client holds: none below seq 1, and none to resend for
+        # a `since` past `last_seq` (their `at_seq` would be past it: they arrive live).
         changes = await store.changes_since(room, since, settings.replay_cap)
     read_seq, unread = await store.read_state(room.id, session.user.id)
     if conn.removals.get(room.name, 0) != removals:
@@ -72,6 +80,7 @@ async def join(session: CommandContext, frame: JoinIn) -> None:
                 read_seq=read_seq,
                 unread=unread,
                 changes_truncated=changes is not None and changes.truncated,
+                changes_version=changes_version,
                 ref=frame.ref,
             )
         )
