@@ -114,9 +114,11 @@ class Services:
         hub = Hub(
             backends.fanout,
             backends.presence,
+            # The database: where missed changes are read back from (`changes_checked`).
+            room_log=store,
             # Several processes publish to one room only through Redis: order by seq
             # and fill gaps from the database then.
-            room_log=store if backends.kind == "redis" else None,
+            reorder=backends.kind == "redis",
             reorder_window=settings.reorder_window,
             gap_check_interval=settings.gap_check_interval,
             presence_tick=settings.presence_tick,

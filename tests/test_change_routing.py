@@ -14,7 +14,8 @@ from tests.test_reorder import LOCAL_PRESENCE, FakeLog, ShuffledBroker
 
 
 class Recorder:
-    """A socket that takes everything at once and records `(type, seq)` of each frame."""
+    """A socket that takes everything at once and records `(type, seq)` of each frame
+    (`(type, version)` of a `changes_checked`)."""
 
     def __init__(self) -> None:
         self.frames: list[tuple[str, int]] = []
@@ -22,7 +23,7 @@ class Recorder:
     def write(self, messages: Sequence[bytes]) -> None:
         for raw in messages:
             frame = json.loads(raw)
-            self.frames.append((frame["type"], frame["seq"]))
+            self.frames.append((frame["type"], frame.get("seq", frame.get("version"))))
 
     def buffered(self) -> int:
         return 0
@@ -112,16 +113,18 @@ async def test_a_change_whose_event_never_came_is_read_back_once() -> None:
     # The first check finds the room behind (the event may be in flight): it waits.
     await hub.catch_up_changes()
     assert sink.frames == [("edited", 1)] and log.change_reads == 0
-    # Still behind at the second: read back and delivered, the delivered one not again.
+    # Still behind at the second: read back and delivered, the delivered one not again;
+    # then the room's members learn that every change up to 9 has reached them.
     await hub.catch_up_changes()
     await _settle()
-    assert sink.frames == [("edited", 1), ("edited", 1)] and log.change_reads >= 1
+    assert sink.frames == [("edited", 1), ("edited", 1), ("changes_checked", 9)]
+    assert log.change_reads >= 1
     reads = log.change_reads
     # Caught up: one cheap check per round, nothing read, nothing sent.
     for _ in range(3):
         await hub.catch_up_changes()
     await _settle()
-    assert len(sink.frames) == 2 and log.change_reads == reads
+    assert len(sink.frames) == 3 and log.change_reads == reads
     # An event in flight at one check and delivered before the next is not read back.
     late = EditedFrame(room="r", seq=1, body="b3", edited_at="t", version=12)
     log.changes["r"].append(late)
@@ -131,5 +134,28 @@ async def test_a_change_whose_event_never_came_is_read_back_once() -> None:
     await hub.catch_up_changes()
     await hub.catch_up_changes()
     await _settle()
-    assert len(sink.frames) == 3 and log.change_reads == reads
+    assert sink.frames[3:] == [("edited", 1), ("changes_checked", 12)]
+    assert log.change_reads == reads
+    await hub.stop()
+
+
+async def test_the_checked_version_never_passes_a_change_still_on_its_way() -> None:
+    """An event that overtook an older one: `changes_checked` stays below the older one
+    until it has been delivered, so a client resuming from it gets that change."""
+    broker, log = ShuffledBroker(), FakeLog()
+    hub = Hub(broker, LOCAL_PRESENCE, room_log=log, reorder=False, gap_check_interval=60)
+    await hub.start()
+    first = log.store("r")
+    _, sink = await _member(hub, "r", first.seq)
+    lost = EditedFrame(room="r", seq=1, body="b1", edited_at="t", version=10)
+    overtaking = EditedFrame(room="r", seq=1, body="b2", edited_at="t", version=12)
+    log.changes["r"] = [lost, overtaking]
+    await hub.publish_room("r", encode(overtaking), about=1, version=12)
+    for _ in range(3):  # checks before the lost one is read back: nothing is confirmed
+        await hub.catch_up_changes()
+        await _settle()
+        if len(sink.frames) > 1:
+            break
+    assert sink.frames[0] == ("edited", 1)
+    assert sink.frames[1:] == [("edited", 1), ("changes_checked", 12)]
     await hub.stop()

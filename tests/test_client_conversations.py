@@ -31,7 +31,15 @@ from chat_client import (
     RequestError,
 )
 from tests.faultproxy import FaultProxy
-from tests.harness import Account, Api, Server, commit_unpublished_edit, one_node, unique
+from tests.harness import (
+    Account,
+    Api,
+    Server,
+    ServerPair,
+    commit_unpublished_edit,
+    one_node,
+    unique,
+)
 from tests.test_client_cli import Background, one_line, sh
 
 FAST: dict[str, Any] = {"backoff_initial": 0.05, "backoff_max": 0.3, "request_timeout": 10.0}
@@ -296,7 +304,10 @@ async def test_a_rejoin_asks_for_the_changes_after_the_newest_version_seen(
             acks = [await mine.send(room, f"m{i}") for i in range(3)]
             seen = await mine.edit(room, acks[2].seq, "m2 (edited)")
             await events.wait_count(EditedFrame, 1)
-            assert theirs.change_version(room) == seen.version
+            # The server's next check confirms it (`changes_checked`).
+            async with asyncio.timeout(6):
+                while theirs.change_version(room) != seen.version:
+                    await asyncio.sleep(0.05)
 
             proxy.cut()
             async with asyncio.timeout(10):
@@ -314,6 +325,64 @@ async def test_a_rejoin_asks_for_the_changes_after_the_newest_version_seen(
         (acks[2].seq, seen.version),
         (acks[0].seq, lost),
     ]
+
+
+@pytest.mark.two_nodes
+async def test_a_change_overtaken_by_a_later_one_still_comes_after_a_resume_elsewhere(
+    server: Server, api: Api, admin: Account
+) -> None:
+    """A change whose event never went out, then a later one whose event the client
+    saw: the client drops at once and resumes on a process that does not watch the
+    room. Resuming from the newest version seen would skip the first change; the
+    client resumes from the version the server confirmed instead, and gets it."""
+    assert isinstance(server, ServerPair)
+    first, second = server.nodes
+    author, away = api.bot(admin), api.bot(admin)
+    room = api.room(admin)
+    proxy = FaultProxy(first.port).start()
+    try:
+        async with (
+            ChatClient(first.ws, token=author.token, **FAST) as mine,
+            ChatClient(f"ws://127.0.0.1:{proxy.port}/ws", token=away.token, **FAST) as theirs,
+        ):
+            await mine.join(room)
+            await theirs.join(room)
+            events = Events(theirs)
+            acks = [await mine.send(room, f"m{i}") for i in range(3)]
+            await events.wait_count(MessageFrame, 3)
+            lost = await commit_unpublished_edit(server, room, acks[0].seq, "m0 (lost)", at_seq=3)
+            seen = await mine.edit(room, acks[2].seq, "m2 (edited)")
+            await events.wait_count(EditedFrame, 1)
+            assert lost < seen.version
+            # Not confirmed past the change that never arrived (its read-back takes two
+            # checks, 2 s apart: this is well inside them).
+            assert (theirs.change_version(room) or 0) < lost
+
+            proxy.cut()
+            proxy.upstream = ("127.0.0.1", second.port)  # nobody watches the room there
+            async with asyncio.timeout(10):
+                while theirs.connected:
+                    await asyncio.sleep(0.02)
+            proxy.restore()
+
+            await events.wait(lambda: any(e.body == "m0 (lost)" for e in events.of(EditedFrame)))
+            await frames_settle(events)
+    finally:
+        proxy.stop()
+    assert theirs.reconnects >= 1
+    # Each change once, in the order the client learnt of them.
+    assert [(e.seq, e.version) for e in events.of(EditedFrame)] == [
+        (acks[2].seq, seen.version),
+        (acks[0].seq, lost),
+    ]
+
+
+async def frames_settle(events: Events, quiet: float = 0.5) -> None:
+    """Wait until nothing new has arrived for `quiet` seconds."""
+    count = -1
+    while count != len(events.items):
+        count = len(events.items)
+        await asyncio.sleep(quiet)
 
 
 async def test_more_changes_than_a_join_resends_are_read_from_history(

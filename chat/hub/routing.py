@@ -44,6 +44,7 @@ from chat.hub.connection import Connection
 from chat.hub.reorder import Reorder
 from chat.monitoring import metrics
 from chat.protocol import (
+    ChangesCheckedFrame,
     DeletedFrame,
     EditedFrame,
     MessageFrame,
@@ -106,18 +107,25 @@ class Hub:
         presence: PresenceFactory,
         *,
         room_log: RoomLog | None = None,
+        reorder: bool = True,
         reorder_window: float = 0.25,
         gap_check_interval: float = 2.0,
         presence_tick: float = 0.05,
     ) -> None:
-        """`room_log` (the database) turns on reordering and gap filling.
+        """`room_log` (the database) turns on the checks of missed changes and, with
+        `reorder`, reordering and gap filling of messages.
 
         `presence` builds the presence store (memory or Redis) given the hub's
         change callback.
 
+        Every `gap_check_interval` seconds each watched room's change versions in
+        the database are compared with those delivered here; what is missing is
+        resent, and the room's connections are told how far every change has
+        reached them (`changes_checked`).
+
         With several processes publishing to one room (a Redis broker), room
         messages can reach this process out of seq order, or not at all: with
-        `room_log` given, they are released in seq order per room (see
+        `reorder`, they are released in seq order per room (see
         `chat.hub.reorder`), and a seq still missing `reorder_window` seconds later
         is read from the database; every `gap_check_interval` seconds, and
         whenever the broker resubscribes, each watched room's newest seq is
@@ -128,7 +136,7 @@ class Hub:
         self._gap_check_interval = gap_check_interval
         self._reorder: Reorder[tuple[str, int | None]] | None = (
             Reorder(self._release_room, reorder_window, on_gap=self._on_gap)
-            if room_log is not None
+            if room_log is not None and reorder
             else None
         )
         self._room_ready: dict[str, asyncio.Future[None]] = {}
@@ -329,6 +337,7 @@ class Hub:
                     self._reorder.expect(room, last.get(room, 0) + 1)
                 except Exception:  # the reorder window then picks the start
                     log.exception("reading the last seq of room %r failed", room)
+            if self._log is not None:
                 try:
                     # Read after subscribing: a later change's event arrives, or is
                     # read back by the checks.
@@ -595,10 +604,16 @@ class Hub:
             seen.add(version)
 
     def _verified(self, room: str, upto: int) -> None:
-        """Every change of `room` up to `upto` is delivered here."""
+        """Every change of `room` up to `upto` is delivered here: the room's connections
+        are told (`changes_checked`), as that, not the newest version they saw, is where
+        a resume must start."""
         if room not in self._changes_seen:
             return
-        self._changes_verified[room] = max(self._changes_verified.get(room, 0), upto)
+        before = self._changes_verified.get(room)
+        self._changes_verified[room] = max(before or 0, upto)
+        if before is not None and upto > before:
+            checked = ChangesCheckedFrame(room=room, version=upto)
+            self._deliver_room(room, encode(checked), None, None)
         self._changes_behind.pop(room, None)
         self._changes_seen[room] = {v for v in self._changes_seen[room] if v > upto}
 

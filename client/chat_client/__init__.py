@@ -32,6 +32,7 @@ from chat_client.inbox import NotificationPage
 from chat_client.protocol import (
     AckFrame,
     AlertFrame,
+    ChangesCheckedFrame,
     CloseCode,
     DeletedFrame,
     EditedFrame,
@@ -59,6 +60,7 @@ __all__ = [
     "AlertFrame",
     "ApiError",
     "AuthenticationError",
+    "ChangesCheckedFrame",
     "ChatClient",
     "ChatClientError",
     "ClientClosedError",

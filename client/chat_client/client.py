@@ -71,6 +71,7 @@ from chat_client.protocol import (
     AckFrame,
     AlertFrame,
     AuthIn,
+    ChangesCheckedFrame,
     CloseCode,
     DeletedFrame,
     DeleteIn,
@@ -238,8 +239,10 @@ class ChatClient:
         self._notifications = NotificationCursor(notifications_after)
         self._catchup = CatchUp(self._history, self._inbox, self._http_token)
         self._versions = ChangeVersions()
-        # Per room, the highest change `version` seen: a rejoin asks for the changes
-        # after it (`changes_after`), whatever seq they were made at.
+        # Per room, the change `version` up to which every change has reached us (the
+        # server says so in `joined` and `changes_checked`): a rejoin asks for the
+        # changes after it (`changes_after`), whatever seq they were made at. Not the
+        # highest version seen: an event can overtake an earlier one still on its way.
         self._change_version: dict[str, int] = {}
         self._failure: BaseException | None = None
         self._closed = False
@@ -787,8 +790,9 @@ class ChatClient:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
     def change_version(self, room: str) -> int | None:
-        """The highest change `version` seen in `room` (None: not joined yet): save it
-        with the last seq to resume a later run with `join(room, since, changes_after)`."""
+        """The change `version` in `room` up to which every change has been delivered
+        (None: not joined yet): save it with the last seq to resume a later run with
+        `join(room, since, changes_after)`."""
         return self._change_version.get(room)
 
     def _forget_room(self, room: str) -> None:
@@ -822,6 +826,8 @@ class ChatClient:
                 self._on_error(conn, frame)
             case EditedFrame() | DeletedFrame() | ReactionFrame():
                 self._on_change(frame)
+            case ChangesCheckedFrame():
+                self._changes_reached(frame.room, frame.version)
             case NotificationFrame():
                 if self._notifications.take(frame):
                     self._events.put_nowait(frame)
@@ -851,12 +857,12 @@ class ChatClient:
         if frame.ref is not None:
             room = self._join_refs.pop(frame.ref, room)
         if room in self._rooms:
-            # Having seen none: every change up to it is in what the join sends or pages.
-            self._change_version.setdefault(room, frame.changes_version)
             last = self._last_seq.get(room)
             if last is not None and frame.changes_truncated:
                 # More changes than a join resends: each message's state from history.
                 await self._catchup.changes(room, last, self._events.put_nowait)
+            # Every change up to it is in what the join sent (or history, paged above).
+            self._changes_reached(room, frame.changes_version)
             if last is None:
                 self._last_seq[room] = frame.last_seq
             elif frame.last_seq < last:
@@ -874,11 +880,12 @@ class ChatClient:
         """An `edited`, `deleted` or `reaction` event: the confirmation of a request of
         ours when it carries its ref; news to the application unless already seen."""
         self._confirm(frame.ref, frame)
-        if frame.room in self._rooms and frame.version > 0:
-            seen = self._change_version.get(frame.room, 0)
-            self._change_version[frame.room] = max(seen, frame.version)
         if frame.room in self._rooms and self._versions.is_news(frame):
             self._events.put_nowait(frame)
+
+    def _changes_reached(self, room: str, version: int) -> None:
+        if room in self._rooms:
+            self._change_version[room] = max(self._change_version.get(room, 0), version)
 
     def _confirm(self, ref: str | None, frame: AckFrame | ChangeFrame | ReadFrame) -> None:
         """Resolve the request waiting for `frame` (its `ref`, the type it expects)."""

@@ -382,6 +382,16 @@ class ReactionFrame(_Frame):
     ref: str | None = None
 
 
+class ChangesCheckedFrame(_Frame):
+    """Every change of `room` up to `version` has reached this connection (live, resent,
+    or in its join): the `changes_after` to rejoin with. The highest `version` seen in
+    change frames is not, as an event can overtake an earlier one still on its way."""
+
+    type: Literal["changes_checked"] = "changes_checked"
+    room: str
+    version: int
+
+
 class ReadFrame(_Frame):
     """The user's read cursor in `room` moved (sent to their other connections)."""
 
@@ -504,6 +514,7 @@ ServerFrame = Annotated[
     | EditedFrame
     | DeletedFrame
     | ReactionFrame
+    | ChangesCheckedFrame
     | ReadFrame
     | NotificationFrame
     | NotificationsReadFrame

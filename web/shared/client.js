@@ -548,8 +548,9 @@ export class Connection extends Emitter {
   /**
    * Join a room now and after every reconnect. Rejoins ask for `since` = the last
    * seq seen, so only missed messages are replayed (the first join replays none:
-   * load history over HTTP), and `changes_after` = the highest change version seen,
-   * so every edit, deletion and reaction missed meanwhile is resent.
+   * load history over HTTP), and `changes_after` = the version up to which every change
+   * has arrived (`changes_checked`), so every edit, deletion and reaction missed
+   * meanwhile is resent (those seen already again: the views keep the newer version).
    */
   join(room) {
     if (!this._rooms.has(room)) this._rooms.set(room, { mark: null, above: new Set(), joinedEpoch: -1, changeVersion: null });
@@ -871,22 +872,23 @@ export class Connection extends Emitter {
         this._rooms.delete(frame.room);
         this.emit("removed", frame);
         return;
-      case "edited":
-      case "deleted":
-      case "reaction":
-        this._noteChange(frame);
-        this.emit(frame.type, frame);
+      case "changes_checked":
+        this._changesReached(frame.room, frame.version);
         return;
       default:
         this.emit(frame.type, frame);
     }
   }
 
-  /** Remember the highest change version seen in the room, for the next rejoin. */
-  _noteChange(frame) {
-    const tracker = this._rooms.get(frame.room);
-    const version = Number(frame.version) || 0;
-    if (!tracker || !version) return;
+  /**
+   * Remember the version up to which every change of the room has reached us (from
+   * `joined` and `changes_checked`), for the next rejoin's `changes_after`. Not the
+   * highest version seen in change frames: an event can overtake an earlier one that is
+   * still on its way, and a rejoin after the later one would skip the earlier one.
+   */
+  _changesReached(room, version) {
+    const tracker = this._rooms.get(room);
+    if (!tracker || !Number.isInteger(version)) return;
     tracker.changeVersion = Math.max(tracker.changeVersion ?? 0, version);
   }
 
@@ -895,10 +897,8 @@ export class Connection extends Emitter {
     const tracker = this._rooms.get(frame.room);
     if (!tracker) return;
     tracker.joinedEpoch = this._epoch;
-    // Having seen none: every change up to it is in what this join sends or history shows.
-    if (!Number.isInteger(tracker.changeVersion) && Number.isInteger(frame.changes_version)) {
-      tracker.changeVersion = frame.changes_version;
-    }
+    // Every change up to it is in what this join sends (or, truncated, history shows).
+    this._changesReached(frame.room, frame.changes_version);
     if (tracker.mark === null) {
       // First join: no replay was asked for; live messages start after last_seq.
       tracker.mark = frame.last_seq;
