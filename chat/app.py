@@ -23,6 +23,7 @@ from chat.api import (
     ops,
     people,
     rooms,
+    search,
     tasks,
 )
 from chat.config import Settings
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifications.router,
         changes.router,
         rooms.router,
+        search.router,
         admin.router,
         tasks.router,
         alerts.router,

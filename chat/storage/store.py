@@ -3,8 +3,9 @@
 The queries live by subject: `users` (accounts, refresh and bot tokens),
 `rooms` (rooms, members, settings, last seqs), `dms` (direct-message rooms),
 `messages` (the batch insert, history, gap reads), `inbox` (notifications),
-`changes` (edits, deletes, reactions, replies, their history) and `reads` (read
-cursors, unread counts); `Store` is all of them on one database.
+`changes` (edits, deletes, reactions, replies, their history), `reads` (read
+cursors, unread counts) and `search` (full-text search); `Store` is all of them on
+one database.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ from chat.storage.messages import MessageQueries
 from chat.storage.notifications import BatchNotifier
 from chat.storage.reads import ReadQueries
 from chat.storage.rooms import RoomQueries
+from chat.storage.search import SearchQueries
 from chat.storage.users import UserQueries
 
 
 class Store(
-    UserQueries, DmQueries, RoomQueries, MessageQueries, InboxQueries, ChangeQueries, ReadQueries
+    UserQueries,
+    DmQueries,
+    RoomQueries,
+    MessageQueries,
+    InboxQueries,
+    ChangeQueries,
+    ReadQueries,
+    SearchQueries,
 ):
     def __init__(self, db: Database) -> None:
         super().__init__(db)

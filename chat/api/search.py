@@ -1,0 +1,57 @@
+"""Full-text search over HTTP: `GET /api/search?q=TEXT&room=R&limit=N&offset=K`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from chat.api.deps import Caller, StoreDep
+from chat.api.rooms import NOT_FOUND
+from chat.storage.rules import InputError
+from chat.storage.search import Order
+from chat.storage.search_query import parse_query
+
+router = APIRouter(prefix="/api", tags=["search"])
+PAGE_MAX = 50
+OFFSET_MAX = 1000  # deeper pages of a ranked search cost more than anyone reads
+
+
+@router.get(
+    "/search",
+    responses={
+        404: {"description": "`room` does not exist or the caller may not read it"},
+        422: {"description": "an empty query, or one too long, or without any word"},
+    },
+)
+async def search(
+    caller: Caller,
+    store: StoreDep,
+    # Longer than the rule on purpose: the rule's own 422 says what the limit is.
+    q: Annotated[str, Query(max_length=20_000)],
+    room: Annotated[str | None, Query(max_length=1000)] = None,
+    order: Order = "rank",
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 20,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
+) -> dict[str, Any]:
+    """Messages the caller can read that contain every word and phrase of `q` (see
+    docs/protocol.md for the query language): best match first (`order=newest`: newest
+    first), `limit` per page; `next_offset` pages on (null: no more). Each item is the
+    message as history shows it, with `snippet`: segments `{text, match}`."""
+    try:
+        query = parse_query(q)
+    except InputError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    room_id = None
+    if room is not None:
+        view = await store.room_for(room, caller.user)
+        # Direct messages are searched by their two members only, admins included.
+        if view is None or (view.is_dm and not view.member):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+        room_id = view.id
+    hits = await store.search(
+        caller.user, query, room_id=room_id, order=order, limit=limit + 1, offset=offset
+    )
+    more = len(hits) > limit and offset + limit <= OFFSET_MAX
+    items = [{**h.frame.model_dump(), "snippet": h.snippet} for h in hits[:limit]]
+    return {"items": items, "next_offset": offset + limit if more else None}

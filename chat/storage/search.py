@@ -1,0 +1,148 @@
+"""Full-text search over messages: one interface, an engine per database.
+
+SQLite: the FTS5 table `messages_fts` (external content: it indexes `messages.body`,
+rowid = message id) kept current by triggers on `messages`, so an insert, an edit, a
+deletion (body emptied) and a purge change the index in the same transaction as the
+row. PostgreSQL: the stored generated column `messages.search_vector`
+(`to_tsvector('simple', body)`) with a GIN index. Both use the same rules, no
+stemming and no stop words (`simple`, `unicode61`), so a query finds the same messages
+on either. Migration 0005_search creates them; the models leave them out (see
+`SEARCH_OBJECTS`).
+
+A search returns the messages of rooms the user can read (public, member, admin;
+direct-message rooms only for their two members), best match first (bm25 / ts_rank),
+newest first among equals, or newest first when asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import ColumnElement, and_, exists, or_, select
+
+from chat.protocol import MessageFrame, UserRef
+from chat.storage.db import Database
+from chat.storage.messages import MessageQueries
+from chat.storage.models import Message, Room, RoomMember, User
+from chat.storage.search_query import SearchQuery, fts5_match, highlight, tsquery
+
+Order = Literal["rank", "newest"]
+
+# Schema objects of search that the ORM models do not describe (they exist on one
+# dialect only): the migration-vs-models comparison leaves them out.
+FTS_TABLE = "messages_fts"
+SEARCH_OBJECTS = frozenset({"search_vector", "ix_messages_search_vector"})
+
+
+def is_search_object(name: str | None) -> bool:
+    """Whether a reflected table, column or index is one of search's (FTS5's shadow
+    tables included), for Alembic's `include_name` / `include_object` filters."""
+    return name is not None and (name in SEARCH_OBJECTS or name.startswith(FTS_TABLE))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A message found, and its snippet: segments `{"text", "match"}`."""
+
+    frame: MessageFrame
+    snippet: list[dict[str, object]]
+
+
+class SearchEngine(Protocol):
+    """How one database matches and ranks: a select of matching message ids, in order."""
+
+    def matching(self, query: SearchQuery, order: Order) -> sa.Select[int]: ...
+
+
+class Fts5Engine:
+    """SQLite FTS5: `MATCH` on quoted terms, `bm25()` (lower is better)."""
+
+    def matching(self, query: SearchQuery, order: Order) -> sa.Select[int]:
+        fts: ColumnElement[Any] = sa.literal_column(FTS_TABLE)
+        ids = (
+            select(Message.id)
+            .select_from(sa.table(FTS_TABLE))
+            .join(Message, Message.id == sa.literal_column(f"{FTS_TABLE}.rowid"))
+            .where(fts.op("MATCH")(sa.bindparam("match", fts5_match(query))))
+        )
+        if order == "rank":
+            ids = ids.order_by(sa.func.bm25(fts).asc())
+        return ids.order_by(Message.id.desc())
+
+
+class TsvectorEngine:
+    """PostgreSQL: `@@` with a tsquery built from quoted lexemes, `ts_rank` (higher is
+    better, divided by the log of the length like bm25 favours short messages)."""
+
+    def matching(self, query: SearchQuery, order: Order) -> sa.Select[int]:
+        vector: ColumnElement[Any] = sa.literal_column("messages.search_vector")
+        config: ColumnElement[Any] = sa.literal_column("'simple'::regconfig")
+        tsq = sa.func.to_tsquery(config, sa.bindparam("tsq", tsquery(query)))
+        ids = select(Message.id).where(vector.op("@@")(tsq))
+        if order == "rank":
+            ids = ids.order_by(sa.func.ts_rank(vector, tsq, 1).desc())
+        return ids.order_by(Message.id.desc())
+
+
+def engine_for(db: Database) -> SearchEngine:
+    return Fts5Engine() if db.is_sqlite else TsvectorEngine()
+
+
+def readable_rooms(user: UserRef) -> sa.Select[int]:
+    """Ids of the rooms whose messages `user` may search: public rooms, rooms they are a
+    member of, every room for an admin; direct-message rooms only for their members."""
+    member = exists().where(RoomMember.room_id == Room.id, RoomMember.user_id == user.id)
+    not_dm = Room.kind != "dm"
+    open_to: ColumnElement[bool] = (
+        not_dm if user.role == "admin" else and_(not_dm, Room.private.is_(False))
+    )
+    return select(Room.id).where(or_(open_to, member))
+
+
+class SearchQueries:
+    db: Database
+
+    async def search(
+        self,
+        user: UserRef,
+        query: SearchQuery,
+        *,
+        room_id: int | None,
+        order: Order,
+        limit: int,
+        offset: int,
+    ) -> list[SearchHit]:
+        """A page of the messages matching `query` that `user` may read (of one room when
+        `room_id` is given: the caller checked it is readable), in `order`."""
+        ids_query = (
+            engine_for(self.db)
+            .matching(query, order)
+            .where(Message.room_id.in_(readable_rooms(user)), Message.deleted.is_(False))
+            .limit(limit)
+            .offset(offset)
+        )
+        if room_id is not None:
+            ids_query = ids_query.where(Message.room_id == room_id)
+        async with self.db.read() as s:
+            ids = list((await s.execute(ids_query)).scalars())
+            if not ids:
+                return []
+            rows = (
+                await s.execute(
+                    select(Message, User, Room.name)
+                    .join(User, User.id == Message.user_id)
+                    .join(Room, Room.id == Message.room_id)
+                    .where(Message.id.in_(ids))
+                )
+            ).tuples()
+            by_room: dict[str, list[tuple[Message, User]]] = {}
+            for msg, author, name in rows:
+                by_room.setdefault(name, []).append((msg, author))
+            frames: dict[int, MessageFrame] = {}
+            for name, pairs in by_room.items():
+                # As history shows them (reactions, replies, edits): one builder for both.
+                built = await MessageQueries._frames(s, name, pairs)
+                frames.update({f.id: f for f in built})
+        return [SearchHit(frames[i], highlight(frames[i].body, query)) for i in ids if i in frames]
