@@ -54,6 +54,7 @@ from chat_client.protocol import (
     TypingFrame,
     UserRef,
 )
+from chat_client.search import SearchHit, SearchPage, SnippetSegment
 
 __all__ = [
     "AckFrame",
@@ -88,6 +89,9 @@ __all__ = [
     "RequestError",
     "RevokedError",
     "RoomFrame",
+    "SearchHit",
+    "SearchPage",
+    "SnippetSegment",
     "TaskFrame",
     "TokenProvider",
     "TypingFrame",

@@ -6,7 +6,8 @@ do, beside `tasks` (`chat_client.tasks_cli`):
 
 - `send` and `tail` (here);
 - `edit`, `delete`, `react` and `read` (`chat_client.changes_cli`);
-- `notifications` and `notify` (`chat_client.notify_cli`).
+- `notifications` and `notify` (`chat_client.notify_cli`);
+- `search` (`chat_client.search_cli`).
 
 Options, exit statuses and error lines are shared (`chat_client.cli_support`): `--url`
 (default `$CHAT_URL`, else `ws://127.0.0.1:8000/ws`) and `--token` (default
@@ -47,14 +48,15 @@ from chat_client.protocol import (
     ReactionFrame,
     RemovedFrame,
 )
+from chat_client.search_cli import add_search_command
 from chat_client.tasks_cli import add_task_commands
 
 __all__ = ["add_client_commands", "build_parser", "format_message", "main", "run_send", "run_tail"]
 
 
 def add_client_commands(subparsers: Any) -> None:
-    """Register `send`, `tail`, `edit`, `delete`, `react`, `read`, `notifications` and
-    `notify` on an argparse subparsers object (`add_subparsers()`).
+    """Register `send`, `tail`, `edit`, `delete`, `react`, `read`, `notifications`,
+    `notify` and `search` on an argparse subparsers object (`add_subparsers()`).
 
     Each subcommand sets `handler` (and `func`) to its `run_*` function, and `prog`
     to its full name (`chat send`), which starts its error lines.
@@ -101,6 +103,7 @@ def add_client_commands(subparsers: Any) -> None:
 
     add_change_commands(subparsers)
     add_notification_commands(subparsers)
+    add_search_command(subparsers)
 
 
 # --- send ------------------------------------------------------------------------

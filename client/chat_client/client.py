@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Final, TypeAlias, TypeVar
+from typing import Final, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from websockets.exceptions import ConnectionClosed
@@ -105,6 +105,7 @@ from chat_client.protocol import (
     UserRef,
     parse_server_frame,
 )
+from chat_client.search import Searcher, SearchPage
 
 __all__ = ["ChatClient", "Event", "TokenProvider"]
 
@@ -236,6 +237,7 @@ class ChatClient:
         self._history = History(self.http_url, timeout=http_timeout)
         self._api = HttpApi(self.http_url, timeout=http_timeout, token=self._http_token)
         self._inbox = Inbox(self._api)
+        self._searcher = Searcher(self._api)
         self._notifications = NotificationCursor(notifications_after)
         self._catchup = CatchUp(self._history, self._inbox, self._http_token)
         self._versions = ChangeVersions()
@@ -516,6 +518,29 @@ class ChatClient:
         """
         self._check_usable()
         return await self._inbox.notify(username, title, body, link)
+
+    # --- search ----------------------------------------------------------------
+
+    async def search(
+        self,
+        q: str,
+        room: str | None = None,
+        limit: int = 20,
+        *,
+        offset: int = 0,
+        order: Literal["rank", "newest"] = "rank",
+    ) -> SearchPage:
+        """`GET /api/search`: the messages you can read containing every word and
+        "phrase" of `q` (`word*` for a prefix), best match first (`order="newest"`:
+        newest first), at most `limit` (up to 50); `next_offset` pages on. Each hit
+        is a `MessageFrame` and its snippet, the matching words marked.
+
+        Works over HTTP, connected or not. Raises `ApiError` (422: nothing to search
+        for, or too long; 404: a `room` you cannot read), `AuthenticationError` and
+        `ConnectionFailedError`.
+        """
+        self._check_usable()
+        return await self._searcher.page(q, room=room, limit=limit, offset=offset, order=order)
 
     # --- other requests --------------------------------------------------------
 
