@@ -6,6 +6,7 @@ migration indexing messages stored before it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import string
 import time
@@ -18,6 +19,7 @@ from alembic import command
 from websockets.asyncio.client import ClientConnection
 
 from chat.storage.migrate import alembic_config
+from chat_client import ApiError, ChatClient, MessageFrame
 from tests.conftest import Databases, ServerFactory, Servers
 from tests.dbseed import age_messages, seed_messages
 from tests.harness import Account, Api, Server, connect, join, recv, say, send
@@ -316,3 +318,37 @@ def test_messages_stored_before_the_index_are_found(
         assert bodies(found(api, alice, w)) == [f"legacy {w}"]
     finally:
         api.close()
+
+
+async def test_the_python_client_and_the_cli_search(sserver: Server, sapi: Api) -> None:
+    alice = sapi.user()
+    room = sapi.room(alice)
+    w = word()
+    await post(sserver, alice, room, f"hello {w} world", f"bye {w}")
+    client = ChatClient(sserver.ws, token=alice.token)
+    try:  # HTTP only: no connection needed
+        page = await client.search(f"hello {w}")
+        assert [h.message.body for h in page.items] == [f"hello {w} world"]
+        assert isinstance(page.items[0].message, MessageFrame) and page.next_offset is None
+        assert page.items[0].marked() == f"[hello] [{w}] world"
+        assert len((await client.search(w, room=room, limit=1)).items) == 1
+        with pytest.raises(ApiError) as refused:
+            await client.search("  ")
+        assert refused.value.status == 422 and "empty" in str(refused.value)
+        with pytest.raises(ApiError) as missing:
+            await client.search(w, room=f"nope {w}")
+        assert missing.value.status == 404
+    finally:
+        await client.close()
+    done = sserver.cli("search", w, "--url", sserver.ws, "--token", alice.token)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(f"#{room} [" in line for line in lines)
+    assert any(line.endswith(f"{alice.name}: hello [{w}] world") for line in lines)
+    done = sserver.cli(
+        "search", f'"bye {w}"', "--json", "--url", sserver.ws, "--token", alice.token
+    )
+    hit = json.loads(done.stdout)
+    assert hit["body"] == f"bye {w}" and {"text": w, "match": True} in hit["snippet"]
+    done = sserver.cli("search", "!!!", "--url", sserver.ws, "--token", alice.token)
+    assert done.returncode == 1 and done.stderr.startswith("chat search: ")
