@@ -9,7 +9,8 @@
 // Conversations (issue 10) live in small modules of their own: chat-changes.js (edits,
 // deletes, reactions, reply quotes), chat-people.js (starting a DM, `@` completion),
 // chat-inbox.js (the bell, the inbox, the browser's notifications) and chat-settings.js
-// (room settings, your display name). This module wires them to the connection.
+// (room settings, your display name); search (issue 11) is chat-search.js. This module
+// wires them to the connection.
 
 import { Connection, NetworkError, Session, State, bodyLength } from "./shared/client.js";
 import { byId, clear, h, hueClass, initials, linkify, setText, showText, timeElement } from "./shared/dom.js";
@@ -19,6 +20,7 @@ import { ConnectionStatus } from "./shared/status.js";
 import { Toasts } from "./shared/toasts.js";
 import { MessageState, QUICK_EMOJI, armConfirm, displayName, excerptOf, renderReactions, renderText, replyQuote } from "./chat-changes.js";
 import { Inbox } from "./chat-inbox.js";
+import { MessageSearch } from "./chat-search.js";
 import { DmPicker, MentionCompleter } from "./chat-people.js";
 import { ProfileForm, RoomSettings } from "./chat-settings.js";
 
@@ -119,6 +121,22 @@ const inbox = new Inbox({
   },
   onOpen: openNotification,
   onLive: onLiveNotification,
+});
+const search = new MessageSearch({
+  session,
+  els: {
+    form: byId("search-form"),
+    input: byId("search-input"),
+    panel: byId("search-panel"),
+    list: byId("search-results"),
+    status: byId("search-status"),
+    more: byId("search-more"),
+    close: byId("search-close"),
+    thisRoom: byId("search-this-room"),
+  },
+  currentRoom: () => current?.name ?? null,
+  roomLabel: (name) => (rooms.has(name) ? roomLabel(rooms.get(name)) : `#${name}`),
+  onOpen: openNotification, // the same way: open the room, load history to the message
 });
 const dmPicker = new DmPicker({
   session,
@@ -276,6 +294,7 @@ function leaveChat() {
   clear($.roomList);
   clear($.dmList);
   inbox.reset();
+  search.reset();
   dmPicker.reset();
   cancelReply();
   for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
