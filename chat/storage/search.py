@@ -61,15 +61,18 @@ class Fts5Engine:
 
     def matching(self, query: SearchQuery, order: Order) -> sa.Select[int]:
         fts: ColumnElement[Any] = sa.literal_column(FTS_TABLE)
+        rowid: ColumnElement[int] = sa.literal_column(f"{FTS_TABLE}.rowid")
         ids = (
             select(Message.id)
             .select_from(sa.table(FTS_TABLE))
-            .join(Message, Message.id == sa.literal_column(f"{FTS_TABLE}.rowid"))
+            .join(Message, Message.id == rowid)
             .where(fts.op("MATCH")(sa.bindparam("match", fts5_match(query))))
         )
         if order == "rank":
             ids = ids.order_by(sa.func.bm25(fts).asc())
-        return ids.order_by(Message.id.desc())
+        # The index's own rowid (the message id): FTS5 walks it newest first and can stop
+        # at the page's end, where sorting by `messages.id` would read every match.
+        return ids.order_by(rowid.desc())
 
 
 class TsvectorEngine:

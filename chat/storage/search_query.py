@@ -48,9 +48,9 @@ def words(text: str) -> list[str]:
 def parse_query(text: str) -> SearchQuery:
     """The terms of a query. Raises `InputError` (empty, too long, no words, too many)."""
     if not text.strip():
-        raise InputError("q must not be empty")
+        raise InputError("the query must not be empty")
     if len(text) > MAX_QUERY_CHARS:
-        raise InputError(f"q must be at most {MAX_QUERY_CHARS} characters")
+        raise InputError(f"the query must be at most {MAX_QUERY_CHARS} characters")
     terms: list[Term] = []
     for match in _PIECE.finditer(text):
         phrase, word, star = match.groups()
@@ -63,9 +63,9 @@ def parse_query(text: str) -> SearchQuery:
             terms.append(Term((folded,), prefix=bool(star) and len(folded) >= MIN_PREFIX_CHARS))
     terms = list(dict.fromkeys(terms))  # a repeated term adds nothing
     if not terms:
-        raise InputError("q must contain at least one word (letters or digits)")
+        raise InputError("the query must contain at least one word (letters or digits)")
     if len(terms) > MAX_TERMS:
-        raise InputError(f"q may contain at most {MAX_TERMS} words and phrases")
+        raise InputError(f"the query may contain at most {MAX_TERMS} words and phrases")
     return SearchQuery(tuple(terms))
 
 
