@@ -10,12 +10,13 @@ on either. Migration 0005_search creates them; the models leave them out (see
 `SEARCH_OBJECTS`).
 
 A search returns the messages of rooms the user can read (public, member, admin;
-direct-message rooms only for their two members), best match first (bm25 / ts_rank),
-newest first among equals, or newest first when asked.
+direct-message rooms only for their two members), best match first (bm25 / ts_rank)
+among the newest `RANK_WINDOW` matches, newest first among equals; or newest first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -29,6 +30,10 @@ from chat.storage.models import Message, Room, RoomMember, User
 from chat.storage.search_query import SearchQuery, fts5_match, highlight, tsquery
 
 Order = Literal["rank", "newest"]
+
+# Ranking reads every candidate's score: a word in a third of a million messages would
+# cost seconds. Only the newest matches (that the user may read) are ranked.
+RANK_WINDOW = 5_000
 
 # Schema objects of search that the ORM models do not describe (they exist on one
 # dialect only): the migration-vs-models comparison leaves them out.
@@ -51,42 +56,68 @@ class SearchHit:
 
 
 class SearchEngine(Protocol):
-    """How one database matches and ranks: a select of matching message ids, in order."""
+    """How one database matches and ranks: a select of the ids of the messages matching
+    `query` and `filters`, in `order`; ranked among the newest `RANK_WINDOW` of them."""
 
-    def matching(self, query: SearchQuery, order: Order) -> sa.Select[int]: ...
+    def ids(
+        self, query: SearchQuery, order: Order, filters: Sequence[ColumnElement[bool]]
+    ) -> sa.Select[Any]: ...
 
 
 class Fts5Engine:
     """SQLite FTS5: `MATCH` on quoted terms, `bm25()` (lower is better)."""
 
-    def matching(self, query: SearchQuery, order: Order) -> sa.Select[int]:
+    def ids(
+        self, query: SearchQuery, order: Order, filters: Sequence[ColumnElement[bool]]
+    ) -> sa.Select[Any]:
         fts: ColumnElement[Any] = sa.literal_column(FTS_TABLE)
+        # The index's own rowid (the message id): FTS5 walks it newest first and can stop
+        # at the page's end, where sorting by `messages.id` would read every match.
         rowid: ColumnElement[int] = sa.literal_column(f"{FTS_TABLE}.rowid")
-        ids = (
+        matches = (
             select(Message.id)
             .select_from(sa.table(FTS_TABLE))
             .join(Message, Message.id == rowid)
-            .where(fts.op("MATCH")(sa.bindparam("match", fts5_match(query))))
+            .where(fts.op("MATCH")(sa.bindparam("match", fts5_match(query))), *filters)
         )
-        if order == "rank":
-            ids = ids.order_by(sa.func.bm25(fts).asc())
-        # The index's own rowid (the message id): FTS5 walks it newest first and can stop
-        # at the page's end, where sorting by `messages.id` would read every match.
-        return ids.order_by(rowid.desc())
+        if order == "newest":
+            return matches.order_by(rowid.desc())
+        # bm25() exists only in the MATCH query itself: bound it to the window by rowid.
+        floor = (
+            matches.with_only_columns(rowid)
+            .order_by(rowid.desc())
+            .limit(1)
+            .offset(RANK_WINDOW - 1)
+            .scalar_subquery()
+        )
+        return matches.where(rowid >= sa.func.coalesce(floor, 0)).order_by(
+            sa.func.bm25(fts).asc(), rowid.desc()
+        )
 
 
 class TsvectorEngine:
     """PostgreSQL: `@@` with a tsquery built from quoted lexemes, `ts_rank` (higher is
     better, divided by the log of the length like bm25 favours short messages)."""
 
-    def matching(self, query: SearchQuery, order: Order) -> sa.Select[int]:
+    def ids(
+        self, query: SearchQuery, order: Order, filters: Sequence[ColumnElement[bool]]
+    ) -> sa.Select[Any]:
         vector: ColumnElement[Any] = sa.literal_column("messages.search_vector")
         config: ColumnElement[Any] = sa.literal_column("'simple'::regconfig")
         tsq = sa.func.to_tsquery(config, sa.bindparam("tsq", tsquery(query)))
-        ids = select(Message.id).where(vector.op("@@")(tsq))
-        if order == "rank":
-            ids = ids.order_by(sa.func.ts_rank(vector, tsq, 1).desc())
-        return ids.order_by(Message.id.desc())
+        if order == "newest":
+            return (
+                select(Message.id).where(vector.op("@@")(tsq), *filters).order_by(Message.id.desc())
+            )
+        window = (
+            select(Message.id.label("id"), vector.label("vector"))
+            .where(vector.op("@@")(tsq), *filters)
+            .order_by(Message.id.desc())
+            .limit(RANK_WINDOW)
+            .subquery()
+        )
+        rank = sa.func.ts_rank(window.c.vector, tsq, 1)
+        return select(window.c.id).order_by(rank.desc(), window.c.id.desc())
 
 
 def engine_for(db: Database) -> SearchEngine:
@@ -119,17 +150,15 @@ class SearchQueries:
     ) -> list[SearchHit]:
         """A page of the messages matching `query` that `user` may read (of one room when
         `room_id` is given: the caller checked it is readable), in `order`."""
-        ids_query = (
-            engine_for(self.db)
-            .matching(query, order)
-            .where(Message.room_id.in_(readable_rooms(user)), Message.deleted.is_(False))
-            .limit(limit)
-            .offset(offset)
-        )
+        filters: list[ColumnElement[bool]] = [
+            Message.room_id.in_(readable_rooms(user)),
+            Message.deleted.is_(False),
+        ]
         if room_id is not None:
-            ids_query = ids_query.where(Message.room_id == room_id)
+            filters.append(Message.room_id == room_id)
+        ids_query = engine_for(self.db).ids(query, order, filters).limit(limit).offset(offset)
         async with self.db.read() as s:
-            ids = list((await s.execute(ids_query)).scalars())
+            ids: list[int] = list((await s.execute(ids_query)).scalars())
             if not ids:
                 return []
             rows = (
