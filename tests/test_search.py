@@ -352,3 +352,20 @@ async def test_the_python_client_and_the_cli_search(sserver: Server, sapi: Api) 
     assert hit["body"] == f"bye {w}" and {"text": w, "match": True} in hit["snippet"]
     done = sserver.cli("search", "!!!", "--url", sserver.ws, "--token", alice.token)
     assert done.returncode == 1 and done.stderr.startswith("chat search: ")
+
+
+async def test_ranking_covers_the_newest_matches_and_more_words_reach_older_ones(
+    sserver: Server, sapi: Api
+) -> None:
+    """A word in more than `RANK_WINDOW` messages: the best match among the newest
+    5,000 comes first; an older one is found by narrowing the query."""
+    alice = sapi.user()
+    room = sapi.room(alice)
+    w, rare = word(), word()
+    await seed_messages(sserver.database_url, room, alice.name, [f"{w} {w} {w} {rare}"])
+    filler = [f"{w} " + " ".join(["filler"] * 20)] * 5_000
+    await seed_messages(sserver.database_url, room, alice.name, filler)
+    strong = await seed_messages(sserver.database_url, room, alice.name, [f"{w} {w}"])
+    assert [i["seq"] for i in found(sapi, alice, w, limit=2)][:1] == strong
+    assert f"{w} {w} {w} {rare}" not in bodies(found(sapi, alice, w, limit=50))
+    assert bodies(found(sapi, alice, f"{w} {rare}")) == [f"{w} {w} {w} {rare}"]
