@@ -198,7 +198,7 @@ def test_chat_client_is_the_same_tools_under_its_own_name(shell_env: dict[str, s
     usage = sh(f"{client} --help", shell_env)
     assert usage.returncode == 0, usage.stderr
     assert usage.stdout.startswith("usage: chat-client [-h]")
-    commands = "{send,tail,edit,delete,react,read,notifications,notify,tasks}"
+    commands = "{send,tail,edit,delete,react,read,notifications,notify,search,tasks}"
     assert commands in usage.stdout
     no_token = sh(f"{client} tail --room x", {**shell_env, "CHAT_TOKEN": ""})
     assert no_token.returncode == 2
