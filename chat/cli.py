@@ -1,7 +1,7 @@
 """The `chat` command: serve, db upgrade, users create, bots create; and the client's.
 
 The client's own subcommands (`chat_client.cli`: send, tail, edit, delete, react, read,
-notifications, notify; `chat_client.tasks_cli`: tasks) are the same as `chat-client`
+notifications, notify, search; `chat_client.tasks_cli`: tasks) are the same as `chat-client`
 runs where only the client is installed.
 """
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     create_bot.add_argument("name")
     create_bot.set_defaults(handler=cmd_bots_create)
 
-    # The client's subcommands (send, tail, edit... notify, tasks), from its distribution.
+    # The client's subcommands (send, tail, edit... notify, search, tasks), from its distribution.
     add_client_commands(commands)
     add_task_commands(commands)
     return parser
