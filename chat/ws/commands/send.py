@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from chat.protocol import ErrorCode, FrameError, SendIn, encode
+from chat.storage.attachments import AttachmentRefused
 from chat.storage.records import NewMessage, ReadOnlyRoom, Stored
 from chat.storage.rules import check_body
 from chat.storage.writer import WriterFull
@@ -50,7 +51,8 @@ async def send(session: CommandContext, frame: SendIn) -> None:
         )
     if session.sink.lost.is_set():
         return  # the client is gone and gets no ack: it resends with the same ref
-    message = NewMessage(room, session.user, frame.ref, frame.body, reply)
+    files = tuple(frame.attachments) if frame.attachments else ()
+    message = NewMessage(room, session.user, frame.ref, frame.body, reply, files)
     try:
         session.deps.writer.submit(message, partial(_stored, session, frame.ref))
     except WriterFull:
@@ -67,6 +69,8 @@ def _stored(session: CommandContext, ref: str, result: Stored | Exception) -> No
         session.conn.push(encode(result.ack))
     elif isinstance(result, ReadOnlyRoom):
         session.error(ErrorCode.FORBIDDEN, ARCHIVED, ref)
+    elif isinstance(result, AttachmentRefused):
+        session.error(ErrorCode.BAD_ATTACHMENT, f"nothing was stored: {result}", ref)
     else:
         session.error(
             ErrorCode.UNAVAILABLE,
