@@ -10,6 +10,8 @@ import json
 import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -553,3 +555,60 @@ async def test_uploads_never_attached_are_swept_after_the_ttl(
         assert r.status_code == 200
     finally:
         api.close()
+
+
+# --- the Python client and the CLI ---------------------------------------------------------
+
+
+@pytest.mark.one_backend
+async def test_the_client_sends_a_file_and_the_cli_too(
+    fserver: Server, fapi: Api, tmp_path: Path
+) -> None:
+    from chat_client import ChatClient
+    from chat_client.errors import ApiError
+
+    alice = fapi.user()
+    room = fapi.room(alice)
+    path = tmp_path / "notes ü.txt"
+    path.write_bytes(b"from the client\n")
+    async with ChatClient(fserver.ws, token=alice.token) as client:
+        await client.join(room)
+        ack = await client.send_file(room, path, "see attached")
+        too_big = tmp_path / "big.bin"
+        too_big.write_bytes(os.urandom(MAX_UPLOAD + 10))
+        with pytest.raises(ApiError) as refused:
+            await client.upload(room, too_big)
+        assert refused.value.status == 413
+    message = fapi.history(alice, room)[0]
+    assert (message["seq"], message["body"]) == (ack.seq, "see attached")
+    (file,) = message["attachments"]
+    assert (file["name"], file["size"]) == ("notes ü.txt", 16)
+    got = fapi.client.get(f"/api/files/{file['id']}", headers=alice.headers)
+    assert got.content == b"from the client\n"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    env.update(CHAT_URL=fserver.ws, CHAT_TOKEN=alice.token, HOME=str(tmp_path))
+    picture = tmp_path / "pic.png"
+    picture.write_bytes(png((30, 30)))
+    done = subprocess.run(
+        [sys.executable, "-m", "chat", "send", "--room", room, "--file", str(picture), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    seq = json.loads(done.stdout)["seq"]
+    message = fapi.history(alice, room)[0]
+    assert message["seq"] == seq and message["body"] == ""
+    assert [(f["name"], f["content_type"]) for f in message["attachments"]] == [
+        ("pic.png", "image/png")
+    ]
+    missing = subprocess.run(
+        [sys.executable, "-m", "chat", "send", "--room", room, "--file", str(tmp_path / "nope")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode != 0 and missing.stderr.strip()
