@@ -8,6 +8,7 @@ define or change a frame there, never here.
 
 from chat_client.protocol import (
     CLIENT_TYPES,
+    MAX_ATTACHMENTS,
     AckFrame,
     AlertFrame,
     Attachment,
@@ -59,6 +60,7 @@ from chat_client.protocol import (
 
 __all__ = [
     "CLIENT_TYPES",
+    "MAX_ATTACHMENTS",
     "AckFrame",
     "AlertFrame",
     "Attachment",

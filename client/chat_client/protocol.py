@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 __all__ = [
     "CLIENT_TYPES",
+    "MAX_ATTACHMENTS",
     "AckFrame",
     "AlertFrame",
     "Attachment",
