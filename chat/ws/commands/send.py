@@ -14,10 +14,15 @@ from chat.ws.commands.context import ARCHIVED, CommandContext
 INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
 
 
-def require_valid_body(body: str, max_chars: int, ref: str | None) -> None:
-    """Refuse a message body (of a `send` or an `edit`) that is too long or breaks the rules."""
+def require_valid_body(
+    body: str, max_chars: int, ref: str | None, *, with_files: bool = False
+) -> None:
+    """Refuse a message body (of a `send` or an `edit`) that is too long or breaks the rules.
+    A message with files may have an empty body (nothing else: no NUL, no lone spaces)."""
     if len(body) > max_chars:
         raise FrameError(ErrorCode.TOO_LARGE, f"body is longer than {max_chars} characters", ref)
+    if with_files and not body:
+        return
     problem = check_body(body)
     if problem:
         raise FrameError(ErrorCode.BAD_FRAME, problem, ref)
@@ -26,7 +31,9 @@ def require_valid_body(body: str, max_chars: int, ref: str | None) -> None:
 async def send(session: CommandContext, frame: SendIn) -> None:
     settings = session.settings
     room = session.writable_room(frame.room, frame.ref)
-    require_valid_body(frame.body, settings.max_body_chars, frame.ref)
+    require_valid_body(
+        frame.body, settings.max_body_chars, frame.ref, with_files=bool(frame.attachments)
+    )
     bot = session.user.role == "bot"
     await session.rate_limit(
         "send",
