@@ -263,7 +263,7 @@ function attachmentElement(session, file) {
   const chip = h(
     "button",
     { type: "button", class: "file-chip", title: `Download ${file.name}` },
-    h("span", { class: "file-chip-icon", text: "📄", attrs: { "aria-hidden": "true" } }),
+    h("span", { class: "file-chip-icon", text: "↓", attrs: { "aria-hidden": "true" } }),
     h("span", { class: "file-chip-name", text: file.name }),
     h("span", { class: "file-chip-size muted", text: formatSize(file.size) }),
   );
