@@ -384,7 +384,7 @@ async def test_an_export_shows_deleted_messages_without_their_text(
         else:
             lines = result.text.splitlines()
             assert lines[0].endswith(",body,edited_at,deleted,attachments")
-            assert lines[2].endswith(",,,true")  # empty body, never edited, deleted
+            assert lines[2].endswith(",,,true,[]")  # empty body, never edited, deleted, no files
 
 
 # --- reactions -------------------------------------------------------------------------
