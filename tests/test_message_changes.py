@@ -383,8 +383,8 @@ async def test_an_export_shows_deleted_messages_without_their_text(
             assert rows[2]["edited_at"].endswith("Z") and rows[0]["edited_at"] is None
         else:
             lines = result.text.splitlines()
-            assert lines[0].endswith(",body,edited_at,deleted")
-            assert lines[2].endswith(",,,true")  # empty body, never edited, deleted
+            assert lines[0].endswith(",body,edited_at,deleted,attachments")
+            assert lines[2].endswith(",,,true,[]")  # empty body, never edited, deleted, no files
 
 
 # --- reactions -------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The queries live by subject: `users` (accounts, refresh and bot tokens),
 `rooms` (rooms, members, settings, last seqs), `dms` (direct-message rooms),
 `messages` (the batch insert, history, gap reads), `inbox` (notifications),
 `changes` (edits, deletes, reactions, replies, their history) and `reads` (read
-cursors, unread counts); `Store` is all of them on one database.
+cursors, unread counts) and `files` (uploads); `Store` is all of them on one database.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from chat.storage.changes import ChangeQueries
 from chat.storage.db import Database
 from chat.storage.dms import DmQueries
+from chat.storage.files import FileQueries
 from chat.storage.inbox import InboxQueries
 from chat.storage.messages import MessageQueries
 from chat.storage.notifications import BatchNotifier
@@ -21,7 +22,14 @@ from chat.storage.users import UserQueries
 
 
 class Store(
-    UserQueries, DmQueries, RoomQueries, MessageQueries, InboxQueries, ChangeQueries, ReadQueries
+    UserQueries,
+    DmQueries,
+    RoomQueries,
+    MessageQueries,
+    InboxQueries,
+    ChangeQueries,
+    ReadQueries,
+    FileQueries,
 ):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
