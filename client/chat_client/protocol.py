@@ -23,6 +23,7 @@ __all__ = [
     "AlertFrame",
     "Attachment",
     "AuthIn",
+    "ChangesCheckedFrame",
     "ClientFrame",
     "CloseCode",
     "DeleteIn",
