@@ -28,6 +28,7 @@ from tests.harness import (
     expect_no_frame,
     join,
     nodes,
+    owner_in_new_room,
     recv,
     recv_until,
     say,
@@ -311,10 +312,7 @@ async def test_in_a_dm_the_opener_has_no_owners_powers_over_the_peers_messages(
 
 async def test_a_messages_change_history_comes_in_pages(cserver: Server, capi: Api) -> None:
     # Reactions can be set and cleared without end: the moderation history is paged.
-    alice = capi.user()
-    room = capi.room(alice)
-    a = await connect(cserver, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(cserver, capi)
     await say(a, room, "react to me")
     for on in (True, False, True, False, True):
         await ask(a, type="react", room=room, seq=1, emoji="👍", on=on)
@@ -346,10 +344,7 @@ async def test_a_private_rooms_message_history_is_not_found_for_outsiders(
 async def test_an_export_shows_deleted_messages_without_their_text(
     cserver: Server, capi: Api
 ) -> None:
-    alice = capi.user()
-    room = capi.room(alice)
-    a = await connect(cserver, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(cserver, capi)
     await say(a, room, "keep me")
     await say(a, room, "a regrettable secret")
     await say(a, room, "typo")
@@ -544,10 +539,7 @@ async def test_a_client_resumes_to_historys_state_after_a_restart(
 async def test_changes_beyond_the_cap_are_flagged(make_server: ServerFactory) -> None:
     server = make_server(send_rate=200, send_burst=400, replay_cap=3)
     api = Api(server)
-    alice = api.user()
-    room = api.room(alice)
-    a = await connect(server, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(server, api)
     for i in range(5):
         await say(a, room, f"m{i}")
     for seq in range(1, 6):
@@ -603,10 +595,7 @@ async def test_a_join_since_past_the_newest_message_resends_no_changes_harmlessl
     # A `since` from the future (even past the database's integer range) has no
     # changes to resend: `joined`, then live events, never an internal error that
     # leaves the room half-joined.
-    alice = capi.user()
-    room = capi.room(alice)
-    a = await connect(cserver, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(cserver, capi)
     await say(a, room, "one")
     await ask(a, type="edit", room=room, seq=1, body="one, edited")
     b = await connect(cserver, alice.token)
@@ -621,10 +610,7 @@ async def test_a_join_since_past_the_newest_message_resends_no_changes_harmlessl
 
 
 async def test_an_archived_room_refuses_changes(cserver: Server, capi: Api) -> None:
-    alice = capi.user()
-    room = capi.room(alice)
-    a = await connect(cserver, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(cserver, capi)
     await say(a, room, "before the archive")
     engine = create_async_engine(cserver.database_url)
     try:
@@ -650,10 +636,7 @@ async def test_changes_in_a_room_archived_through_the_api_are_refused_like_sends
 ) -> None:
     # The documented refusal: `forbidden` "the room is archived: read only", as a send
     # gets, for edit and react (and delete) alike.
-    alice = capi.user()
-    room = capi.room(alice)
-    a = await connect(cserver, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(cserver, capi)
     await say(a, room, "before the archive")
     r = capi.client.patch(f"/api/rooms/{room}", json={"archived": True}, headers=alice.headers)
     assert r.status_code == 200, r.text
@@ -673,10 +656,7 @@ async def test_changes_in_a_room_archived_through_the_api_are_refused_like_sends
 async def test_changes_share_the_senders_rate_limit(make_server: ServerFactory) -> None:
     server = make_server(send_rate=0.2, send_burst=3)
     api = Api(server)
-    alice = api.user()
-    room = api.room(alice)
-    a = await connect(server, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(server, api)
     await say(a, room, "one send")
     assert (await ask(a, type="edit", room=room, seq=1, body="an edit"))["type"] == "edited"
     assert (await ask(a, type="react", room=room, seq=1, emoji="👍", on=True))["type"] == (
