@@ -19,6 +19,7 @@ from chat.api import (
     auth,
     changes,
     errors,
+    files,
     notifications,
     ops,
     people,
@@ -35,7 +36,7 @@ from chat.ws.handshake import websocket_endpoint
 log = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
@@ -69,8 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
-        if not request.url.path.startswith(CSP_EXEMPT):
-            response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        if not request.url.path.startswith(CSP_EXEMPT):  # file responses set a stricter one
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
@@ -79,7 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         default=settings.max_request_bytes,
-        larger={("POST", "/api/tasks"): settings.max_upload_request_bytes},
+        larger={
+            ("POST", "/api/tasks"): settings.max_upload_request_bytes,
+            ("POST", "/api/files"): settings.max_upload_bytes + files.MULTIPART_SLACK,
+        },
     )
 
     # notifications and changes before rooms: their `/api/rooms/{room}/...` routes must
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         search.router,
         admin.router,
         tasks.router,
+        files.router,
         alerts.router,
         ops.router,
     )

@@ -110,6 +110,20 @@ class Settings(BaseSettings):
     export_retention_days: float = Field(7.0, gt=0, description="export files are then deleted")
     data_dir: Path | None = None
 
+    # Files (`POST /api/files`): stored under `<state dir>/files` by content hash.
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="one file's bound")
+    upload_quota_bytes: int = Field(
+        1024 * 1024 * 1024, ge=1, description="bytes of files one user may keep stored"
+    )
+    upload_ttl: float = Field(24 * 3600.0, gt=0, description="seconds an unattached upload lives")
+    upload_sweep_interval: float = Field(
+        300.0, gt=0, description="seconds between sweeps of expired uploads"
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="width * height above which an image is refused"
+    )
+    thumbnail_px: int = Field(320, ge=16, le=2048, description="a thumbnail's longest side")
+
     # Alerts: counted per process over a sliding window, raised once per window and key.
     health_check_interval: float = Field(10.0, gt=0)
     alert_window: float = Field(600.0, gt=0, description="seconds")

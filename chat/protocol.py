@@ -8,8 +8,10 @@ define or change a frame there, never here.
 
 from chat_client.protocol import (
     CLIENT_TYPES,
+    MAX_ATTACHMENTS,
     AckFrame,
     AlertFrame,
+    Attachment,
     AuthIn,
     ChangesCheckedFrame,
     ClientFrame,
@@ -58,8 +60,10 @@ from chat_client.protocol import (
 
 __all__ = [
     "CLIENT_TYPES",
+    "MAX_ATTACHMENTS",
     "AckFrame",
     "AlertFrame",
+    "Attachment",
     "AuthIn",
     "ChangesCheckedFrame",
     "ClientFrame",

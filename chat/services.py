@@ -16,6 +16,7 @@ from chat.auth.passwords import PasswordService
 from chat.auth.tokens import TokenService, resolve_secret
 from chat.backends import Backends, create_backends
 from chat.config import Settings
+from chat.files.service import FileService
 from chat.hub import Hub
 from chat.limits.buckets import FailureWindow, Gate, LoginThrottle
 from chat.monitoring.abuse import AbuseMonitor
@@ -50,6 +51,7 @@ class Services:
     memberships: MembershipRecorder = field(init=False)  # public-room members, from joins
     tasks: TaskRunner = field(init=False)
     health: HealthWatcher = field(init=False)
+    files: FileService = field(init=False)
     draining: bool = False
 
     def __post_init__(self) -> None:
@@ -76,6 +78,7 @@ class Services:
             max_pending=s.write_queue_max,
         )
         self.memberships = MembershipRecorder(self.store, max_batch=s.write_batch_max)
+        self.files = FileService.local(s, self.store)
         self.tasks = TaskRunner(
             s,
             self.db,
@@ -83,6 +86,7 @@ class Services:
             self.alerts,
             rooms=self.store,
             accounts=self.accounts,
+            files=self.files,
             draining=lambda: self.draining,
         )
         self.hub.on_resync(self.tasks.resync)
@@ -138,10 +142,12 @@ class Services:
         self.writer.start()
         self.memberships.start()
         await self.tasks.start()
+        self.files.start()
         self.health.start()
 
     async def stop(self) -> None:
         await self.health.stop()
+        await self.files.stop()
         await self.tasks.stop()
         await self.writer.stop()
         await self.memberships.stop()
@@ -159,6 +165,7 @@ class Services:
             store=self.store,
             accounts=self.accounts,
             writer=self.writer,
+            files=self.files,
             memberships=self.memberships,
             connections=self.backends.connections,
             limits=self.backends.limits,

@@ -392,6 +392,15 @@ async def join(ws: ClientConnection, room: str, since: int | None = None) -> dic
     return await recv_until(ws, "joined", room=room)
 
 
+async def owner_in_new_room(server: Server, api: Api) -> tuple[Account, str, ClientConnection]:
+    """A new user, a new room of theirs, and a connection of theirs joined to it."""
+    owner = api.user()
+    room = api.room(owner)
+    ws = await connect(server, owner.token)
+    await join(ws, room)
+    return owner, room, ws
+
+
 async def say(ws: ClientConnection, room: str, body: str, ref: str | None = None) -> dict[str, Any]:
     """Send a message and return its ack (skipping other frames); an error for it fails."""
     ref = ref or uuid.uuid4().hex

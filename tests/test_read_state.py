@@ -18,6 +18,7 @@ from tests.harness import (
     expect_no_frame,
     join,
     nodes,
+    owner_in_new_room,
     recv_until,
     say,
     send,
@@ -72,10 +73,7 @@ async def test_unread_counts_others_messages_after_the_cursor(server: Server, ap
 async def test_the_cursor_never_moves_back_nor_past_the_newest_message(
     server: Server, api: Api
 ) -> None:
-    alice = api.user()
-    room = api.room(alice)
-    a = await connect(server, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(server, api)
     for i in range(5):
         await say(a, room, f"m{i}")
     assert (await mark(a, room, 4))["seq"] == 4

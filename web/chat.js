@@ -19,6 +19,7 @@ import { SignIn } from "./shared/signin.js";
 import { ConnectionStatus } from "./shared/status.js";
 import { Toasts } from "./shared/toasts.js";
 import { MessageState, QUICK_EMOJI, armConfirm, displayName, excerptOf, renderReactions, renderText, replyQuote } from "./chat-changes.js";
+import { FileTray, showAttachments } from "./chat-files.js";
 import { Inbox } from "./chat-inbox.js";
 import { MessageSearch } from "./chat-search.js";
 import { DmPicker, MentionCompleter } from "./chat-people.js";
@@ -147,6 +148,19 @@ const dmPicker = new DmPicker({
   startDm,
 });
 const mentions = new MentionCompleter({ session, input: $.input, list: byId("mention-list") });
+// Files picked for the next message (button, drop on the room, paste in the composer).
+const files = new FileTray({
+  session,
+  tray: byId("upload-tray"),
+  input: byId("file-input"),
+  button: byId("attach"),
+  dropZone: byId("room"),
+  pasteTarget: $.input,
+  room: () => (current && !current.info.archived ? current.name : null),
+  limits: () => conn?.limits ?? {},
+  notice,
+  changed: () => {},
+});
 const settings = new RoomSettings({
   session,
   els: {
@@ -551,6 +565,8 @@ function showNoRoom() {
   setText($.roomMeta, "");
   $.input.disabled = true;
   $.send.disabled = true;
+  byId("attach").disabled = true;
+  files.showRoom(null);
   $.addMember.hidden = true;
   cancelReply();
   clear($.presenceList);
@@ -611,6 +627,8 @@ function renderRoomHeader() {
   $.archivedNote.hidden = !archived;
   $.input.disabled = archived;
   $.send.disabled = archived;
+  byId("attach").disabled = archived;
+  files.showRoom(view.name);
   $.input.placeholder = archived ? "This room is archived" : dm ? `Message ${displayName(view.info.peer)}` : `Message #${view.name}`;
   if (archived) cancelReply();
 }
@@ -810,6 +828,7 @@ function messageElement(view, { seq, user, body, ts, state, ref, reply_to: reply
       ),
       replyQuote(reply, jumpToSeq),
       h("div", { class: "msg-body" }, linkify(body)),
+      h("div", { class: "msg-files", hidden: true }),
       // Under the text, not in the head: a grouped message shows no head.
       h("p", { class: "msg-edited", text: "(edited)", hidden: true }),
       h("div", { class: "msg-reactions", hidden: true }),
@@ -929,6 +948,8 @@ function paintMessage(view, seq) {
   const state = view.states.get(seq);
   if (!li || !state) return;
   renderText(li, state);
+  const box = li.querySelector(".msg-files");
+  if (box && state.deleted) box.hidden = true;
   renderReactions(li, state, me?.name, (emoji, on) => requestChange(li, { type: "react", emoji, on }));
   li.classList.toggle("mentions-me", Boolean(me && state.user?.id !== me.id && !state.deleted && mentionsMe(state.body)));
 }
@@ -939,7 +960,10 @@ function addMessage(view, frame, fromHistory = false) {
     state.fromMessage(frame);
     state.user = frame.user;
   }
-  if (view.bySeq.has(frame.seq)) return;
+  if (view.bySeq.has(frame.seq)) {
+    showAttachments(session, view.bySeq.get(frame.seq), frame.attachments); // our own, acked first
+    return;
+  }
   let li = null;
   const own = me && frame.user.id === me.id;
   if (own) {
@@ -956,6 +980,7 @@ function addMessage(view, frame, fromHistory = false) {
     }
   }
   li ??= messageElement(view, { ...frame, state: "sent" });
+  showAttachments(session, li, frame.attachments);
   view.bySeq.set(frame.seq, li);
   view.oldest = view.oldest === null ? frame.seq : Math.min(view.oldest, frame.seq);
   view.newest = Math.max(view.newest, frame.seq);
@@ -986,7 +1011,12 @@ function sendCurrent() {
   const view = current;
   if (!view || !conn || view.info.archived) return;
   const body = $.input.value.replace(/^\s*\n|\s+$/g, "");
-  if (!body.trim()) return;
+  const upload = files.state(view.name);
+  if (upload.uploading) {
+    notice("Wait until the files have finished uploading, then send.", "warn");
+    return;
+  }
+  if (!body.trim() && !upload.ready.length) return;
   const max = maxBody();
   const length = bodyLength(body);
   if (length > max) {
@@ -994,7 +1024,7 @@ function sendCurrent() {
     return;
   }
   const reply = replyTarget?.room === view.name ? replyTarget : null;
-  const ref = conn.send(view.name, body, { replyTo: reply?.seq ?? null });
+  const ref = conn.send(view.name, body, { replyTo: reply?.seq ?? null, attachments: files.take(view.name) });
   addPendingBubble(view, ref, body, reply);
   cancelReply();
   mentions.close();
@@ -1068,7 +1098,7 @@ function onSendFailed(failure) {
     on: {
       click: () => {
         if (!conn) return;
-        const ref = conn.send(failure.room, failure.body, { replyTo: failure.reply_to ?? null });
+        const ref = conn.send(failure.room, failure.body, { replyTo: failure.reply_to ?? null, attachments: failure.attachments ?? [] });
         li.dataset.ref = ref;
         view.byRef.set(ref, li);
         li.classList.remove("failed");

@@ -84,7 +84,8 @@ class BodyLimit:
 
 
 async def _refuse(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"the request body is larger than {limit} bytes"}).encode()
+    detail = f"the request body is larger than {limit} bytes"
+    body = json.dumps({"detail": detail, "code": "too_large"}).encode()
     await send(
         {
             "type": "http.response.start",

@@ -30,7 +30,7 @@ from chat.protocol import (
     iso,
 )
 from chat.storage.db import Database
-from chat.storage.models import Message, MessageChange, Reaction, Room, User
+from chat.storage.models import Message, MessageChange, Reaction, Room, StoredFile, User
 from chat.storage.records import RoomView, user_ref
 
 EXCERPT_CHARS = 100  # what a reply shows of the message it answers
@@ -54,6 +54,8 @@ class ChangeResult:
 
     frame: ChangeFrame
     changed: bool
+    # Content hashes of the files a delete removed: their bytes go once unreferenced.
+    released: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +206,7 @@ class ChangeQueries:
 
     async def delete_message(self, room: RoomView, seq: int, user: UserRef) -> ChangeResult:
         """The author, the room's owner or an admin empties the message (it keeps its seq;
-        its text stays in the history only) and clears its reactions. Raises
+        its text stays in the history only) and clears its reactions and files (`released`). Raises
         `ChangeRefused` (not_found, forbidden)."""
         now = time.time()
         moderator = room.managed_by(user)  # in a DM, admins only: its opener has no powers
@@ -224,8 +226,15 @@ class ChangeQueries:
             msg.body, msg.deleted = "", True
             s.add(change)
             await s.execute(delete(Reaction).where(Reaction.message_id == msg.id))
+            files = await s.scalars(
+                delete(StoredFile)
+                .where(StoredFile.message_id == msg.id)
+                .returning(StoredFile.sha256)
+            )
+            released = tuple(files.all())
             await s.flush()
-            return ChangeResult(DeletedFrame(room=room.name, seq=seq, version=change.id), True)
+            frame = DeletedFrame(room=room.name, seq=seq, version=change.id)
+            return ChangeResult(frame, True, released)
 
     async def react(
         self, room: RoomView, seq: int, user: UserRef, emoji: str, on: bool

@@ -12,7 +12,9 @@ from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from chat.protocol import AckFrame, MessageFrame, ReplyRef, UserRef, iso
+from chat.protocol import AckFrame, Attachment, MessageFrame, ReplyRef, UserRef, iso
+from chat.storage import attachments
+from chat.storage.attachments import AttachmentRefused
 from chat.storage.changes import missing_reply, reactions_of, reply_refs
 from chat.storage.db import Database
 from chat.storage.models import Message, Room, User
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from chat.storage.notifications import BatchNotifier
 
 BATCH_RETRIES = 3  # a batch that hit a ref stored by another process meanwhile
+# What the writer answers for a send that was not stored (nothing of it was).
+Refused = ReadOnlyRoom | AttachmentRefused
 
 
 def value_rows(paramstyle: str, n: int, types: tuple[str | None, ...]) -> str:
@@ -60,11 +64,13 @@ class MessageQueries:
             rows: Sequence[tuple[Message, User]] = (await s.execute(query)).tuples().all()
             return await self._frames(s, room, rows)
 
-    async def save_messages(self, batch: Sequence[NewMessage]) -> list[Stored | ReadOnlyRoom]:
+    async def save_messages(self, batch: Sequence[NewMessage]) -> list[Stored | Refused]:
         """Store a batch in one transaction; a result per item, in the batch's order.
 
         A message for a room archived meanwhile is not stored: its result is a
-        `ReadOnlyRoom` (the rest of the batch is stored, without a seq gap).
+        `ReadOnlyRoom` (the rest of the batch is stored, without a seq gap); one
+        whose attachments are not the sender's free uploads to the room is an
+        `AttachmentRefused`, checked and bound in this transaction.
 
         A `(user, ref)` stored before (by any process) or earlier in the batch
         answers with the first message (`duplicate`). Each room's seqs for the
@@ -82,7 +88,7 @@ class MessageQueries:
                 continue  # a ref another process stored meanwhile: look again
         # Still racing another process on the same refs: one at a time, so a send
         # that races nobody is never refused for one that does.
-        results: list[Stored | ReadOnlyRoom] = []
+        results: list[Stored | Refused] = []
         for item in batch:
             for attempt in range(BATCH_RETRIES):
                 try:
@@ -93,7 +99,7 @@ class MessageQueries:
                         raise
         return results
 
-    async def _save_batch(self, batch: Sequence[NewMessage]) -> list[Stored | ReadOnlyRoom]:
+    async def _save_batch(self, batch: Sequence[NewMessage]) -> list[Stored | Refused]:
         now = time.time()
         async with self.db.write_connection() as conn:
             earlier = await self._stored_refs(conn, batch)
@@ -102,7 +108,10 @@ class MessageQueries:
                 key = (item.user.id, item.ref)
                 if key not in earlier and key not in fresh:
                     fresh[key] = item
-            first: dict[tuple[int, str], Stored | ReadOnlyRoom] = {}
+            first: dict[tuple[int, str], Stored | Refused] = {}
+            files: dict[tuple[int, str], list[Attachment]] = {}
+            if any(item.attachments for item in fresh.values()):  # else no cost at all
+                await self._claim_files(conn, fresh, first, files)
             if fresh:
                 rows = await self._insert_batch(conn, list(fresh.values()), now)
                 ts = iso(now)  # the whole batch's time, formatted once
@@ -119,6 +128,16 @@ class MessageQueries:
                         duplicate=False,
                         ts=ts,
                         reply=item.reply,
+                        attachments=files.get(key),
+                    )
+                if files:
+                    await attachments.bind(
+                        conn,
+                        [
+                            (row[0], [a.id for a in files[key]])
+                            for key, row in zip(fresh, rows, strict=True)
+                            if row is not None and key in files
+                        ],
                     )
                 # Notifications (mentions, DMs) in the same transaction as their messages.
                 pairs = zip(fresh.items(), rows, strict=True)
@@ -130,7 +149,7 @@ class MessageQueries:
                     stored = first[key]
                     if notices and isinstance(stored, Stored):
                         first[key] = replace(stored, notifications=notices)
-        results: list[Stored | ReadOnlyRoom] = []
+        results: list[Stored | Refused] = []
         for item in batch:
             key = (item.user.id, item.ref)
             if key in first:  # stored now: the first occurrence, then repeats of it
@@ -141,6 +160,24 @@ class MessageQueries:
             else:
                 results.append(earlier[key])
         return results
+
+    @staticmethod
+    async def _claim_files(
+        conn: AsyncConnection,
+        fresh: dict[tuple[int, str], NewMessage],
+        first: dict[tuple[int, str], Stored | Refused],
+        files: dict[tuple[int, str], list[Attachment]],
+    ) -> None:
+        """Check the attachments of the fresh sends that have some: a refused send
+        leaves `fresh` (answered in `first`), an accepted one's files go in `files`."""
+        keys = [key for key, item in fresh.items() if item.attachments]
+        claims = await attachments.claim(conn, [fresh[key] for key in keys])
+        for key, claimed in zip(keys, claims, strict=True):
+            if isinstance(claimed, AttachmentRefused):
+                first[key] = claimed
+                del fresh[key]
+            else:
+                files[key] = claimed
 
     async def _insert_batch(
         self, conn: AsyncConnection, items: list[NewMessage], now: float
@@ -230,6 +267,7 @@ class MessageQueries:
         duplicate: bool,
         ts: str | None = None,
         reply: ReplyRef | None = None,
+        attachments: list[Attachment] | None = None,
     ) -> Stored:
         """The ack and frame of a stored message, `row` being `(id, seq, created_at)`
         (`ts`: `created_at` already formatted; `reply`: what it answers)."""
@@ -251,7 +289,7 @@ class MessageQueries:
             body=body,
             ts=ts,
             reply_to=reply,
-            attachments=[],
+            attachments=attachments or [],
             reactions={},
             edited_at=None,
             deleted=False,
@@ -298,6 +336,7 @@ class MessageQueries:
         if not rows:
             return []
         reactions = await reactions_of(s, [m.id for m, _ in rows])
+        files = await attachments.attachments_of(s, [m.id for m, _ in rows])
         wanted = {m.reply_to for m, _ in rows if m.reply_to is not None}
         replies = await reply_refs(s, rows[0][0].room_id, wanted) if wanted else {}
         frames = []
@@ -314,6 +353,7 @@ class MessageQueries:
                     body=msg.body,
                     ts=iso(msg.created_at),
                     reply_to=reply,
+                    attachments=files.get(msg.id, []),
                     reactions=reactions.get(msg.id, {}),
                     # Deleted: nothing left of the text, its edits included.
                     edited_at=iso(msg.edited_at) if msg.edited_at and not msg.deleted else None,

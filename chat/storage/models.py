@@ -220,3 +220,29 @@ class Alert(Base):
     level: Mapped[str] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+
+
+class StoredFile(Base):
+    """An upload (migration 0005_files): its bytes live in the blob store under `sha256`
+    (shared by identical uploads), bound to a message by `message_id` once attached."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        Index("ix_files_message", "message_id"),
+        Index("ix_files_sha256", "sha256"),
+        Index("ix_files_user", "user_id"),
+        Index("ix_files_created_at", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    thumbnail: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)

@@ -85,6 +85,7 @@ class NewMessage:
     ref: str
     body: str
     reply: ReplyRef | None = None
+    attachments: tuple[str, ...] = ()  # file ids, checked and bound in the batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,8 @@ The queries live by subject: `users` (accounts, refresh and bot tokens),
 `rooms` (rooms, members, settings, last seqs), `dms` (direct-message rooms),
 `messages` (the batch insert, history, gap reads), `inbox` (notifications),
 `changes` (edits, deletes, reactions, replies, their history), `reads` (read
-cursors, unread counts) and `search` (full-text search); `Store` is all of them on
-one database.
+cursors, unread counts), `files` (uploads) and `search` (full-text search); `Store`
+is all of them on one database.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from chat.storage.changes import ChangeQueries
 from chat.storage.db import Database
 from chat.storage.dms import DmQueries
+from chat.storage.files import FileQueries
 from chat.storage.inbox import InboxQueries
 from chat.storage.messages import MessageQueries
 from chat.storage.notifications import BatchNotifier
@@ -30,6 +31,7 @@ class Store(
     InboxQueries,
     ChangeQueries,
     ReadQueries,
+    FileQueries,
     SearchQueries,
 ):
     def __init__(self, db: Database) -> None:

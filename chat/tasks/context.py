@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from chat.protocol import UserRef
     from chat.storage.db import Database
     from chat.tasks.exports import ExportFiles
-    from chat.tasks.ports import AccountMaker, Rooms
+    from chat.tasks.ports import AccountMaker, ContentReleaser, Rooms
 
 
 class Progress(Protocol):
@@ -24,6 +24,7 @@ class TaskDeps:
     rooms: Rooms  # may this user read that room (export, purge)
     accounts: AccountMaker  # import_users
     exports: ExportFiles  # where an export writes
+    files: ContentReleaser  # purge: the bytes of the purged messages' files
     demo_max_seconds_user: float  # the longest demo a non-admin may start
 
 

@@ -44,3 +44,9 @@ class AccountMaker(Protocol):
     """Creates accounts with the password rules and hashing of sign-up (the accounts service)."""
 
     async def register(self, username: str, password: str, role: str = "user") -> User: ...
+
+
+class ContentReleaser(Protocol):
+    """Removes the bytes of files whose rows are gone, once nothing else uses them."""
+
+    async def release(self, hashes: Collection[str]) -> None: ...

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from chat.protocol import UserRef
     from chat.storage.db import Database
     from chat.storage.models import Task
-    from chat.tasks.ports import AccountMaker, AlertSink, FramePublisher, Rooms
+    from chat.tasks.ports import AccountMaker, AlertSink, ContentReleaser, FramePublisher, Rooms
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,16 @@ class TaskRunner:
         *,
         rooms: Rooms,
         accounts: AccountMaker,
+        files: ContentReleaser,
         draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.alerts = alerts
         self.worker = worker_id()
         self.exports = ExportFiles.from_settings(settings)
-        self.deps = TaskDeps(db, rooms, accounts, self.exports, settings.demo_max_seconds_user)
+        self.deps = TaskDeps(
+            db, rooms, accounts, self.exports, files, settings.demo_max_seconds_user
+        )
         self.repo = TaskRepository(db)
         self._draining = draining
         self._live: dict[str, LiveTask] = {}

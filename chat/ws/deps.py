@@ -9,6 +9,7 @@ from chat.auth.accounts import Accounts
 from chat.backends.connections import ConnectionCounter
 from chat.backends.limits import Limiter
 from chat.config import Settings
+from chat.files.service import FileService
 from chat.hub import Connection, Hub
 from chat.monitoring.abuse import AbuseMonitor
 from chat.storage.memberships import MembershipRecorder
@@ -23,6 +24,7 @@ class WsDeps:
     store: Store  # rooms, history, and the token checks' user facts
     accounts: Accounts  # authentication
     writer: MessageWriter  # sends go here; acks come back per sender
+    files: FileService  # releases the bytes of a deleted message's files
     memberships: MembershipRecorder  # first joins of public rooms, stored in batches
     connections: ConnectionCounter  # per-user connection cap (Redis when set)
     limits: Limiter  # per-user frame and per-address handshake buckets (Redis when set)

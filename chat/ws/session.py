@@ -20,6 +20,7 @@ from chat.limits.flood import FloodGuard
 from chat.monitoring import metrics
 from chat.monitoring.abuse import AbuseEvent
 from chat.protocol import (
+    MAX_ATTACHMENTS,
     CloseCode,
     ErrorCode,
     ErrorFrame,
@@ -121,6 +122,8 @@ class Session:
                             "max_frame_bytes": self.settings.max_frame_bytes,
                             "heartbeat_interval": self.settings.heartbeat_interval,
                             "replay_cap": self.settings.replay_cap,
+                            "max_upload_bytes": self.settings.max_upload_bytes,
+                            "max_attachments": MAX_ATTACHMENTS,
                         },
                     )
                 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from chat_client.connection import USER_AGENT
@@ -50,15 +51,12 @@ class HttpApi:
         """
         import httpx
 
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.base_url, timeout=self._timeout, headers={"User-Agent": USER_AGENT}
-            )
+        client = self._client()
         attempt = 0
         while True:
             headers = {"Authorization": f"Bearer {await self._token()}"}
             try:
-                response = await self._http.request(
+                response = await client.request(
                     method, path, params=params, json=json, headers=headers
                 )
             except httpx.TransportError as exc:
@@ -68,6 +66,37 @@ class HttpApi:
                 await asyncio.sleep(_retry_after(response, attempt))
                 continue
             return _answer(response)
+
+    async def upload(self, path: str, fields: Mapping[str, str], file: Path) -> Any:
+        """POST `file` as the multipart part `file` (read in chunks as it is sent, never
+        whole in memory) with the text `fields` before it; the decoded JSON answer.
+
+        Not retried (a refusal such as 413 would refuse again). Raises like `request`.
+        """
+        import httpx
+
+        client = self._client()
+        headers = {"Authorization": f"Bearer {await self._token()}"}
+        try:
+            with file.open("rb") as handle:
+                response = await client.post(
+                    path,
+                    data=dict(fields),
+                    files={"file": (file.name, handle, "application/octet-stream")},
+                    headers=headers,
+                )
+        except httpx.TransportError as exc:
+            raise ConnectionFailedError(f"cannot reach {self.base_url}: {short(exc)}") from exc
+        return _answer(response)
+
+    def _client(self) -> httpx.AsyncClient:
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url, timeout=self._timeout, headers={"User-Agent": USER_AGENT}
+            )
+        return self._http
 
     async def aclose(self) -> None:
         """Close the HTTP connections, if any were opened. The object stays usable."""
@@ -87,7 +116,16 @@ def _answer(response: httpx.Response) -> Any:
     detail = _detail(response)
     if response.status_code == 401:
         raise AuthenticationError(f"the server refused the token (HTTP 401): {detail}", status=401)
-    raise ApiError(response.status_code, detail)
+    raise ApiError(response.status_code, detail, _code(response))
+
+
+def _code(response: httpx.Response) -> str | None:
+    """The error answer's own `code` (files answers carry one), if any."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _detail(response: httpx.Response) -> str:

@@ -22,7 +22,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chat_client.changes_cli import add_change_commands
 from chat_client.cli_support import (
@@ -41,6 +41,7 @@ from chat_client.errors import ChatClientError, RequestError
 from chat_client.formats import format_change, format_message
 from chat_client.notify_cli import add_notification_commands
 from chat_client.protocol import (
+    Attachment,
     DeletedFrame,
     EditedFrame,
     ErrorFrame,
@@ -50,6 +51,9 @@ from chat_client.protocol import (
 )
 from chat_client.search_cli import add_search_command
 from chat_client.tasks_cli import add_task_commands
+
+if TYPE_CHECKING:
+    from chat_client.client import ChatClient
 
 __all__ = ["add_client_commands", "build_parser", "format_message", "main", "run_send", "run_tail"]
 
@@ -67,7 +71,18 @@ def add_client_commands(subparsers: Any) -> None:
         description="Send TEXT to a room and wait until the server has stored it.",
     )
     send.add_argument("--room", required=True, help="the room's name")
-    send.add_argument("text", metavar="TEXT", help="the message; '-' reads it from stdin")
+    send.add_argument(
+        "text",
+        metavar="TEXT",
+        nargs="?",
+        help="the message; '-' reads it from stdin (optional with --file)",
+    )
+    send.add_argument(
+        "--file",
+        action="append",
+        metavar="PATH",
+        help="upload this file and attach it (repeat for more, at most 10)",
+    )
     send.add_argument(
         "--reply-to", type=positive_int, metavar="SEQ", help="the seq of the message it answers"
     )
@@ -115,12 +130,15 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 async def _send(args: argparse.Namespace) -> int:
-    body = read_text(args.text)
+    if args.text is None and not args.file:
+        raise ChatClientError("give TEXT, --file PATH, or both")
+    body = read_text(args.text) if args.text is not None else ""
     async with make_client(args) as client:
         await join_room(client, args.room)
         try:
             async with asyncio.timeout(args.timeout):
-                ack = await client.send(args.room, body, reply_to=args.reply_to)
+                files = [(await _upload(client, args.room, path)).id for path in args.file or ()]
+                ack = await client.send(args.room, body, reply_to=args.reply_to, attachments=files)
         except TimeoutError:
             raise ChatClientError(f"no ack within {args.timeout:g} seconds") from None
     if args.json:
@@ -128,6 +146,13 @@ async def _send(args: argparse.Namespace) -> int:
     else:
         print(f"sent to {ack.room} as seq {ack.seq} (id {ack.id})", flush=True)
     return 0
+
+
+async def _upload(client: ChatClient, room: str, path: str) -> Attachment:
+    try:
+        return await client.upload(room, path)
+    except OSError as exc:
+        raise ChatClientError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 # --- tail ------------------------------------------------------------------------

@@ -33,11 +33,13 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, TypeAlias, TypeVar
 
@@ -70,6 +72,7 @@ from chat_client.inbox import Inbox, NotificationCursor, NotificationPage
 from chat_client.protocol import (
     AckFrame,
     AlertFrame,
+    Attachment,
     AuthIn,
     ChangesCheckedFrame,
     CloseCode,
@@ -402,11 +405,19 @@ class ChatClient:
             await self._request(conn, LeaveIn(type="leave", room=room, ref=_new_ref("l-")))
 
     async def send(
-        self, room: str, body: str, *, reply_to: int | None = None, ref: str | None = None
+        self,
+        room: str,
+        body: str,
+        *,
+        reply_to: int | None = None,
+        ref: str | None = None,
+        attachments: Sequence[str] | None = None,
     ) -> AckFrame:
         """Send `body` to `room` and return the server's `ack` once it is stored.
 
-        `reply_to` is the seq of the message of `room` this one answers. The frame is
+        `reply_to` is the seq of the message of `room` this one answers; `attachments`
+        are ids of your uploads to `room` (`upload`), at most 10, not attached yet (else
+        `RequestError` `bad_attachment`, and nothing is stored). The frame is
         retransmitted with the same `ref` after reconnects and after `rate_limited`,
         `overloaded` and `unavailable` refusals (waiting `retry_after`) until it is
         acknowledged; the server stores one message per `ref`. Pass your own `ref` (at
@@ -418,9 +429,34 @@ class ChatClient:
         """
         self._check_open()
         frame = SendIn(
-            type="send", room=room, body=body, ref=ref or _new_ref(""), reply_to=reply_to
+            type="send",
+            room=room,
+            body=body,
+            ref=ref or _new_ref(""),
+            reply_to=reply_to,
+            attachments=list(attachments) if attachments else None,
         )
         return await self._submit(frame.ref, frame, AckFrame)
+
+    async def upload(self, room: str, path: str | os.PathLike[str]) -> Attachment:
+        """`POST /api/files`: upload the file at `path` to `room` (streamed from disk);
+        returns its `Attachment` (`id` to pass to `send`). The server decides its type
+        from its content. Raises `ApiError` (413: larger than the server's upload bound
+        or past your quota; 422: an image with too many pixels; 404: no such room;
+        403: archived), `AuthenticationError`, `ConnectionFailedError`, `OSError`.
+        """
+        self._check_usable()
+        answer = await self._api.upload("/api/files", {"room": room}, Path(path))
+        return Attachment.model_validate(answer)
+
+    async def send_file(
+        self, room: str, path: str | os.PathLike[str], body: str = "", *, ref: str | None = None
+    ) -> AckFrame:
+        """Upload the file at `path` to `room`, then send `body` with it attached; returns
+        the `ack`. Raises what `upload` and `send` raise. An upload never attached (the
+        send failed for good) is removed by the server after a while."""
+        item = await self.upload(room, path)
+        return await self.send(room, body, ref=ref, attachments=[item.id])
 
     async def edit(self, room: str, seq: int, body: str) -> EditedFrame:
         """Replace the text of your message `seq` in `room`; returns the `edited` event.

@@ -78,8 +78,10 @@ class ApiError(RequestError):
     `except RequestError` handles refusals over both transports.
     """
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(ErrorFrame(code=_HTTP_CODES.get(status, f"http_{status}"), detail=detail))
+    def __init__(self, status: int, detail: str, code: str | None = None) -> None:
+        # The server's own `code`, when it sends one (files: `quota_exceeded`, ...).
+        code = code or _HTTP_CODES.get(status, f"http_{status}")
+        super().__init__(ErrorFrame(code=code, detail=detail))
         self.status = status
 
 

@@ -35,7 +35,7 @@ def format_message(message: MessageFrame, *, as_json: bool = False) -> str:
     `body`, `ts`, `reply_to` (`{seq, user, excerpt}` or null), `attachments`,
     `reactions` (`{emoji: [names]}`), `edited_at` (or null) and `deleted`. Text:
     `TS #room [seq] name: body`, with `(reply to [seq])`, `(edited)` and `(deleted)`
-    marks; continuation lines indented.
+    marks, then `[file: NAME, SIZE bytes]` per attachment; continuation lines indented.
     """
     if as_json:
         return _json(message.model_dump(mode="json"))
@@ -47,7 +47,8 @@ def format_message(message: MessageFrame, *, as_json: bool = False) -> str:
     elif message.edited_at is not None:
         marks += "(edited) "
     body = "" if message.deleted else _indented(message.body)
-    return f"{message.ts} #{message.room} [{message.seq}] {message.user.name}: {marks}{body}"
+    files = "".join(f" [file: {_indented(a.name)}, {a.size} bytes]" for a in message.attachments)
+    return f"{message.ts} #{message.room} [{message.seq}] {message.user.name}: {marks}{body}{files}"
 
 
 def format_change(change: ChangeFrame, *, as_json: bool = False) -> str:

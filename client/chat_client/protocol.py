@@ -18,9 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 __all__ = [
     "CLIENT_TYPES",
+    "MAX_ATTACHMENTS",
     "AckFrame",
     "AlertFrame",
+    "Attachment",
     "AuthIn",
+    "ChangesCheckedFrame",
     "ClientFrame",
     "CloseCode",
     "DeleteIn",
@@ -71,6 +74,9 @@ MAX_SEQ = 2**63 - 1  # the database's integer range
 Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
 # A reaction: one emoji (or short code), at most 16 characters.
 Emoji = Annotated[str, Field(min_length=1, max_length=16)]
+# An uploaded file's id (`POST /api/files`), and how many one message may carry.
+FileId = Annotated[str, Field(min_length=1, max_length=64)]
+MAX_ATTACHMENTS = 10
 
 
 class ErrorCode(StrEnum):
@@ -84,6 +90,8 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     OVERLOADED = "overloaded"  # too much in flight: nothing done, retry after `retry_after`
     UNAVAILABLE = "unavailable"  # the database failed: nothing stored, resend the same ref
+    # `send` named a file that is not the sender's own unattached upload to that room.
+    BAD_ATTACHMENT = "bad_attachment"
     INTERNAL = "internal"
 
 
@@ -137,6 +145,8 @@ class SendIn(_Frame):
     body: str
     ref: Ref
     reply_to: Seq | None = None
+    # Uploads of the sender's to this room, not attached yet (`POST /api/files`).
+    attachments: Annotated[list[FileId], Field(max_length=MAX_ATTACHMENTS)] | None = None
 
 
 class EditIn(_Frame):
@@ -334,6 +344,19 @@ class ReplyRef(_Frame):
     excerpt: str
 
 
+class Attachment(_Frame):
+    """A file a message carries: download it at `/api/files/{id}`; `thumbnail` (images
+    only) is the path of a small preview, `width` and `height` the image's size."""
+
+    id: str
+    name: str
+    size: int
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+    thumbnail: str | None = None
+
+
 class MessageFrame(_Frame):
     type: Literal["message"] = "message"
     room: str
@@ -343,7 +366,7 @@ class MessageFrame(_Frame):
     body: str  # empty once deleted
     ts: str
     reply_to: ReplyRef | None = None
-    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list)
     reactions: dict[str, list[str]] = Field(default_factory=dict)
     edited_at: str | None = None
     deleted: bool = False

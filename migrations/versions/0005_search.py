@@ -6,7 +6,7 @@ each write. Beware: a later SQLite batch migration that recreates `messages` dro
 these triggers; such a migration must create them again (`_SQLITE_TRIGGERS`).
 
 Revision ID: 0005_search
-Revises: 0004
+Revises: 0005_files
 Create Date: 2026-11-30 07:30:00
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0005_search"
-down_revision = "0004"
+down_revision = "0005_files"
 branch_labels = None
 depends_on = None
 

@@ -583,9 +583,9 @@ export class Connection extends Emitter {
    * It is resent with the same ref after a reconnect until its `ack` arrives, and
    * the server stores a ref once, so it can neither be lost nor doubled.
    */
-  send(room, body, { ref = newRef(), replyTo = null } = {}) {
+  send(room, body, { ref = newRef(), replyTo = null, attachments = [] } = {}) {
     if (!this._rooms.has(room)) this.join(room);
-    this._outbox.push({ ref, room, body, reply_to: replyTo ?? null, sentEpoch: -1 });
+    this._outbox.push({ ref, room, body, reply_to: replyTo ?? null, attachments, sentEpoch: -1 });
     this._saveOutbox();
     this.emit("queue", this.pending());
     // Later in this task, so the caller can render the message before any event about it.
@@ -1053,6 +1053,7 @@ export class Connection extends Emitter {
       if (item.sentEpoch === this._epoch || !this.isJoined(item.room)) continue;
       const send = { type: "send", room: item.room, body: item.body, ref: item.ref };
       if (item.reply_to) send.reply_to = item.reply_to;
+      if (item.attachments?.length) send.attachments = item.attachments;
       const frame = JSON.stringify(send);
       // The server closes the socket (1009) on a frame over its limit; resending it after
       // the reconnect would loop forever, so refuse it here instead.

@@ -141,6 +141,8 @@ export function frameErrorWords({ code, detail, retry_after: retryAfter, op = {}
       return op.type === "join" ? `The room #${where} does not exist any more.` : "That room does not exist any more.";
     case "not_joined":
       return "You were not in that room any more; rejoining and sending again.";
+    case "bad_attachment":
+      return `The files could not go with it (${detail}). Attach them again.`;
     case "bad_frame":
       return sending
         ? `The server refused it: ${detail}.`

@@ -16,6 +16,7 @@ from pydantic import Field
 from sqlalchemy import func, select
 
 from chat.protocol import UserRef, iso
+from chat.storage.attachments import attachments_of
 from chat.storage.models import Message, User
 from chat.tasks.context import TaskContext, TaskDeps
 from chat.tasks.registry import TaskParams, task_kind
@@ -28,7 +29,19 @@ EXPORT_BATCH = 500
 EXPORT_REST = 2.0
 # A deleted message keeps its row with an empty body (`deleted` true): its text is
 # only in the moderation history, never in an export.
-CSV_COLUMNS = ("room", "seq", "id", "ts", "user_id", "user", "body", "edited_at", "deleted")
+# `attachments`: the message's files (`{id, name, size, content_type}`), as JSON in CSV.
+CSV_COLUMNS = (
+    "room",
+    "seq",
+    "id",
+    "ts",
+    "user_id",
+    "user",
+    "body",
+    "edited_at",
+    "deleted",
+    "attachments",
+)
 
 
 class ExportParams(TaskParams):
@@ -95,9 +108,14 @@ async def export(ctx: TaskContext, params: ExportParams) -> dict[str, Any]:
             began = time.perf_counter()
             async with db.read() as s:
                 rows: list[tuple[Any, ...]] = [tuple(r) for r in (await s.execute(query)).all()]
+                attached = await attachments_of(s, [r[1] for r in rows])
             if not rows:
                 break
-            await asyncio.to_thread(_write_batch, out, params.format, room.name, rows)
+            listed = {
+                mid: [a.model_dump(include=LISTED) for a in found]
+                for mid, found in attached.items()
+            }
+            await asyncio.to_thread(_write_batch, out, params.format, room.name, rows, listed)
             written += len(rows)
             after = int(rows[-1][0])
             await ctx.progress(written, max(total, written), f"{written} of {total} messages")
@@ -119,6 +137,8 @@ async def export(ctx: TaskContext, params: ExportParams) -> dict[str, Any]:
     }
 
 
+LISTED = {"id", "name", "size", "content_type"}  # what an export says of each file
+
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -128,7 +148,13 @@ def csv_cell(value: str) -> str:
     return "'" + value if value[:1] in FORMULA_STARTS else value
 
 
-def _write_batch(out: IO[str], fmt: str, room: str, rows: list[tuple[Any, ...]]) -> None:
+def _write_batch(
+    out: IO[str],
+    fmt: str,
+    room: str,
+    rows: list[tuple[Any, ...]],
+    files: dict[int, list[dict[str, Any]]],
+) -> None:
     if fmt == "csv":
         writer = csv.writer(out)
         safe_room = csv_cell(room)
@@ -143,6 +169,7 @@ def _write_batch(out: IO[str], fmt: str, room: str, rows: list[tuple[Any, ...]])
                 csv_cell(body),
                 iso(edited) if edited is not None else "",
                 "true" if deleted else "false",
+                json.dumps(files.get(mid, []), ensure_ascii=False),
             )
             for seq, mid, ts, body, uid, name, edited, deleted in rows
         )
@@ -159,6 +186,7 @@ def _write_batch(out: IO[str], fmt: str, room: str, rows: list[tuple[Any, ...]])
                     "body": body,
                     "edited_at": iso(edited) if edited is not None else None,
                     "deleted": bool(deleted),
+                    "attachments": files.get(mid, []),
                 },
                 ensure_ascii=False,
             )

@@ -10,7 +10,7 @@ from pydantic import Field
 from sqlalchemy import and_, delete, func, select
 
 from chat.protocol import UserRef, iso
-from chat.storage.models import Message, Room
+from chat.storage.models import Message, Room, StoredFile
 from chat.tasks.context import TaskContext, TaskDeps
 from chat.tasks.registry import TaskParams, task_kind
 from chat.tasks.status import TaskFailed, TaskRefused
@@ -43,7 +43,7 @@ async def purge(ctx: TaskContext, params: PurgeParams) -> dict[str, Any]:
     A cancelled or failed purge leaves the batches done so far deleted; running
     it again finishes the job. A message's reactions and change history (deleted
     text included) go with it (`ON DELETE CASCADE`); replies to it then show an
-    empty excerpt.
+    empty excerpt. Their attached files go too (rows, then bytes nothing else uses).
     """
     db = ctx.deps.db
     cutoff = time.time() - params.older_than_days * 86400
@@ -67,10 +67,18 @@ async def purge(ctx: TaskContext, params: PurgeParams) -> dict[str, Any]:
                     select(Message.id).where(where).order_by(Message.id).limit(PURGE_BATCH)
                 )
             ).all()
+            released: list[str] = []
             if ids:
+                gone = await s.scalars(
+                    delete(StoredFile)
+                    .where(StoredFile.message_id.in_(ids))
+                    .returning(StoredFile.sha256)
+                )
+                released = list(gone.all())
                 await s.execute(delete(Message).where(Message.id.in_(ids)))
         if not ids:
             break
+        await ctx.deps.files.release(released)  # their bytes, unless another file has them
         deleted += len(ids)
         await ctx.progress(deleted, max(total, deleted), f"{deleted} of {total} messages deleted")
         # Rest at least as long as the batch held the write lock: senders go first.

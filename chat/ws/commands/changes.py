@@ -83,6 +83,7 @@ async def delete(session: CommandContext, frame: DeleteIn) -> None:
     except ChangeRefused as exc:
         raise _refused(exc, frame.ref) from None
     await _announce(session, result, frame.ref)
+    await session.deps.files.release(result.released)  # its files' bytes, if unused now
 
 
 async def react(session: CommandContext, frame: ReactIn) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from chat.protocol import ErrorCode, FrameError, SendIn, encode
+from chat.storage.attachments import AttachmentRefused
 from chat.storage.records import NewMessage, ReadOnlyRoom, Stored
 from chat.storage.rules import check_body
 from chat.storage.writer import WriterFull
@@ -13,10 +14,15 @@ from chat.ws.commands.context import ARCHIVED, CommandContext
 INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
 
 
-def require_valid_body(body: str, max_chars: int, ref: str | None) -> None:
-    """Refuse a message body (of a `send` or an `edit`) that is too long or breaks the rules."""
+def require_valid_body(
+    body: str, max_chars: int, ref: str | None, *, with_files: bool = False
+) -> None:
+    """Refuse a message body (of a `send` or an `edit`) that is too long or breaks the rules.
+    A message with files may have an empty body (nothing else: no NUL, no lone spaces)."""
     if len(body) > max_chars:
         raise FrameError(ErrorCode.TOO_LARGE, f"body is longer than {max_chars} characters", ref)
+    if with_files and not body:
+        return
     problem = check_body(body)
     if problem:
         raise FrameError(ErrorCode.BAD_FRAME, problem, ref)
@@ -25,7 +31,9 @@ def require_valid_body(body: str, max_chars: int, ref: str | None) -> None:
 async def send(session: CommandContext, frame: SendIn) -> None:
     settings = session.settings
     room = session.writable_room(frame.room, frame.ref)
-    require_valid_body(frame.body, settings.max_body_chars, frame.ref)
+    require_valid_body(
+        frame.body, settings.max_body_chars, frame.ref, with_files=bool(frame.attachments)
+    )
     bot = session.user.role == "bot"
     await session.rate_limit(
         "send",
@@ -50,7 +58,8 @@ async def send(session: CommandContext, frame: SendIn) -> None:
         )
     if session.sink.lost.is_set():
         return  # the client is gone and gets no ack: it resends with the same ref
-    message = NewMessage(room, session.user, frame.ref, frame.body, reply)
+    files = tuple(frame.attachments) if frame.attachments else ()
+    message = NewMessage(room, session.user, frame.ref, frame.body, reply, files)
     try:
         session.deps.writer.submit(message, partial(_stored, session, frame.ref))
     except WriterFull:
@@ -67,6 +76,8 @@ def _stored(session: CommandContext, ref: str, result: Stored | Exception) -> No
         session.conn.push(encode(result.ack))
     elif isinstance(result, ReadOnlyRoom):
         session.error(ErrorCode.FORBIDDEN, ARCHIVED, ref)
+    elif isinstance(result, AttachmentRefused):
+        session.error(ErrorCode.BAD_ATTACHMENT, f"nothing was stored: {result}", ref)
     else:
         session.error(
             ErrorCode.UNAVAILABLE,
