@@ -25,6 +25,7 @@ from chat.api import (
     people,
     rooms,
     tasks,
+    webhooks,
 )
 from chat.config import Settings
 from chat.drain import install_drain_handlers
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks.router,
         files.router,
         alerts.router,
+        webhooks.router,
         ops.router,
     )
     for router in routers:
