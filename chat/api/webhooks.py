@@ -5,6 +5,7 @@ Errors are JSON `{"detail", "code"}` (docs/protocol.md, "Webhooks").
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from chat.webhooks.worker import WebhookWorker
 router = APIRouter(prefix="/api/webhooks", tags=["admin"])
 MAX_ROOMS = 50  # rooms one webhook sends every message of
 MAX_PER_BOT = 10
+REFRESH_SLACK = 0.5  # seconds a process may take to reload its index, past the interval
 WebhookId = Annotated[int, Path(ge=1, le=MAX_SEQ)]
 RoomName = Annotated[str, Field(min_length=1, max_length=200)]
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -87,6 +89,8 @@ async def register(
         bot.id, body.url, events, room_ids, secret, admin.user.id
     )
     await worker.refresh()
+    if settings.redis_url:  # other processes: answer once each has reloaded its index
+        await asyncio.sleep(settings.webhook_refresh_interval + REFRESH_SLACK)
     views = await worker.repository.views(webhook_id)
     return JSONResponse(views[0].to_json() | {"secret": secret}, status_code=201)
 

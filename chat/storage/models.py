@@ -280,7 +280,9 @@ class WebhookOutbox(Base):
     __table_args__ = (Index("ix_webhook_outbox_order", "webhook_id", "room_id", "seq"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    # No foreign key: a process whose index is a moment behind may still queue for a
+    # webhook just removed; such rows are never claimed and are swept (`trim`).
+    webhook_id: Mapped[int] = mapped_column(BigInteger)
     room_id: Mapped[int] = mapped_column(BigInteger)
     seq: Mapped[int] = mapped_column(BigInteger)
     delivery_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -301,7 +303,9 @@ class WebhookAttempt(Base):
     __table_args__ = (Index("ix_webhook_attempts_webhook", "webhook_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    # No foreign key: a process whose index is a moment behind may still queue for a
+    # webhook just removed; such rows are never claimed and are swept (`trim`).
+    webhook_id: Mapped[int] = mapped_column(BigInteger)
     delivery_id: Mapped[str] = mapped_column(String(32))
     event: Mapped[str] = mapped_column(String(16))
     room_id: Mapped[int] = mapped_column(BigInteger)

@@ -161,7 +161,6 @@ class WebhookRepository:
     async def delete(self, webhook_id: int) -> bool:
         """Remove a webhook with its outbox and attempts; False if there was none."""
         async with self.db.write() as s:
-            # Children first: SQLite enforces the cascade, but say it for every database.
             await s.execute(delete(WebhookOutbox).where(WebhookOutbox.webhook_id == webhook_id))
             await s.execute(delete(WebhookAttempt).where(WebhookAttempt.webhook_id == webhook_id))
             done = await s.execute(delete(Webhook).where(Webhook.id == webhook_id))
@@ -372,7 +371,10 @@ class WebhookRepository:
             s.add(_attempt(c, "skipped", None, reason, None))
 
     async def trim(self, kept: int) -> None:
-        """Keep the newest `kept` attempts of each webhook."""
+        """Keep the newest `kept` attempts of each webhook; drop rows of removed ones."""
+        async with self.db.write() as s:
+            for table in (WebhookOutbox, WebhookAttempt):
+                await s.execute(delete(table).where(table.webhook_id.not_in(select(Webhook.id))))
         over = (
             select(WebhookAttempt.webhook_id)
             .group_by(WebhookAttempt.webhook_id)

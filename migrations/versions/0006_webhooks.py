@@ -40,12 +40,7 @@ def upgrade() -> None:
     op.create_table(
         "webhook_outbox",
         sa.Column("id", BigId, primary_key=True),
-        sa.Column(
-            "webhook_id",
-            BigId,
-            sa.ForeignKey("webhooks.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        sa.Column("webhook_id", sa.BigInteger(), nullable=False),
         sa.Column("room_id", sa.BigInteger(), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("delivery_id", sa.String(32), nullable=False, unique=True),
@@ -63,12 +58,7 @@ def upgrade() -> None:
     op.create_table(
         "webhook_attempts",
         sa.Column("id", BigId, primary_key=True),
-        sa.Column(
-            "webhook_id",
-            BigId,
-            sa.ForeignKey("webhooks.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        sa.Column("webhook_id", sa.BigInteger(), nullable=False),
         sa.Column("delivery_id", sa.String(32), nullable=False),
         sa.Column("event", sa.String(16), nullable=False),
         sa.Column("room_id", sa.BigInteger(), nullable=False),
