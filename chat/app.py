@@ -26,6 +26,7 @@ from chat.api import (
     rooms,
     search,
     tasks,
+    webhooks,
 )
 from chat.config import Settings
 from chat.drain import install_drain_handlers
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks.router,
         files.router,
         alerts.router,
+        webhooks.router,
         ops.router,
     )
     for router in routers:

@@ -124,6 +124,30 @@ class Settings(BaseSettings):
     )
     thumbnail_px: int = Field(320, ge=16, le=2048, description="a thumbnail's longest side")
 
+    # Outgoing webhooks (`POST /api/webhooks`).
+    webhooks_allow_private: bool = Field(
+        False, description="allow webhook URLs into the server's own network (tests only)"
+    )
+    webhook_timeout: float = Field(5.0, gt=0, description="seconds per delivery attempt")
+    webhook_backoff_base: float = Field(
+        1.0, gt=0, description="seconds before the first retry; doubled each time"
+    )
+    webhook_backoff_max: float = Field(300.0, gt=0, description="the longest wait between tries")
+    webhook_max_failures: int = Field(
+        10, gt=0, description="failed attempts in a row before a webhook is disabled"
+    )
+    webhook_outbox_max: int = Field(
+        1000, gt=0, description="deliveries one webhook may have waiting; more are dropped"
+    )
+    webhook_concurrency: int = Field(16, gt=0, description="deliveries in flight per process")
+    webhook_poll_interval: float = Field(
+        1.0, gt=0, description="seconds between looks for deliveries due (retries, others')"
+    )
+    webhook_refresh_interval: float = Field(
+        2.0, gt=0, description="seconds before a change made on another process applies here"
+    )
+    webhook_attempts_kept: int = Field(200, gt=0, description="attempts kept per webhook")
+
     # Alerts: counted per process over a sliding window, raised once per window and key.
     health_check_interval: float = Field(10.0, gt=0)
     alert_window: float = Field(600.0, gt=0, description="seconds")

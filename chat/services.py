@@ -28,6 +28,8 @@ from chat.storage.records import Stored
 from chat.storage.store import Store
 from chat.storage.writer import MessageWriter
 from chat.tasks import TaskRunner
+from chat.webhooks.repository import WebhookRepository
+from chat.webhooks.worker import WebhookWorker
 from chat.ws.deps import WsDeps
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Services:
     tasks: TaskRunner = field(init=False)
     health: HealthWatcher = field(init=False)
     files: FileService = field(init=False)
+    webhooks: WebhookWorker = field(init=False)
     draining: bool = False
 
     def __post_init__(self) -> None:
@@ -89,6 +92,7 @@ class Services:
             files=self.files,
             draining=lambda: self.draining,
         )
+        self.webhooks = WebhookWorker(s, WebhookRepository(self.db), self.store.outbox, self.alerts)
         self.hub.on_resync(self.tasks.resync)
         self.hub.on_admins_event(self.tasks.changed_somewhere)
         probes = {"database": self.db.ping, "broker": self.backends.fanout.ping}
@@ -97,7 +101,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         db = Database(settings.database_url)
-        store = Store(db)
+        store = Store(db, webhook_outbox_max=settings.webhook_outbox_max)
         tokens = TokenService(
             resolve_secret(settings),
             settings.jwt_algorithm,
@@ -130,6 +134,8 @@ class Services:
         return cls(settings, db, store, accounts, backends, hub)
 
     async def _publish_stored(self, stored: Sequence[Stored]) -> None:
+        if self.store.outbox.active:  # deliveries may have been queued with the batch
+            self.webhooks.poke()
         await self.hub.publish_messages(
             [(m.frame.room, m.frame.seq, encode(m.frame)) for m in stored]
         )
@@ -143,10 +149,12 @@ class Services:
         self.memberships.start()
         await self.tasks.start()
         self.files.start()
+        self.webhooks.start()
         self.health.start()
 
     async def stop(self) -> None:
         await self.health.stop()
+        await self.webhooks.stop()
         await self.files.stop()
         await self.tasks.stop()
         await self.writer.stop()

@@ -145,7 +145,7 @@ def admin_routes(api: Api) -> list[tuple[str, str]]:
     spec = api.client.get("/openapi.json").json()
     routes = []
     for path, methods in spec["paths"].items():
-        if path.startswith(("/api/admin", "/api/bots")):
+        if path.startswith(("/api/admin", "/api/bots", "/api/webhooks")):
             concrete = re.sub(r"\{[^}]+\}", "1", path)
             routes.extend((method.upper(), concrete) for method in methods)
     return routes
@@ -154,6 +154,7 @@ def admin_routes(api: Api) -> list[tuple[str, str]]:
 def test_non_admins_get_403_on_every_admin_endpoint(api: Api, alice: Account) -> None:
     routes = admin_routes(api)
     assert ("POST", "/api/admin/users/1/ban") in routes and ("DELETE", "/api/bots/1") in routes
+    assert ("GET", "/api/webhooks/1/deliveries") in routes
     for method, path in routes:
         body = {"name": "sneaky_bot", "username": alice.name}
         as_user = api.client.request(method, path, json=body, headers=alice.headers)

@@ -28,7 +28,8 @@ from websockets.sync.client import connect as ws_connect
 from tests.browser import BrowserPage, launch_chromium
 from tests.conftest import ServerFactory
 from tests.dbseed import seed_messages
-from tests.harness import Account, Api, ServerProcess, unique
+from tests.harness import Account, Api, ServerProcess, connect, join, say, unique
+from tests.webhook_receiver import Receiver
 
 # The page and its flows, not the fan-out, are under test: one backend is enough (the
 # two-process behaviour behind each frame has tests of its own).
@@ -47,7 +48,16 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def admin_server(module_servers: ServerFactory) -> ServerProcess:
     # No presence grace: a kicked user leaves the online list at once.
-    return module_servers(task_progress_interval=0.1, task_concurrency=4, presence_grace=0)
+    return module_servers(
+        task_progress_interval=0.1,
+        task_concurrency=4,
+        presence_grace=0,
+        # A webhook test aims at a receiver on this host, which dies fast.
+        webhooks_allow_private=1,
+        webhook_backoff_base=0.05,
+        webhook_max_failures=2,
+        webhook_poll_interval=0.2,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +353,42 @@ def test_task_and_alert_text_is_shown_as_text_and_fits_a_phone(
     console.page.wait_for_timeout(200)
     assert console.page.evaluate("window.__pwned") is None
     console.shot("08-phone")
+
+
+def test_a_dead_webhook_shows_disabled_with_its_failed_deliveries(
+    consoles: Consoles, admin_api: Api, admin_server: ServerProcess, boss: Account
+) -> None:
+    receiver = Receiver(failing=True)
+    try:
+        bot = admin_api.bot(boss)
+        room = admin_api.room(boss)
+        r = admin_api.client.post(
+            "/api/webhooks",
+            json={"bot": bot.name, "url": receiver.url, "events": ["message"], "rooms": [room]},
+            headers=boss.headers,
+        )
+        assert r.status_code == 201, r.text
+        hook_id = r.json()["id"]
+
+        async def post() -> None:
+            ws = await connect(admin_server, boss.token)
+            await join(ws, room)
+            await say(ws, room, "for the bot")
+            await ws.close()
+
+        in_thread(post())
+        console = consoles().open(boss)
+        row = console.page.locator(f'#webhook-list > li[data-webhook="{hook_id}"]')
+        console.page.click("#webhooks-refresh")
+        row.wait_for()
+        # Disabled after two failures: the alert refreshes the list.
+        console.expect(f'#webhook-list > li[data-webhook="{hook_id}"][data-state="disabled"]')\
+            .to_be_visible()  # fmt: skip
+        console.expect(row.locator(".webhook-reason")).to_contain_text("2 failed deliveries")
+        row.get_by_role("button", name="Deliveries").click()
+        failed = row.locator('.attempt[data-status="failed"]')
+        console.expect(failed).to_have_count(2)
+        console.expect(failed.first).to_contain_text("HTTP 500")
+        console.shot("webhooks-disabled")
+    finally:
+        receiver.close()

@@ -61,6 +61,9 @@ const $ = {
   moderateName: byId("moderate-name"),
   moderateUnban: byId("moderate-unban"),
   moderateStatus: byId("moderate-status"),
+  webhookList: byId("webhook-list"),
+  webhooksStatus: byId("webhooks-status"),
+  webhooksRefresh: byId("webhooks-refresh"),
 };
 
 // --- signing in (shared/signin.js) -------------------------------------------------------
@@ -117,6 +120,7 @@ function startConsole() {
   loadTasks();
   loadAlerts();
   loadPresence();
+  loadWebhooks();
   conn = new Connection(session);
   status.attach(conn);
   conn.on("hello", () => {
@@ -124,9 +128,13 @@ function startConsole() {
     loadTasks();
     loadAlerts();
     loadPresence();
+    loadWebhooks();
   });
   conn.on("task", (frame) => upsertTask(frame, "frame"));
-  conn.on("alert", (frame) => addAlert(frame, true));
+  conn.on("alert", (frame) => {
+    addAlert(frame, true);
+    if (frame.text.startsWith("webhook ")) loadWebhooks(); // disabled, or its outbox full
+  });
   conn.start();
   presenceTimer = setInterval(loadPresence, PRESENCE_EVERY);
   tickTimer = setInterval(tick, 1000);
@@ -592,6 +600,87 @@ function addAlert(alert, live) {
     }, 15_000);
   }
 }
+
+// --- webhooks: their state and recent delivery attempts ------------------------------
+
+const WEBHOOK_TONE = { active: "ok", disabled: "danger" };
+const ATTEMPT_TONE = { delivered: "ok", failed: "danger", dropped: "danger", skipped: "warn" };
+
+async function loadWebhooks() {
+  if ($.console.hidden) return;
+  try {
+    const body = await session.api("/api/webhooks");
+    clear($.webhookList);
+    for (const hook of body.items ?? []) $.webhookList.append(webhookRow(hook));
+    setText($.webhooksStatus, body.items?.length ? "" : "No webhooks registered.");
+  } catch (err) {
+    setText($.webhooksStatus, couldNot("load the webhooks", err));
+  }
+}
+
+function webhookRow(hook) {
+  const attempts = h("ul", { class: "attempts", hidden: true });
+  const show = h("button", { type: "button", class: "btn small", text: "Deliveries" });
+  show.addEventListener("click", async () => {
+    attempts.hidden = !attempts.hidden;
+    if (!attempts.hidden) await loadAttempts(hook, attempts);
+  });
+  const row = h(
+    "li",
+    { class: "webhook", data: { webhook: hook.id, state: hook.state } },
+    h(
+      "div",
+      { class: "webhook-head" },
+      h("span", { class: "badge", data: { tone: WEBHOOK_TONE[hook.state] ?? "neutral" }, text: hook.state }),
+      h("span", { class: "webhook-bot", text: hook.bot.name }),
+      h("span", { class: "muted", text: hook.events.join(", ") }),
+    ),
+    h("div", { class: "webhook-url muted small-print", text: hook.url }),
+    h("div", { class: "small-print", text: `${hook.pending} waiting · ${hook.failures} failures in a row` }),
+    hook.disabled_reason ? h("div", { class: "webhook-reason small-print", text: hook.disabled_reason }) : null,
+    h("div", { class: "row" }, show, hook.state === "disabled" ? enableButton(hook) : null),
+    attempts,
+  );
+  return row;
+}
+
+function enableButton(hook) {
+  const button = h("button", { type: "button", class: "btn small", text: "Enable" });
+  button.addEventListener("click", async () => {
+    try {
+      await session.api(`/api/webhooks/${hook.id}/enable`, { method: "POST" });
+      loadWebhooks();
+    } catch (err) {
+      setText($.webhooksStatus, couldNot("enable the webhook", err));
+    }
+  });
+  return button;
+}
+
+async function loadAttempts(hook, list) {
+  clear(list);
+  try {
+    const body = await session.api(`/api/webhooks/${hook.id}/deliveries`, { query: { limit: 20 } });
+    if (!body.items?.length) list.append(h("li", { class: "muted", text: "No attempts yet." }));
+    for (const a of body.items ?? []) {
+      const what = a.error ?? (a.http_status ? `HTTP ${a.http_status}` : "");
+      list.append(
+        h(
+          "li",
+          { class: "attempt", data: { status: a.status } },
+          h("span", { class: "badge", data: { tone: ATTEMPT_TONE[a.status] ?? "neutral" }, text: a.status }),
+          h("span", { text: `${a.event} #${a.room ?? "?"} seq ${a.seq} try ${a.attempt}` }),
+          h("span", { class: "muted", text: what }),
+          timeElement(a.ts, "attempt-time"),
+        ),
+      );
+    }
+  } catch (err) {
+    list.append(h("li", { class: "muted", text: couldNot("load the deliveries", err) }));
+  }
+}
+
+$.webhooksRefresh.addEventListener("click", loadWebhooks);
 
 // --- who is online ----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from chat.storage.records import NewMessage, ReadOnlyRoom, RoomView, Stored, use
 
 if TYPE_CHECKING:
     from chat.storage.notifications import BatchNotifier
+    from chat.webhooks.outbox import WebhookOutbox
 
 BATCH_RETRIES = 3  # a batch that hit a ref stored by another process meanwhile
 # What the writer answers for a send that was not stored (nothing of it was).
@@ -47,6 +48,7 @@ def value_rows(paramstyle: str, n: int, types: tuple[str | None, ...]) -> str:
 class MessageQueries:
     db: Database
     notifier: BatchNotifier  # mentions and DMs, in the batch's transaction
+    outbox: WebhookOutbox  # webhook deliveries, in the batch's transaction
 
     async def messages_between(
         self, room: str, after: int, upto: int, limit: int
@@ -149,6 +151,11 @@ class MessageQueries:
                     stored = first[key]
                     if notices and isinstance(stored, Stored):
                         first[key] = replace(stored, notifications=notices)
+                if self.outbox.active:  # else no cost at all
+                    done = [(item, first[key]) for key, item, _ in kept]
+                    await self.outbox.enqueue(
+                        conn, [(i, s) for i, s in done if isinstance(s, Stored)], now
+                    )
         results: list[Stored | Refused] = []
         for item in batch:
             key = (item.user.id, item.ref)

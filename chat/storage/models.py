@@ -246,3 +246,73 @@ class StoredFile(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     thumbnail: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Webhook(Base):
+    """An outgoing webhook of a bot (migration 0006_webhooks). `secret` signs each body
+    (kept because an HMAC needs it; shown once, at registration, never again).
+    `events` is a comma-separated subset of mention, dm, message; `room_ids` a JSON
+    list of the rooms whose every message is sent (the `message` event)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    bot_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[str] = mapped_column(String(64))
+    room_ids: Mapped[str] = mapped_column(Text, default="[]")
+    secret: Mapped[str] = mapped_column(String(128))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # active or disabled (after `webhook_max_failures` failed attempts in a row).
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # failed attempts in a row
+    disabled_at: Mapped[float | None] = mapped_column(Float)
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class WebhookOutbox(Base):
+    """A delivery waiting to be made: written in the message batch's transaction, so
+    a committed message never lacks its deliveries. A room's rows go out in `seq`
+    order, one at a time; `lease_until` is the claim of the process sending it."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (Index("ix_webhook_outbox_order", "webhook_id", "room_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # No foreign key: a process whose index is a moment behind may still queue for a
+    # webhook just removed; such rows are never claimed and are swept (`trim`).
+    webhook_id: Mapped[int] = mapped_column(BigInteger)
+    room_id: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    delivery_id: Mapped[str] = mapped_column(String(32), unique=True)
+    event: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)  # the exact bytes signed and sent (UTF-8)
+    created_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[float] = mapped_column(Float)
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+
+
+class WebhookAttempt(Base):
+    """One delivery attempt and how it ended (`delivered`, `failed`), or an event not
+    queued (`dropped`: outbox full) or not sent (`skipped`: the bot lost the room)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_webhook", "webhook_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # No foreign key: a process whose index is a moment behind may still queue for a
+    # webhook just removed; such rows are never claimed and are swept (`trim`).
+    webhook_id: Mapped[int] = mapped_column(BigInteger)
+    delivery_id: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(16))
+    room_id: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -21,6 +21,7 @@ from chat.storage.reads import ReadQueries
 from chat.storage.rooms import RoomQueries
 from chat.storage.search import SearchQueries
 from chat.storage.users import UserQueries
+from chat.webhooks.outbox import WebhookOutbox
 
 
 class Store(
@@ -34,6 +35,7 @@ class Store(
     FileQueries,
     SearchQueries,
 ):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, webhook_outbox_max: int = 1000) -> None:
         super().__init__(db)
         self.notifier = BatchNotifier()
+        self.outbox = WebhookOutbox(webhook_outbox_max)
