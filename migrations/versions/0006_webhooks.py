@@ -1,7 +1,7 @@
 """webhooks: outgoing webhooks of bots, their outbox and delivery attempts
 
 Revision ID: 0006_webhooks
-Revises: 0005_files
+Revises: 0005_search
 Create Date: 2026-12-08 09:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_webhooks"
-down_revision = "0005_files"
+down_revision = "0005_search"
 branch_labels = None
 depends_on = None
 
