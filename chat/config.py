@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     webhook_max_failures: int = Field(
         10, gt=0, description="failed attempts in a row before a webhook is disabled"
     )
+    search_timeout: float = Field(
+        5.0, gt=0, description="seconds a PostgreSQL search may run (then 503 search_too_slow)"
+    )
     webhook_outbox_max: int = Field(
         1000, gt=0, description="deliveries one webhook may have waiting; more are dropped"
     )

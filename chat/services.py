@@ -101,7 +101,11 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         db = Database(settings.database_url)
-        store = Store(db, webhook_outbox_max=settings.webhook_outbox_max)
+        store = Store(
+            db,
+            webhook_outbox_max=settings.webhook_outbox_max,
+            search_timeout=settings.search_timeout,
+        )
         tokens = TokenService(
             resolve_secret(settings),
             settings.jwt_algorithm,

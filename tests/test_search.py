@@ -369,3 +369,29 @@ async def test_ranking_covers_the_newest_matches_and_more_words_reach_older_ones
     assert [i["seq"] for i in found(sapi, alice, w, limit=2)][:1] == strong
     assert f"{w} {w} {w} {rare}" not in bodies(found(sapi, alice, w, limit=50))
     assert bodies(found(sapi, alice, f"{w} {rare}")) == [f"{w} {w} {w} {rare}"]
+
+
+async def test_a_search_past_the_time_limit_is_a_clear_503_on_postgresql(
+    make_server: ServerFactory,
+) -> None:
+    """PostgreSQL cuts a search off at `CHAT_SEARCH_TIMEOUT` with 503 `search_too_slow`
+    (the room and the rest of the API unharmed); SQLite has no such limit."""
+    server = make_server(search_timeout=0.001, send_rate=200, send_burst=400)
+    api = Api(server)
+    try:
+        alice = api.user()
+        room = api.room(alice)
+        w = word()
+        await seed_messages(server.database_url, room, alice.name, [f"{w} {w} filler"] * 5_000)
+        r = search(api, alice, w)
+        if server.database_url.startswith("postgresql"):
+            assert r.status_code == 503, r.text
+            assert r.json() == {
+                "detail": "the search ran too long: add words, a phrase or a room",
+                "code": "search_too_slow",
+            }
+        else:
+            assert r.status_code == 200 and len(r.json()["items"]) == 20, r.text
+        assert api.client.get("/api/rooms", headers=alice.headers).status_code == 200
+    finally:
+        api.close()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import JSONResponse
 
 from chat.api.deps import Caller, StoreDep
 from chat.api.rooms import NOT_FOUND
 from chat.storage.rules import InputError
-from chat.storage.search import Order
+from chat.storage.search import Order, SearchTooSlow
 from chat.storage.search_query import parse_query
 
 router = APIRouter(prefix="/api", tags=["search"])
@@ -22,6 +23,7 @@ OFFSET_MAX = 1000  # deeper pages of a ranked search cost more than anyone reads
     responses={
         404: {"description": "`room` does not exist or the caller may not read it"},
         422: {"description": "an empty query, or one too long, or without any word"},
+        503: {"description": "`search_too_slow`: the search ran too long; add words or a room"},
     },
 )
 async def search(
@@ -33,7 +35,7 @@ async def search(
     order: Order = "rank",
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 20,
     offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
-) -> dict[str, Any]:
+) -> Any:
     """Messages the caller can read that contain every word and phrase of `q` (see
     docs/protocol.md for the query language): best match first (`order=newest`: newest
     first), `limit` per page; `next_offset` pages on (null: no more). Each item is the
@@ -49,9 +51,18 @@ async def search(
         if view is None or (view.is_dm and not view.member):
             raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
         room_id = view.id
-    hits = await store.search(
-        caller.user, query, room_id=room_id, order=order, limit=limit + 1, offset=offset
-    )
+    try:
+        hits = await store.search(
+            caller.user, query, room_id=room_id, order=order, limit=limit + 1, offset=offset
+        )
+    except SearchTooSlow:
+        return JSONResponse(
+            {
+                "detail": "the search ran too long: add words, a phrase or a room",
+                "code": "search_too_slow",
+            },
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
     more = len(hits) > limit and offset + limit <= OFFSET_MAX
     items = [{**h.frame.model_dump(), "snippet": h.snippet} for h in hits[:limit]]
     return {"items": items, "next_offset": offset + limit if more else None}

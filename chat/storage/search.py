@@ -35,6 +35,14 @@ Order = Literal["rank", "newest"]
 # cost seconds. Only the newest matches (that the user may read) are ranked.
 RANK_WINDOW = 5_000
 
+
+class SearchTooSlow(Exception):
+    """The search ran past `search_timeout` (PostgreSQL): narrow it (more words, a room).
+
+    A few queries there (words common alone, rare together) read most of the table
+    (bench/README.md): cut off, rather than hold a connection on anyone's say-so."""
+
+
 # Schema objects of search that the ORM models do not describe (they exist on one
 # dialect only): the migration-vs-models comparison leaves them out.
 FTS_TABLE = "messages_fts"
@@ -137,6 +145,7 @@ def readable_rooms(user: UserRef) -> sa.Select[int]:
 
 class SearchQueries:
     db: Database
+    search_timeout: float  # seconds, PostgreSQL
 
     async def search(
         self,
@@ -158,7 +167,15 @@ class SearchQueries:
             filters.append(Message.room_id == room_id)
         ids_query = engine_for(self.db).ids(query, order, filters).limit(limit).offset(offset)
         async with self.db.read() as s:
-            ids: list[int] = list((await s.execute(ids_query)).scalars())
+            if not self.db.is_sqlite:  # for this transaction only
+                timeout_ms = max(1, round(self.search_timeout * 1000))
+                await s.execute(sa.text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+            try:
+                ids: list[int] = list((await s.execute(ids_query)).scalars())
+            except sa.exc.DBAPIError as exc:
+                if "statement timeout" in str(exc.orig):
+                    raise SearchTooSlow from None
+                raise
             if not ids:
                 return []
             rows = (

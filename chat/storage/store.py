@@ -35,7 +35,10 @@ class Store(
     FileQueries,
     SearchQueries,
 ):
-    def __init__(self, db: Database, *, webhook_outbox_max: int = 1000) -> None:
+    def __init__(
+        self, db: Database, *, webhook_outbox_max: int = 1000, search_timeout: float = 5.0
+    ) -> None:
         super().__init__(db)
+        self.search_timeout = search_timeout
         self.notifier = BatchNotifier()
         self.outbox = WebhookOutbox(webhook_outbox_max)
