@@ -356,8 +356,10 @@ def test_task_and_alert_text_is_shown_as_text_and_fits_a_phone(
 
 
 def test_a_dead_webhook_shows_disabled_with_its_failed_deliveries(
-    consoles: Consoles, admin_api: Api, admin_server: ServerProcess, boss: Account
+    consoles: Consoles, admin_api: Api, admin_server: ServerProcess
 ) -> None:
+    # An admin of its own: the module's `boss` may have signed out (tokens revoked).
+    boss = admin_api.admin(unique("hooks"))
     receiver = Receiver(failing=True)
     try:
         bot = admin_api.bot(boss)
