@@ -20,10 +20,12 @@ from chat.api import (
     changes,
     errors,
     files,
+    messages,
     notifications,
     ops,
     people,
     rooms,
+    stream,
     tasks,
 )
 from chat.config import Settings
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services.build(settings)
         app.state.services = services
         app.state.ws = services.ws_deps()
+        app.state.stream = services.stream_deps()
         await services.start()
         restore_signals = install_drain_handlers(services)
         log.info("chat server ready (database %s)", services.db.engine.url.render_as_string())
@@ -92,10 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         people.router,
         notifications.router,
         changes.router,
+        messages.router,
         rooms.router,
         admin.router,
         tasks.router,
         files.router,
+        stream.router,
         alerts.router,
         ops.router,
     )
