@@ -54,6 +54,7 @@ from chat_client.protocol import (
     TypingFrame,
     UserRef,
 )
+from chat_client.stream import StreamClient
 
 __all__ = [
     "AckFrame",
@@ -88,6 +89,7 @@ __all__ = [
     "RequestError",
     "RevokedError",
     "RoomFrame",
+    "StreamClient",
     "TaskFrame",
     "TokenProvider",
     "TypingFrame",
