@@ -186,8 +186,7 @@ def test_other_failures_are_one_line_and_non_zero(
     no_room = sh(f"{CHAT} send --room no-such-room hi", env)
     assert no_room.returncode == 1
     assert one_line(no_room.stderr) == (
-        "chat send: cannot send to 'no-such-room': no such room, or you may not read it"
-        " (not_found)"
+        "chat send: cannot send to 'no-such-room': no such room, or you may not read it (not_found)"
     )
 
     no_token = sh(f"{CHAT} tail --room x", {**env, "CHAT_TOKEN": ""})

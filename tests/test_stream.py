@@ -138,9 +138,7 @@ async def test_a_stream_read_on_one_process_resumes_on_the_other(server: Server)
     assert len(notes) == 1
 
 
-async def test_notifications_arrive_and_resume_after_the_last_id(
-    server: Server, api: Api
-) -> None:
+async def test_notifications_arrive_and_resume_after_the_last_id(server: Server, api: Api) -> None:
     alice, bob = api.user(), api.user()
     room, other = api.room(bob), api.room(bob)  # alice streams `room` only
     async with open_stream(server.http, [room], alice.token) as stream:
