@@ -26,7 +26,9 @@ async def send(session: CommandContext, frame: SendIn) -> None:
     )
     rate, burst = send_bucket(settings, session.user)
     await session.rate_limit("send", rate, burst, frame.ref)
-    reply = await reply_of(session.deps.store, room, frame.reply_to, frame.ref)
+    reply = None
+    if frame.reply_to is not None:  # one read, for replies only (no await otherwise)
+        reply = await reply_of(session.deps.store, room, frame.reply_to, frame.ref)
     # Backpressure: past the bound, stop reading until acks come back; refuse if they do not.
     if not await session.sends.wait_for_room(session.sink.lost, INFLIGHT_WAIT):
         raise FrameError(
