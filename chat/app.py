@@ -31,6 +31,7 @@ from chat.api import (
 from chat.config import Settings
 from chat.drain import install_drain_handlers
 from chat.limits.body import BodyLimit
+from chat.monitoring import redact
 from chat.services import Services
 from chat.ws.handshake import websocket_endpoint
 
@@ -48,6 +49,7 @@ CSP_EXEMPT = ("/docs", "/redoc", "/openapi.json")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build an app for `settings` (read from the environment when omitted)."""
     settings = settings or Settings()
+    redact.install()  # stream tickets travel in URLs: never in the access log
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -185,6 +185,7 @@ async def test_a_ticket_opens_one_stream_once_on_any_process(server: Server, api
         assert used.response.status_code == 401
         assert used.response.json()["code"] == "unauthorized"
     assert httpx.post(f"{first.http}/api/stream/ticket").status_code == 401  # no token
+    assert "ticket=***" in second.log() and ticket not in server.log()  # never logged
 
 
 @pytest.mark.one_backend

@@ -6,6 +6,11 @@ it the same. It opens with `hello`, then the notifications after the cursor's,
 then each room as a socket's `join ... since` (`chat.ws.commands.rooms.attach`)
 followed by a `changes_checked` that ends the room's resend, then live events.
 It ends with a `close` event whose `code` is the socket's close code.
+
+A response of our own rather than sse-starlette's `EventSourceResponse`: the hub
+writes to a synchronous `Sink` and measures it (`buffered`, `wait_below`), which is
+ours to write either way, and sse-starlette's own pings and shutdown watching would
+duplicate the keep-alive and the hub's drain. What is left is one loop that writes.
 """
 
 from __future__ import annotations
