@@ -36,6 +36,7 @@ from chat.ws.session import expiry_watch, hello, still_valid
 log = logging.getLogger(__name__)
 
 NOTES_PAGE = 200  # notifications read per query when resuming
+CLOSE_WAIT = 5.0  # seconds a closed stream's last events have to reach the client
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +78,25 @@ class EventStreamResponse(Response):
         deps, sink, principal, conn = self._deps, self._sink, self._request.principal, self._conn
         gone = asyncio.create_task(_disconnected(receive, sink))
         opening: asyncio.Task[None] | None = None
+        pump: asyncio.Task[None] | None = None
         expiry = None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await deps.hub.register(conn)
             expiry = expiry_watch(conn, principal.claims)
             opening = asyncio.create_task(self._open(conn))
-            await self._pump(conn, send, gone)
+            pump = asyncio.create_task(self._pump(conn, send, gone))
+            closed = asyncio.create_task(conn.closed.wait())
+            await asyncio.wait({pump, closed}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            if not pump.done():
+                # Closed (revoked, too slow, drained): the `close` event goes behind what
+                # the client has not taken; a client that takes nothing is dropped.
+                await asyncio.wait({pump}, timeout=CLOSE_WAIT)
+            if pump.done():
+                pump.result()  # a failure of the writing loop is the server's to log
         finally:
-            for task in (gone, opening):
+            for task in (gone, opening, pump):
                 if task is not None:
                     task.cancel()
             if expiry is not None:
