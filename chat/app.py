@@ -20,17 +20,20 @@ from chat.api import (
     changes,
     errors,
     files,
+    messages,
     notifications,
     ops,
     people,
     rooms,
     search,
+    stream,
     tasks,
     webhooks,
 )
 from chat.config import Settings
 from chat.drain import install_drain_handlers
 from chat.limits.body import BodyLimit
+from chat.monitoring import redact
 from chat.services import Services
 from chat.ws.handshake import websocket_endpoint
 
@@ -48,12 +51,14 @@ CSP_EXEMPT = ("/docs", "/redoc", "/openapi.json")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build an app for `settings` (read from the environment when omitted)."""
     settings = settings or Settings()
+    redact.install()  # stream tickets travel in URLs: never in the access log
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.build(settings)
         app.state.services = services
         app.state.ws = services.ws_deps()
+        app.state.stream = services.stream_deps()
         await services.start()
         restore_signals = install_drain_handlers(services)
         log.info("chat server ready (database %s)", services.db.engine.url.render_as_string())
@@ -94,11 +99,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         people.router,
         notifications.router,
         changes.router,
+        messages.router,
         rooms.router,
         search.router,
         admin.router,
         tasks.router,
         files.router,
+        stream.router,
         alerts.router,
         webhooks.router,
         ops.router,

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(20.0, gt=0)
     max_connections_per_user: int = Field(20, gt=0)
     max_rooms_per_connection: int = Field(100, gt=0)
+    # The event stream (`GET /api/stream`): rooms per stream, the longest silence
+    # before a keep-alive comment (proxies cut idle streams), and a ticket's life.
+    max_stream_rooms: int = Field(50, gt=0, le=500)
+    stream_keepalive_interval: float = Field(15.0, gt=0, le=30)
+    stream_ticket_ttl: float = Field(30.0, gt=0, le=300)
     room_creations_per_user: int = Field(10, gt=0, description="per room_creation_window")
     room_creation_window: float = Field(3600.0, gt=0, description="seconds")
     max_rooms_per_user: int = Field(100, gt=0, description="rooms a non-admin may own")

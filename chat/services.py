@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from chat.api.stream import StreamDeps
 from chat.auth.accounts import Accounts
 from chat.auth.passwords import PasswordService
 from chat.auth.tokens import TokenService, resolve_secret
@@ -27,6 +28,7 @@ from chat.storage.memberships import MembershipRecorder
 from chat.storage.records import Stored
 from chat.storage.store import Store
 from chat.storage.writer import MessageWriter
+from chat.stream.cursor import CursorCodec, cursor_key
 from chat.tasks import TaskRunner
 from chat.webhooks.repository import WebhookRepository
 from chat.webhooks.worker import WebhookWorker
@@ -56,6 +58,7 @@ class Services:
     files: FileService = field(init=False)
     webhooks: WebhookWorker = field(init=False)
     draining: bool = False
+    stream_key: bytes = b""  # signs stream cursors (`chat.stream.cursor`)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -106,8 +109,9 @@ class Services:
             webhook_outbox_max=settings.webhook_outbox_max,
             search_timeout=settings.search_timeout,
         )
+        secret = resolve_secret(settings)
         tokens = TokenService(
-            resolve_secret(settings),
+            secret,
             settings.jwt_algorithm,
             settings.access_token_ttl,
             settings.refresh_token_ttl,
@@ -135,7 +139,9 @@ class Services:
             gap_check_interval=settings.gap_check_interval,
             presence_tick=settings.presence_tick,
         )
-        return cls(settings, db, store, accounts, backends, hub)
+        services = cls(settings, db, store, accounts, backends, hub)
+        services.stream_key = cursor_key(secret)
+        return services
 
     async def _publish_stored(self, stored: Sequence[Stored]) -> None:
         if self.store.outbox.active:  # deliveries may have been queued with the batch
@@ -168,6 +174,10 @@ class Services:
         await self.backends.connections.stop()
         await self.backends.close()
         await self.db.dispose()
+
+    def stream_deps(self) -> StreamDeps:
+        """The parts the event stream uses (`chat.api.stream`)."""
+        return StreamDeps(self.ws_deps(), self.backends.tickets, CursorCodec(self.stream_key))
 
     def ws_deps(self) -> WsDeps:
         """The parts the WebSocket layer uses (`chat.ws.deps`)."""

@@ -167,12 +167,16 @@ def test_a_revoked_token_fails_with_one_clear_line(
     assert code == 3
     assert one_line(stderr).startswith("chat tail: authentication failed: the token was revoked")
 
-    for command in (f"send --room {room} again", f"tail --room {room}"):
-        done = sh(f"{CHAT} {command}", env)
-        assert done.returncode == 3, done.stderr
-        assert one_line(done.stderr).endswith(
-            "authentication failed: the server refused the token (HTTP 403)"
-        )
+    tail_again = sh(f"{CHAT} tail --room {room}", env)
+    assert tail_again.returncode == 3, tail_again.stderr
+    assert one_line(tail_again.stderr).endswith(
+        "authentication failed: the server refused the token (HTTP 403)"
+    )
+    send_again = sh(f"{CHAT} send --room {room} again", env)  # over REST: a 401
+    assert send_again.returncode == 3, send_again.stderr
+    assert one_line(send_again.stderr).startswith(
+        "chat send: authentication failed: the server refused the token (HTTP 401)"
+    )
 
 
 def test_other_failures_are_one_line_and_non_zero(
@@ -181,7 +185,9 @@ def test_other_failures_are_one_line_and_non_zero(
     env = {**shell_env, "CHAT_TOKEN": api.bot(admin).token}
     no_room = sh(f"{CHAT} send --room no-such-room hi", env)
     assert no_room.returncode == 1
-    assert "cannot join 'no-such-room'" in one_line(no_room.stderr)
+    assert one_line(no_room.stderr) == (
+        "chat send: cannot send to 'no-such-room': no such room, or you may not read it (not_found)"
+    )
 
     no_token = sh(f"{CHAT} tail --room x", {**env, "CHAT_TOKEN": ""})
     assert no_token.returncode == 2
@@ -189,7 +195,7 @@ def test_other_failures_are_one_line_and_non_zero(
 
     down = sh(f"{CHAT} send --url ws://127.0.0.1:{free_port()}/ws --retries 1 --room x hi", env)
     assert down.returncode == 1
-    assert one_line(down.stderr).startswith("chat send: cannot connect to ws://127.0.0.1:")
+    assert one_line(down.stderr).startswith("chat send: cannot reach http://127.0.0.1:")
 
 
 def test_chat_client_is_the_same_tools_under_its_own_name(shell_env: dict[str, str]) -> None:

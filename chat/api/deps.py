@@ -22,6 +22,7 @@ from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts
 from chat.storage.store import Store
 from chat.tasks import TaskRunner
+from chat.ws.deps import WsDeps
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
@@ -43,6 +44,15 @@ AlertsDep = Annotated[Alerts, Depends(_part("alerts"))]
 LoginGateDep = Annotated[Gate, Depends(_part("login_gate"))]
 RegistrationsDep = Annotated[FailureWindow, Depends(_part("registrations"))]
 RoomCreationsDep = Annotated[FailureWindow, Depends(_part("room_creations"))]
+
+
+def _messaging(request: Request) -> WsDeps:
+    deps: WsDeps = request.app.state.ws
+    return deps
+
+
+# What sending and streaming share with the WebSocket layer (writer, hub, limits, ...).
+MessagingDep = Annotated[WsDeps, Depends(_messaging)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -59,7 +60,13 @@ class Accounts:
         self, token: str, allowed: frozenset[TokenType] = ACCESS_OR_BOT
     ) -> Principal:
         """Check a token against its signature, claims, user, ban and revocation."""
-        claims = self.tokens.decode(token, allowed)
+        return await self.confirm(self.tokens.decode(token, allowed))
+
+    async def confirm(self, claims: Claims) -> Principal:
+        """Check claims read from a token (now or earlier: a stream ticket's) against
+        their expiry, user, ban and revocation."""
+        if claims.expires_at <= time.time():
+            raise TokenError("token has expired")
         user = await self.store.user_for_token(claims.user_id, claims.version)
         if user is None or user.banned or user.token_version != claims.version:
             raise TokenError("token has been revoked")

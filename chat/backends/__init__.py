@@ -7,6 +7,7 @@
 | rate limits | `limits.Limiter`         | `memory_limits`   | `redis_limits`             |
 | connections | `connections.ConnectionCounter` | `memory_connections` | `redis_connections` |
 | alert counts| `repeats.Repeats`        | `memory_repeats`  | `redis_repeats`            |
+| stream tickets | `tickets.Tickets`     | `memory_tickets`  | `redis_tickets`            |
 
 Fan-out carries room messages and every other cross-process signal: presence
 changes, revocations (`user:<id>` channels close a user's sockets everywhere)

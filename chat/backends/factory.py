@@ -11,6 +11,7 @@ from chat.backends.fanout import Broker
 from chat.backends.limits import Limiter
 from chat.backends.presence import PresenceFactory
 from chat.backends.repeats import RepeatsFactory
+from chat.backends.tickets import Tickets
 from chat.config import Settings
 from chat.limits.buckets import RateLimiter
 
@@ -28,6 +29,7 @@ class Backends:
     limits: Limiter  # per user (frames) and per address (handshakes)
     connections: ConnectionCounter  # per user, for the connection cap
     repeats: RepeatsFactory  # repeated events that raise alerts
+    tickets: Tickets  # single-use stream tickets
     redis: RedisConnection | None = None  # closed by `close`, after the users stopped
 
     async def close(self) -> None:
@@ -44,6 +46,7 @@ def create_backends(settings: Settings) -> Backends:
         from chat.backends.memory_limits import MemoryLimiter
         from chat.backends.memory_presence import MemoryPresence
         from chat.backends.memory_repeats import RepeatCounter
+        from chat.backends.memory_tickets import MemoryTickets
 
         return Backends(
             "memory",
@@ -52,6 +55,7 @@ def create_backends(settings: Settings) -> Backends:
             MemoryLimiter(local_buckets),
             MemoryConnections(),
             lambda _name, threshold, window: RepeatCounter(threshold, window),
+            MemoryTickets(),
         )
     # Imported only here: a process without Redis never loads the Redis modules.
     from chat.backends.redis_client import RedisConnection
@@ -60,6 +64,7 @@ def create_backends(settings: Settings) -> Backends:
     from chat.backends.redis_limits import RedisLimiter
     from chat.backends.redis_presence import RedisPresence
     from chat.backends.redis_repeats import RedisRepeats
+    from chat.backends.redis_tickets import RedisTickets
 
     redis = RedisConnection(settings.redis_url, settings.redis_prefix)
     return Backends(
@@ -75,5 +80,6 @@ def create_backends(settings: Settings) -> Backends:
         RedisLimiter(redis.commands, redis.prefix, local_buckets),
         RedisConnections(redis.commands, redis.prefix, settings.presence_ttl),
         partial(RedisRepeats, redis.commands, redis.prefix),
+        RedisTickets(redis.commands, redis.prefix),
         redis,
     )

@@ -15,6 +15,7 @@ import time
 from starlette.websockets import WebSocket, WebSocketState
 
 from chat.auth.accounts import Principal
+from chat.auth.tokens import Claims
 from chat.hub import Connection
 from chat.limits.flood import FloodGuard
 from chat.monitoring import metrics
@@ -32,6 +33,7 @@ from chat.protocol import (
     parse_client_frame,
 )
 from chat.storage.records import RoomView
+from chat.storage.store import Store
 from chat.ws.commands import COMMANDS
 from chat.ws.commands.context import ARCHIVED
 from chat.ws.deps import WsDeps
@@ -56,6 +58,50 @@ async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> No
         await websocket.close(code, reason)
     except Exception as exc:  # already closed by the peer or the server
         log.debug("close failed: %r", exc)
+
+
+async def still_valid(store: Store, claims: Claims) -> bool:
+    """Whether the token that opened a connection is still live (not revoked or banned):
+    asked once the connection is registered, where a revocation would find it."""
+    user = await store.user_for_token(claims.user_id, claims.version)
+    if user is None or user.banned or user.token_version != claims.version:
+        return False
+    return claims.type != "bot" or await store.bot_token_live(claims.jti)
+
+
+def expiry_watch(conn: Connection, claims: Claims) -> asyncio.TimerHandle | None:
+    """Close `conn` when the token expires (4001); None for a token that outlives any
+    connection (bot tokens are revoked, not expired)."""
+    remaining = claims.expires_at - time.time()
+    if remaining > EXPIRY_WATCH_LIMIT:
+        return None
+    return asyncio.get_running_loop().call_later(
+        max(remaining, 0.0),
+        conn.abort,
+        CloseCode.TOKEN_EXPIRED,
+        "token expired: refresh it and reconnect",
+    )
+
+
+async def hello(deps: WsDeps, principal: Principal) -> HelloFrame:
+    """The first frame of a connection: who, until when, where the inbox stands (so a
+    client pages what it missed with `after`), and the limits."""
+    settings = deps.settings
+    unread, last_note = await deps.store.notification_counters(principal.user.id)
+    return HelloFrame(
+        user=principal.user,
+        expires_at=iso(principal.claims.expires_at),
+        notifications_unread=unread,
+        last_notification_id=last_note,
+        limits={
+            "max_body_chars": settings.max_body_chars,
+            "max_frame_bytes": settings.max_frame_bytes,
+            "heartbeat_interval": settings.heartbeat_interval,
+            "replay_cap": settings.replay_cap,
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_attachments": MAX_ATTACHMENTS,
+        },
+    )
 
 
 class Session:
@@ -108,26 +154,7 @@ class Session:
                 await self.conn.closed.wait()
                 return
             self.watch_expiry()
-            # Where the inbox stands, so a client pages what it missed (`after`).
-            unread, last_note = await self.deps.store.notification_counters(self.user.id)
-            self.conn.push(
-                encode(
-                    HelloFrame(
-                        user=self.user,
-                        expires_at=self.expires_iso(),
-                        notifications_unread=unread,
-                        last_notification_id=last_note,
-                        limits={
-                            "max_body_chars": self.settings.max_body_chars,
-                            "max_frame_bytes": self.settings.max_frame_bytes,
-                            "heartbeat_interval": self.settings.heartbeat_interval,
-                            "replay_cap": self.settings.replay_cap,
-                            "max_upload_bytes": self.settings.max_upload_bytes,
-                            "max_attachments": MAX_ATTACHMENTS,
-                        },
-                    )
-                )
-            )
+            self.conn.push(encode(await hello(self.deps, self.principal)))
             await self.deps.greet(self.conn)  # active tasks' state, then live
             await self._receive_loop()
         finally:
@@ -250,25 +277,10 @@ class Session:
     def watch_expiry(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
-        remaining = self.principal.claims.expires_at - time.time()
-        if remaining > EXPIRY_WATCH_LIMIT:
-            self._expiry = None
-            return
-        self._expiry = asyncio.get_running_loop().call_later(
-            max(remaining, 0.0),
-            self.conn.abort,
-            CloseCode.TOKEN_EXPIRED,
-            "token expired: refresh it and reconnect",
-        )
+        self._expiry = expiry_watch(self.conn, self.principal.claims)
 
     async def _still_valid(self) -> bool:
-        """Whether the token that opened this session is still live (not revoked or banned)."""
-        claims = self.principal.claims
-        store = self.deps.store
-        user = await store.user_for_token(claims.user_id, claims.version)
-        if user is None or user.banned or user.token_version != claims.version:
-            return False
-        return claims.type != "bot" or await store.bot_token_live(claims.jti)
+        return await still_valid(self.deps.store, self.principal.claims)
 
     def expires_iso(self) -> str:
         return iso(self.principal.claims.expires_at)

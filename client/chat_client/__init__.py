@@ -55,6 +55,7 @@ from chat_client.protocol import (
     UserRef,
 )
 from chat_client.search import SearchHit, SearchPage, SnippetSegment
+from chat_client.stream import StreamClient
 
 __all__ = [
     "AckFrame",
@@ -92,6 +93,7 @@ __all__ = [
     "SearchHit",
     "SearchPage",
     "SnippetSegment",
+    "StreamClient",
     "TaskFrame",
     "TokenProvider",
     "TypingFrame",

@@ -22,11 +22,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chat_client.api import HttpApi
 from chat_client.changes_cli import add_change_commands
 from chat_client.cli_support import (
     add_connection_options,
+    http_api,
     join_room,
     make_client,
     non_negative_int,
@@ -37,7 +40,7 @@ from chat_client.cli_support import (
     stop_on_signals,
     write_line,
 )
-from chat_client.errors import ChatClientError, RequestError
+from chat_client.errors import ApiError, ChatClientError, RequestError
 from chat_client.formats import format_change, format_message
 from chat_client.notify_cli import add_notification_commands
 from chat_client.protocol import (
@@ -50,10 +53,11 @@ from chat_client.protocol import (
     RemovedFrame,
 )
 from chat_client.search_cli import add_search_command
+from chat_client.stream import rest_send
 from chat_client.tasks_cli import add_task_commands
 
 if TYPE_CHECKING:
-    from chat_client.client import ChatClient
+    pass
 
 __all__ = ["add_client_commands", "build_parser", "format_message", "main", "run_send", "run_tail"]
 
@@ -130,17 +134,28 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 async def _send(args: argparse.Namespace) -> int:
+    """Over REST: a one-line post needs no socket (`POST /api/rooms/{room}/messages`)."""
     if args.text is None and not args.file:
         raise ChatClientError("give TEXT, --file PATH, or both")
     body = read_text(args.text) if args.text is not None else ""
-    async with make_client(args) as client:
-        await join_room(client, args.room)
-        try:
-            async with asyncio.timeout(args.timeout):
-                files = [(await _upload(client, args.room, path)).id for path in args.file or ()]
-                ack = await client.send(args.room, body, reply_to=args.reply_to, attachments=files)
-        except TimeoutError:
-            raise ChatClientError(f"no ack within {args.timeout:g} seconds") from None
+    api = http_api(args)
+    try:
+        async with asyncio.timeout(args.timeout):
+            files = [(await _upload(api, args.room, path)).id for path in args.file or ()]
+            ack = await rest_send(
+                api,
+                args.room,
+                body,
+                reply_to=args.reply_to,
+                attachments=files,
+                attempts=max(1, args.retries),
+            )
+    except TimeoutError:
+        raise ChatClientError(f"no ack within {args.timeout:g} seconds") from None
+    except ApiError as exc:
+        raise ChatClientError(f"cannot send to {args.room!r}: {exc.detail} ({exc.code})") from None
+    finally:
+        await api.aclose()
     if args.json:
         print(ack.model_dump_json(), flush=True)
     else:
@@ -148,11 +163,12 @@ async def _send(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _upload(client: ChatClient, room: str, path: str) -> Attachment:
+async def _upload(api: HttpApi, room: str, path: str) -> Attachment:
     try:
-        return await client.upload(room, path)
+        answer = await api.upload("/api/files", {"room": room}, Path(path))
     except OSError as exc:
         raise ChatClientError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return Attachment.model_validate(answer)
 
 
 # --- tail ------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""REST send: `POST /api/rooms/{room}/messages`, the WebSocket `send` over HTTP.
+
+Same rules, bucket, write path and answers (`chat.sending`); the same `ref` is one
+message whichever transport carried it (the writer dedupes on `(user, ref)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chat.api.deps import Caller, MessagingDep
+from chat.api.errors import coded, frame_error
+from chat.monitoring import metrics
+from chat.protocol import MAX_ATTACHMENTS, ErrorCode, FileId, FrameError, Ref, Seq, UserRef
+from chat.sending import ARCHIVED, refusal, reply_of, require_valid_body, send_bucket, submit
+from chat.storage.records import NewMessage, Stored
+from chat.ws.deps import WsDeps
+
+router = APIRouter(prefix="/api/rooms", tags=["messages"])
+NOT_FOUND = "no such room, or you may not read it"
+SEND_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["body", "ref"],
+                    "properties": {
+                        "body": {"type": "string"},
+                        "ref": {"type": "string", "maxLength": 64},
+                        "reply_to": {"type": "integer"},
+                        "attachments": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            }
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "`forbidden`: the room is archived"},
+    404: {"description": "`not_found`: no such room (or not readable), or no `reply_to`"},
+    413: {"description": "`too_large`: body longer than `max_body_chars`"},
+    422: {"description": "`bad_frame` (fields, body rules) or `bad_attachment`"},
+    429: {"description": "`rate_limited`: the user's send bucket (Retry-After)"},
+    503: {"description": "`overloaded` or `unavailable`: nothing stored, resend (Retry-After)"},
+}
+
+
+class SendBody(BaseModel):
+    """The `send` frame's fields, less `type` and `room` (the path names the room)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    body: str
+    ref: Ref
+    reply_to: Seq | None = None
+    attachments: Annotated[list[FileId], Field(max_length=MAX_ATTACHMENTS)] | None = None
+
+
+@router.post(
+    "/{room:path}/messages",
+    status_code=201,
+    responses={200: {"description": "that `ref` was stored before: its first ack"}, **ERRORS},
+    openapi_extra=SEND_BODY,
+)
+async def send_message(room: str, request: Request, caller: Caller, deps: MessagingDep) -> Response:
+    """Send a message: 201 with its `ack`; 200 with the first `ack` for a `ref` stored
+    before (by this transport or the WebSocket); nothing is stored twice."""
+    try:
+        frame = SendBody.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problem = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return coded(422, ErrorCode.BAD_FRAME, problem)
+    try:
+        stored = await _send(room, frame, caller.user, deps)
+    except FrameError as exc:
+        return frame_error(exc)
+    return Response(
+        stored.ack.model_dump_json(),
+        status_code=200 if stored.duplicate else 201,
+        media_type="application/json",
+    )
+
+
+async def _send(name: str, frame: SendBody, user: UserRef, deps: WsDeps) -> Stored:
+    """Check, store and answer one message as the WebSocket `send` does, but with
+    the room read here: a socket reads it once at its `join`."""
+    settings = deps.settings
+    view = await deps.store.room_for(name, user)
+    if view is None:
+        raise FrameError(ErrorCode.NOT_FOUND, NOT_FOUND, frame.ref)
+    if view.archived:
+        raise FrameError(ErrorCode.FORBIDDEN, ARCHIVED, frame.ref)
+    require_valid_body(
+        frame.body, settings.max_body_chars, frame.ref, with_files=bool(frame.attachments)
+    )
+    rate, burst = send_bucket(settings, user)
+    wait, _ = await deps.limits.hit("send", user.id, rate, burst)
+    if wait is not None:
+        metrics.RATE_LIMITED.labels("send").inc()
+        raise FrameError(ErrorCode.RATE_LIMITED, "too many send frames", frame.ref, wait)
+    reply = await reply_of(deps.store, view, frame.reply_to, frame.ref)
+    if not view.member and not view.private:
+        # As a `join` would: sending to a public room makes one a member.
+        await deps.memberships.record(view.id, user.id)
+    files = tuple(frame.attachments) if frame.attachments else ()
+    answer: asyncio.Future[Stored | Exception] = asyncio.get_running_loop().create_future()
+
+    def done(result: Stored | Exception) -> None:
+        if not answer.done():  # the caller may have gone: the message is stored anyway
+            answer.set_result(result)
+
+    submit(deps.writer, NewMessage(view, user, frame.ref, frame.body, reply, files), done)
+    result = await answer
+    if isinstance(result, Stored):
+        return result
+    raise refusal(result, frame.ref)
