@@ -61,6 +61,9 @@ async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
 @router.get(
     "",
     response_class=EventStreamResponse,
+    # Given: FastAPI reads the default status from the response class's `__init__`,
+    # which ours does not take, and the OpenAPI document failed without it.
+    status_code=200,
     responses={
         400: {"description": "`bad_request` (rooms) or `bad_cursor` (Last-Event-ID)"},
         401: {"description": "`unauthorized`: no valid token or ticket"},
