@@ -16,7 +16,7 @@ import { ApiError, NetworkError } from "./client.js";
 const EVENT_TYPES = [
   "hello", "joined", "message", "edited", "deleted", "reaction", "changes_checked",
   "presence", "presence_changes", "typing", "read", "room", "removed", "notification",
-  "notifications_read", "task", "alert", "error",
+  "notifications_read", "task", "alert",
 ];
 
 export class StreamTransport {
