@@ -65,7 +65,9 @@ def test_falls_back_without_websockets_and_returns(
         context.add_init_script("localStorage.setItem('chat.ws_probe_seconds', '2')")
         a = FallbackPage(context, proxy.http)
         pages.append(a)
-        b = FallbackPage(browser.new_context(viewport={"width": 1280, "height": 800}), web_server.http)
+        b = FallbackPage(
+            browser.new_context(viewport={"width": 1280, "height": 800}), web_server.http
+        )
         pages.append(b)
 
         a.sign_in(alice)
