@@ -148,3 +148,29 @@ def test_falls_back_without_websockets_and_returns(
             page.context.close()
         api.close()
     assert not problems, problems
+
+
+def test_admin_console_keeps_working_on_the_fallback(
+    browser: Any, web_server: ServerProcess, proxy: WsBlockingProxy
+) -> None:
+    api = Api(web_server)
+    boss = api.admin()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    console = FallbackPage(context, proxy.http)
+    try:
+        console.page.goto(proxy.http + "/admin")
+        console.submit_sign_in(boss.name, boss.password)
+        console.page.locator("#console-view").wait_for()
+        console.expect("#conn").to_have_text(FALLBACK)
+        console.expect("#banner").to_be_hidden()
+        # Its REST views load as usual: who is online, the tasks.
+        console.page.click("#online-refresh")
+        console.expect("#online-status").not_to_have_text(re.compile("Loading|could not", re.I))
+        console.expect("#tasks-title").to_be_visible()
+        assert proxy.refused_upgrades >= 2
+        console.shot("06-admin-console")
+        problems = list(console.problems)
+    finally:
+        context.close()
+        api.close()
+    assert not problems, problems

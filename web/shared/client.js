@@ -989,8 +989,10 @@ export class Connection extends Emitter {
         }
         this._setState(State.ONLINE, { code: null, reason: "", retryAt: null });
         this.emit("hello", frame);
-        // On the stream, its `joined` frames follow by themselves.
+        // On the stream, its `joined` frames follow by themselves (reopen for rooms joined
+        // while it was opening).
         if (!this._onStream) for (const room of this._rooms.keys()) this._sendJoin(room);
+        else if (this._stream.missesRooms()) this._reopenStream();
         return;
       case "joined":
         this._joined(frame);

@@ -34,14 +34,16 @@ export class StreamTransport {
   /** Open the stream for the connection's rooms (epoch: the Connection's attempt). */
   async open(epoch) {
     const conn = this.conn;
-    const rooms = conn.rooms;
-    if (!rooms.length) {
-      // Nothing to read yet: online for sending; the first join opens the stream.
-      conn._dispatch({ type: "hello", user: conn.user ?? conn.session.user, limits: conn.limits });
-      return;
-    }
+    this.rooms = [];
     let ticket;
     try {
+      if (!conn.rooms.length) {
+        // A stream names at least one room: until the first join (which opens it) be
+        // online for REST, once the server answers.
+        const user = await conn.session.loadUser();
+        if (epoch === conn._epoch) conn._dispatch({ type: "hello", user, limits: conn.limits });
+        return;
+      }
       ({ ticket } = await conn.session.api("/api/stream/ticket", { method: "POST" }));
     } catch (err) {
       if (epoch !== conn._epoch) return;
@@ -49,6 +51,8 @@ export class StreamTransport {
       return;
     }
     if (epoch !== conn._epoch) return;
+    const rooms = conn.rooms;
+    this.rooms = rooms;
     const params = new URLSearchParams({ rooms: rooms.join(","), ticket });
     if (this.cursor) params.set("last_event_id", this.cursor);
     // The server keeps only the rooms asked for in the cursor.
@@ -89,6 +93,11 @@ export class StreamTransport {
       this._known.add(frame.room);
     }
     if (frame && typeof frame === "object") this.conn._dispatch(frame);
+  }
+
+  /** True when the connection has rooms this stream was not opened for (joined meanwhile). */
+  missesRooms() {
+    return this.conn.rooms.some((room) => !this.rooms.includes(room));
   }
 
   /** Forget the cursor: back on a socket, which resumes per room with `since`. */
