@@ -740,8 +740,9 @@ export class Connection extends Emitter {
     const wasSocket = Boolean(this._ws);
     this._teardown();
     if (this.state === State.CLOSED || this.state === State.SIGNED_OUT) return;
-    if (wasSocket && !wasAuthed && ![CloseCode.POLICY, CloseCode.TOKEN_EXPIRED, CloseCode.REVOKED].includes(code)) {
-      // Refused or cut before `hello`: after `fallbackAfter` in a row, try the stream.
+    if (wasSocket && !wasAuthed && (code === CloseCode.ABNORMAL || code === CloseCode.HEARTBEAT_TIMEOUT)) {
+      // Refused (a proxy's 403 is 1006 here), cut or silent before `hello`, with no word
+      // from the server: after `fallbackAfter` in a row, try the stream.
       this._wsFailures += 1;
       if (this.fallbackAfter > 0 && this._wsFailures >= this.fallbackAfter) {
         this._useTransport(Transport.STREAM);
