@@ -521,6 +521,7 @@ export class Connection extends Emitter {
     this._probe = null; // the background WebSocket try while on the fallback
     this._probeTimer = null;
     this._reopenQueued = false;
+    this._probeSoon = false;
 
     this._offSession = [
       session.on("token", (token) => this._reauth(token)),
@@ -853,6 +854,8 @@ export class Connection extends Emitter {
     if (this.transport === transport) return;
     this.transport = transport;
     this._wsFailures = 0;
+    // Once the stream works, try the socket at once: it may only have met a restart.
+    this._probeSoon = transport === Transport.STREAM;
     if (transport === Transport.STREAM) this._scheduleProbe();
     else this._stopProbe();
   }
@@ -994,6 +997,10 @@ export class Connection extends Emitter {
         // while it was opening).
         if (!this._onStream) for (const room of this._rooms.keys()) this._sendJoin(room);
         else if (this._stream.missesRooms()) this._reopenStream();
+        if (this._onStream && this._probeSoon) {
+          this._probeSoon = false;
+          this._probeSocket();
+        }
         return;
       case "joined":
         this._joined(frame);
