@@ -3,7 +3,8 @@
 Alice reaches the server through a proxy that refuses WebSocket upgrades with 403
 (tests/wsblock.py), as some corporate proxies do: a real refused handshake, not a
 flag. Her page falls back by itself, says so, and chats with Bob (on a plain
-WebSocket) both ways; a server restart while on the fallback resumes from the
+WebSocket) both ways, sees his typing and reactions (reacting herself says it needs
+the WebSocket); a server restart while on the fallback resumes from the
 stream's cursor with nothing lost or doubled; once the proxy lets WebSockets
 through, her page returns to the WebSocket and the chat goes on.
 
@@ -90,6 +91,20 @@ def test_falls_back_without_websockets_and_returns(
         a.expect(a.message("hello over the websocket")).to_have_count(1)
         a.say("a reply to that")
         b.expect(b.message("a reply to that")).to_have_count(1)
+        # Reactions of others arrive; reacting yourself needs the WebSocket, and says so.
+        b.message("a reply to that").hover()
+        b.message("a reply to that").locator(".msg-actions").get_by_role(
+            "button", name="React", exact=True
+        ).click()
+        b.message("a reply to that").get_by_role("button", name="React with 👍").click()
+        chip = a.message("a reply to that").locator('.reaction[data-emoji="👍"]')
+        a.expect(chip.locator(".reaction-count")).to_have_text("1")
+        a.message("hello over the websocket").hover()
+        a.message("hello over the websocket").locator(".msg-actions").get_by_role(
+            "button", name="React", exact=True
+        ).click()
+        a.message("hello over the websocket").get_by_role("button", name="React with 👍").click()
+        a.expect(a.message("hello over the websocket")).to_contain_text("need the WebSocket")
         a.shot("01-on-the-fallback")
         b.shot("02-other-side-on-websocket")
 

@@ -9,6 +9,8 @@
 //               when the token is refreshed, rejoins its rooms with `since`, pages a
 //               truncated replay with `after`, drops duplicate messages, and keeps an
 //               outbound queue so nothing sent while offline is lost or doubled.
+//               Where WebSockets are blocked it falls back to the event stream plus
+//               REST send (stream-transport.js) and returns when it can.
 //
 // Token storage (a deliberate choice, documented in docs/protocol.md too):
 //   * The access token lives only in memory (a JS field), never in storage, so a
