@@ -248,7 +248,7 @@ function enterChat(user) {
   document.title = "Chat";
 
   // Unacknowledged messages survive a reload of the tab (sessionStorage, per user).
-  conn = new Connection(session, { outboxKey: `chat.outbox.${user.id}` });
+  conn = new Connection(session, { outboxKey: `chat.outbox.${user.id}`, wsProbeInterval: wsProbeInterval() });
   conn.on("state", onState);
   conn.on("hello", onHello);
   conn.on("joined", onJoined);
@@ -1236,7 +1236,10 @@ function requestChange(li, change, pendingText = "") {
   if (!view || !seq) return false;
   const ref = conn?.request({ ...change, room: view.name, seq }) ?? null;
   if (!ref) {
-    showMessageError(li, "You are offline: try again once the connection is back.");
+    const why = conn?.transport === "stream" && conn.online
+      ? "Edits, deletions and reactions need the WebSocket, which this network blocks: try again once it is back."
+      : "You are offline: try again once the connection is back.";
+    showMessageError(li, why);
     return false;
   }
   li._changeRef = ref;
@@ -1285,6 +1288,20 @@ function markReadSoon(view) {
     view.readTimer = null;
     markRead(view);
   }, wait);
+}
+
+/**
+ * Ms between tries of the WebSocket while on the HTTP fallback: 30 s, or the setting
+ * `chat.ws_probe_seconds` in localStorage (1 to 600), for networks that come and go.
+ */
+function wsProbeInterval() {
+  let seconds = NaN;
+  try {
+    seconds = Number.parseFloat(localStorage.getItem("chat.ws_probe_seconds") ?? "");
+  } catch {
+    /* storage disabled */
+  }
+  return Number.isFinite(seconds) ? Math.min(600, Math.max(1, seconds)) * 1000 : 30_000;
 }
 
 /** The newest message is on screen in a visible tab: move the read cursor to it. */

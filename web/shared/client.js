@@ -9,6 +9,8 @@
 //               when the token is refreshed, rejoins its rooms with `since`, pages a
 //               truncated replay with `after`, drops duplicate messages, and keeps an
 //               outbound queue so nothing sent while offline is lost or doubled.
+//               Where WebSockets are blocked it falls back to the event stream plus
+//               REST send (stream-transport.js) and returns when it can.
 //
 // Token storage (a deliberate choice, documented in docs/protocol.md too):
 //   * The access token lives only in memory (a JS field), never in storage, so a
@@ -36,6 +38,8 @@
 //   const ref = conn.send("general", "hello");   // queued until acked
 //
 // Every `on(type, fn)` returns a function that removes the listener.
+
+import { StreamTransport } from "./stream-transport.js";
 
 const REFRESH_KEY = "chat.refresh_token";
 
@@ -69,6 +73,9 @@ export const State = Object.freeze({
   CLOSED: "closed", // stop() was called
 });
 
+/** How frames travel: a WebSocket, or the fallback (event stream + REST send). */
+export const Transport = Object.freeze({ WEBSOCKET: "websocket", STREAM: "stream" });
+
 // --- small utilities -----------------------------------------------------------
 
 /** A fresh client-chosen `ref` for a frame. */
@@ -101,12 +108,14 @@ class Emitter {
 
 /** An HTTP error answer: `status`, `detail` (plain words) and `retryAfter` seconds. */
 export class ApiError extends Error {
-  constructor(status, detail, retryAfter = null) {
+  constructor(status, detail, retryAfter = null, code = null) {
     super(detail);
     this.name = "ApiError";
     this.status = status;
     this.detail = detail;
     this.retryAfter = retryAfter;
+    /** The error code of a `{code, detail}` answer (docs/protocol.md), or null. */
+    this.code = code;
   }
 }
 
@@ -352,6 +361,7 @@ export class Session extends Emitter {
       response.status,
       describeDetail(body?.detail, fallback),
       Number.isFinite(retry) ? retry : null,
+      typeof body?.code === "string" ? body.code : null,
     );
   }
 
@@ -432,8 +442,14 @@ export class Session extends Emitter {
 /**
  * One WebSocket to `/ws` that stays connected while started.
  *
+ * When the WebSocket cannot be opened (`fallbackAfter` attempts in a row end before
+ * `hello`, e.g. a proxy refuses the upgrade), it falls back to the event stream plus
+ * REST send (stream-transport.js), tries the WebSocket again every `wsProbeInterval`
+ * ms, and returns to it once it opens; rejoining with `since`/`changes_after`, so
+ * nothing is lost or doubled. `conn.transport` says which one is in use.
+ *
  * Events (`conn.on(type, fn)`):
- *   "state"      {state, attempt, retryAt, code, reason}: see `State`
+ *   "state"      {state, transport, attempt, retryAt, code, reason}: see `State`, `Transport`
  *   "hello"      the hello frame ({user, expires_at, limits}); also `conn.user`, `conn.limits`
  *   "joined"     joined frame (on every (re)join); {room, presence, last_seq, replay_truncated,
  *                changes_version}
@@ -461,6 +477,10 @@ export class Connection extends Emitter {
    *   sessionStorage under this key (use one per user), so a reload of the tab sends them
    *   too, with their original refs; `pending()` lists them after construction
    * @param {Storage|null} [options.storage]  where the outbox is kept (sessionStorage)
+   * @param {number} [options.fallbackAfter]  WebSocket attempts that fail before `hello`
+   *   in a row before falling back to the event stream (2; 0 = never)
+   * @param {number} [options.wsProbeInterval]  ms between tries of the WebSocket while on
+   *   the fallback (30000)
    */
   constructor(session, options = {}) {
     super();
@@ -494,6 +514,16 @@ export class Connection extends Emitter {
     this._storage = options.storage === undefined ? (globalThis.sessionStorage ?? null) : options.storage;
     this._outboxKey = options.outboxKey ?? null;
     this._loadOutbox();
+    this.fallbackAfter = options.fallbackAfter ?? 2;
+    this.wsProbeInterval = options.wsProbeInterval ?? 30_000;
+    /** Which transport is in use (see `Transport`). */
+    this.transport = Transport.WEBSOCKET;
+    this._wsFailures = 0; // WebSocket attempts in a row that ended before `hello`
+    this._stream = new StreamTransport(this);
+    this._probe = null; // the background WebSocket try while on the fallback
+    this._probeTimer = null;
+    this._reopenQueued = false;
+    this._probeSoon = false;
 
     this._offSession = [
       session.on("token", (token) => this._reauth(token)),
@@ -520,6 +550,7 @@ export class Connection extends Emitter {
 
   /** Close the socket and stop reconnecting. Queued sends stay queued (see `pending()`). */
   stop() {
+    this._stopProbe();
     this._teardown(1000, "client closing");
     this._setState(State.CLOSED, { retryAt: null });
   }
@@ -553,14 +584,20 @@ export class Connection extends Emitter {
    * meanwhile is resent (those seen already again: the views keep the newer version).
    */
   join(room) {
-    if (!this._rooms.has(room)) this._rooms.set(room, { mark: null, above: new Set(), joinedEpoch: -1, changeVersion: null });
-    if (this._authed) this._sendJoin(room);
+    const known = this._rooms.has(room);
+    if (!known) this._rooms.set(room, { mark: null, above: new Set(), joinedEpoch: -1, changeVersion: null });
+    if (this._onStream) {
+      if (!known && this._authed) this._reopenStream();
+    } else if (this._authed) this._sendJoin(room);
   }
 
   /** Leave a room and stop rejoining it. */
   leave(room) {
     if (!this._rooms.delete(room)) return;
-    if (this._authed) this._transmit({ type: "leave", room, ref: this._op("leave", room) });
+    if (this._onStream) {
+      if (this._authed) this._reopenStream();
+      this.emit("left", { type: "left", room });
+    } else if (this._authed) this._transmit({ type: "leave", room, ref: this._op("leave", room) });
   }
 
   /** Rooms this connection keeps joined. */
@@ -663,6 +700,10 @@ export class Connection extends Emitter {
       return;
     }
     if (epoch !== this._epoch || this.state !== State.CONNECTING) return;
+    if (this._onStream) {
+      this._stream.open(epoch);
+      return;
+    }
     let ws;
     try {
       ws = new WebSocket(this.url);
@@ -699,8 +740,19 @@ export class Connection extends Emitter {
 
   _closed(code, reason) {
     const wasAuthed = this._authed;
+    const wasSocket = Boolean(this._ws);
     this._teardown();
     if (this.state === State.CLOSED || this.state === State.SIGNED_OUT) return;
+    if (wasSocket && !wasAuthed && (code === CloseCode.ABNORMAL || code === CloseCode.HEARTBEAT_TIMEOUT)) {
+      // Refused (a proxy's 403 is 1006 here), cut or silent before `hello`, with no word
+      // from the server: after `fallbackAfter` in a row, try the stream.
+      this._wsFailures += 1;
+      if (this.fallbackAfter > 0 && this._wsFailures >= this.fallbackAfter) {
+        this._useTransport(Transport.STREAM);
+        this._retry({ code, reason, delay: 0 });
+        return;
+      }
+    }
     if (code === CloseCode.REVOKED) {
       this.session.expire("revoked");
       this._signedOut();
@@ -756,6 +808,7 @@ export class Connection extends Emitter {
   }
 
   _teardown(code = 1000, reason = "") {
+    this._stream.close();
     clearTimeout(this._pingTimer);
     clearTimeout(this._deadTimer);
     clearTimeout(this._outboxTimer);
@@ -778,18 +831,107 @@ export class Connection extends Emitter {
 
   _signedOut() {
     clearTimeout(this._retryTimer);
+    this._stopProbe();
     this._teardown(1000, "signed out");
     if (this.state !== State.CLOSED) this._setState(State.SIGNED_OUT, { retryAt: null });
   }
 
   _setState(state, extra = {}) {
     this.state = state;
-    this._info = { ...this._info, ...extra, state, attempt: this._attempt };
+    this._info = { ...this._info, ...extra, state, attempt: this._attempt, transport: this.transport };
     this.emit("state", { ...this._info });
   }
 
   _reauth(token) {
-    if (this._authed) this._transmit({ type: "auth", token, ref: this._op("auth") });
+    if (this._authed && this._ws) this._transmit({ type: "auth", token, ref: this._op("auth") });
+  }
+
+  // --- the fallback: event stream + REST send (stream-transport.js) -------------------
+
+  get _onStream() {
+    return this.transport === Transport.STREAM;
+  }
+
+  _useTransport(transport) {
+    if (this.transport === transport) return;
+    this.transport = transport;
+    this._wsFailures = 0;
+    // Once the stream works, try the socket at once: it may only have met a restart.
+    this._probeSoon = transport === Transport.STREAM;
+    if (transport === Transport.STREAM) this._scheduleProbe();
+    else this._stopProbe();
+  }
+
+  /** The rooms changed while on the stream: reopen it (once per task) from its cursor. */
+  _reopenStream() {
+    if (this._reopenQueued) return;
+    this._reopenQueued = true;
+    queueMicrotask(() => {
+      this._reopenQueued = false;
+      if (this._onStream && this._authed) this._connect();
+    });
+  }
+
+  /** No ticket for the stream. Unreachable: not a WebSocket problem, so back to the socket. */
+  _streamFailed(err) {
+    if (err instanceof ApiError && err.status !== 429 && err.status < 500) {
+      this._signedOut();
+      return;
+    }
+    if (err instanceof NetworkError) this._useTransport(Transport.WEBSOCKET);
+    this._retry({ code: null, reason: err.message, minDelay: (err.retryAfter ?? 0) * 1000 });
+  }
+
+  _scheduleProbe() {
+    clearTimeout(this._probeTimer);
+    this._probeTimer = setTimeout(() => this._probeSocket(), this.wsProbeInterval);
+  }
+
+  _stopProbe() {
+    clearTimeout(this._probeTimer);
+    const probe = this._probe;
+    this._probe = null;
+    if (probe) {
+      probe.onopen = probe.onmessage = probe.onclose = null;
+      try {
+        probe.close(1000, "probe");
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+
+  /** Try the WebSocket on the side; once it says `hello`, switch back to it. */
+  async _probeSocket() {
+    if (!this._onStream || this._probe) return;
+    let token;
+    try {
+      token = await this.session.token();
+      if (!this._onStream) return;
+      this._probe = new WebSocket(this.url);
+    } catch {
+      this._scheduleProbe();
+      return;
+    }
+    const probe = this._probe;
+    probe.onopen = () => probe.send(JSON.stringify({ type: "auth", token }));
+    probe.onmessage = (event) => {
+      let frame = null;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        /* not a frame */
+      }
+      if (frame?.type !== "hello") return;
+      this._stopProbe();
+      this._useTransport(Transport.WEBSOCKET);
+      this._connect(); // rejoins with `since` and `changes_after`: nothing lost or doubled
+    };
+    probe.onclose = () => {
+      if (this._probe !== probe) return;
+      this._probe = null;
+      this._scheduleProbe();
+    };
   }
 
   // --- heartbeat ---------------------------------------------------------------------
@@ -847,9 +989,20 @@ export class Connection extends Emitter {
         this._authFailures = 0;
         this.user = frame.user ?? null;
         this.limits = frame.limits ?? {};
+        if (!this._onStream) {
+          this._wsFailures = 0;
+          this._stream.reset(); // the socket resumes per room with `since` from here
+        }
         this._setState(State.ONLINE, { code: null, reason: "", retryAt: null });
         this.emit("hello", frame);
-        for (const room of this._rooms.keys()) this._sendJoin(room);
+        // On the stream, its `joined` frames follow by themselves (reopen for rooms joined
+        // while it was opening).
+        if (!this._onStream) for (const room of this._rooms.keys()) this._sendJoin(room);
+        else if (this._stream.missesRooms()) this._reopenStream();
+        if (this._onStream && this._probeSoon) {
+          this._probeSoon = false;
+          this._probeSocket();
+        }
         return;
       case "joined":
         this._joined(frame);
@@ -904,16 +1057,19 @@ export class Connection extends Emitter {
       tracker.mark = frame.last_seq;
       for (const seq of tracker.above) if (seq <= tracker.mark) tracker.above.delete(seq);
     } else if (frame.replay_truncated) {
-      this._fillGap(frame.room, tracker.sinceSent ?? tracker.mark, frame.last_seq, this._epoch);
+      const cap = Number(this.limits?.replay_cap) || 0;
+      this._fillGap(frame.room, (tracker.sinceSent ?? tracker.mark) + cap, frame.last_seq, this._epoch);
+    } else if (this._onStream && frame.last_seq > tracker.mark && !frame.resumed) {
+      // A stream opened afresh (no cursor for this room yet) replays nothing: page the gap.
+      this._fillGap(frame.room, tracker.mark, frame.last_seq, this._epoch);
     }
     this.emit("joined", frame);
     this._flush();
   }
 
   /** Page the part of a truncated replay that the server left out, with `after`. */
-  async _fillGap(room, since, target, epoch) {
-    const cap = Number(this.limits?.replay_cap) || 0;
-    let cursor = Math.max(since + cap, this._rooms.get(room)?.mark ?? since);
+  async _fillGap(room, from, target, epoch) {
+    let cursor = Math.max(from, this._rooms.get(room)?.mark ?? from);
     let failures = 0;
     while (cursor < target && epoch === this._epoch && this._rooms.has(room)) {
       try {
@@ -1061,7 +1217,10 @@ export class Connection extends Emitter {
         tooBig.push(item);
         continue;
       }
-      if (this._ws?.readyState === WebSocket.OPEN) {
+      if (this._onStream) {
+        item.sentEpoch = this._epoch;
+        this._stream.send(item, this._epoch);
+      } else if (this._ws?.readyState === WebSocket.OPEN) {
         this._ws.send(frame);
         item.sentEpoch = this._epoch;
       }

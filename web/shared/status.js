@@ -3,7 +3,7 @@
 // banner under it that says why and offers "Retry now". Same words, same look, on
 // every page; the page only hands over its Connection.
 
-import { CloseCode, State } from "./client.js";
+import { CloseCode, State, Transport } from "./client.js";
 import { h, setText } from "./dom.js";
 import { closeWords } from "./errors.js";
 
@@ -142,13 +142,22 @@ export class ConnectionStatus {
     clearTimeout(this.timer);
     const { state, retryAt } = this.info;
     const secs = retryAt ? Math.max(0, Math.ceil((retryAt - Date.now()) / 1000)) : 0;
-    const [label, countdown] = pillWords(state, this.everOnline, secs);
+    const fallback = this.info.transport === Transport.STREAM;
+    let [label, countdown] = pillWords(state, this.everOnline, secs);
+    if (fallback && state === State.ONLINE) label = `${label} · fallback (HTTP stream)`;
     if (this.label.data !== label) this.label.data = label; // announce state changes only
     setText(this.countdown, countdown);
     this.indicator.dataset.state = state;
     this.indicator.dataset.tone = toneOf(state, this.everOnline);
     const { code, reason } = this.info;
-    this.indicator.title = reason ? `Last close: ${code ?? ""} ${reason}`.replace(/\s+/g, " ") : "";
+    this.indicator.dataset.transport = this.info.transport ?? Transport.WEBSOCKET;
+    this.indicator.title = fallback
+      ? "WebSockets are blocked on this network, so the chat uses an HTTP event stream and sends " +
+        "by HTTP. Messages work as usual; typing, read marks, edits and reactions wait for the " +
+        "WebSocket, which is tried again every little while."
+      : reason
+        ? `Last close: ${code ?? ""} ${reason}`.replace(/\s+/g, " ")
+        : "";
 
     const [text, retry] = bannerWords(this.info, this.everOnline, secs, this.conn ? this.queued() : 0);
     this.banner.hidden = !text;
