@@ -11,10 +11,10 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.conftest import need_service
-from tests.harness import ROOT
+from tests.harness import ROOT, Account
 
 CHROMIUM = Path(os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -91,3 +91,14 @@ class BrowserPage:
             full_page = self.full_page_shots
         path = SHOTS / f"{self.shot_prefix}{name}.png"
         self.page.screenshot(path=str(path), full_page=full_page)
+
+
+class ChatPerson(BrowserPage):
+    """One person on the chat page (`/`), signed in and online."""
+
+    def sign_in(self, account: Account) -> Self:
+        self.page.goto(self.base + "/")
+        self.submit_sign_in(account.name, account.password)
+        self.page.locator("#chat-view").wait_for()
+        self.expect("#conn").to_have_text("Online")
+        return self

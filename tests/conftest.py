@@ -231,3 +231,21 @@ def make_server(backend: str, databases: Databases, tmp_path: Path) -> Iterator[
     """Start servers with custom settings (`make_server(heartbeat_interval=1)`), per test,
     on the module's backend."""
     yield from Servers(databases, _numbered(tmp_path), backend).stop_all()
+
+
+@pytest.fixture(scope="module")
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Headless Chromium for a module's browser tests, Playwright's `expect` waiting
+    the module's `TIMEOUT` (ms; 10 s when it sets none)."""
+    from tests.browser import launch_chromium  # Playwright only where a browser is used
+
+    with launch_chromium(getattr(request.module, "TIMEOUT", 10_000)) as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="module")
+def web_api(web_server: Server) -> Iterator[Api]:
+    """HTTP calls to the module's `web_server` (each browser test module defines one)."""
+    client = Api(web_server)
+    yield client
+    client.close()

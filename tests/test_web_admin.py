@@ -25,7 +25,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from tests.browser import BrowserPage, launch_chromium
+from tests.browser import BrowserPage
 from tests.conftest import ServerFactory
 from tests.dbseed import seed_messages
 from tests.harness import Account, Api, ServerProcess, connect, join, say, unique
@@ -37,12 +37,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.one_backend]
 
 TIMEOUT = 15_000  # ms, for every wait on the page
 EXPORT_ROWS = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium(TIMEOUT) as chromium:
-        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import BrowserPage, launch_chromium
+from tests.browser import BrowserPage
 from tests.conftest import ServerFactory
 from tests.harness import Account, Api, ServerProcess, connect, join, say, unique
 
@@ -38,22 +38,9 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium(TIMEOUT) as chromium:
-        yield chromium
-
-
-@pytest.fixture(scope="module")
 def web_server(module_servers: ServerFactory) -> ServerProcess:
     """Generous send limits (to seed history fast) and a tiny replay cap (to page gaps)."""
     return module_servers(send_rate=1000, send_burst=1000, replay_cap=3)
-
-
-@pytest.fixture(scope="module")
-def web_api(web_server: ServerProcess) -> Iterator[Api]:
-    client = Api(web_server)
-    yield client
-    client.close()
 
 
 class ChatPage(BrowserPage):

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import BrowserPage, launch_chromium
+from tests.browser import ChatPerson
 from tests.conftest import ServerFactory
 from tests.harness import (
     Account,
@@ -44,35 +44,15 @@ TIMEOUT = 10_000  # ms, for every wait on the page
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium(TIMEOUT) as chromium:
-        yield chromium
-
-
-@pytest.fixture(scope="module")
 def web_server(module_servers: ServerFactory) -> ServerProcess:
     return module_servers(send_rate=1000, send_burst=1000)
 
 
-@pytest.fixture(scope="module")
-def web_api(web_server: ServerProcess) -> Iterator[Api]:
-    client = Api(web_server)
-    yield client
-    client.close()
-
-
-class Person(BrowserPage):
+class Person(ChatPerson):
     """One person (a browser context) on the chat page."""
 
     timeout = TIMEOUT
     shot_prefix = "conv-"
-
-    def sign_in(self, account: Account) -> Person:
-        self.page.goto(self.base + "/")
-        self.submit_sign_in(account.name, account.password)
-        self.page.locator("#chat-view").wait_for()
-        self.expect("#conn").to_have_text("Online")
-        return self
 
     def room_button(self, room: str) -> Any:
         return self.page.locator(f'#room-list button[data-room="{room}"]')

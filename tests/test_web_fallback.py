@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from tests.browser import launch_chromium
 from tests.conftest import ServerFactory
 from tests.harness import Api, ServerProcess
 from tests.test_web_chat import ChatPage, assert_in_order_once
@@ -33,12 +32,6 @@ FALLBACK = "Online · fallback (HTTP stream)"
 
 class FallbackPage(ChatPage):
     shot_prefix = "fallback-"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium(TIMEOUT) as chromium:
-        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.browser import BrowserPage, launch_chromium
+from tests.browser import ChatPerson
 from tests.conftest import ServerFactory
-from tests.harness import Account, Api, ServerProcess
+from tests.harness import Api, ServerProcess
 from tests.test_files import png_bomb
 
 pytestmark = [pytest.mark.browser, pytest.mark.one_backend]
@@ -29,35 +29,15 @@ MAX_UPLOAD = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium(TIMEOUT) as chromium:
-        yield chromium
-
-
-@pytest.fixture(scope="module")
 def web_server(module_servers: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Any:
     return module_servers(
         data_dir=tmp_path_factory.mktemp("web-files"), max_upload_bytes=MAX_UPLOAD
     )
 
 
-@pytest.fixture(scope="module")
-def web_api(web_server: ServerProcess) -> Iterator[Api]:
-    client = Api(web_server)
-    yield client
-    client.close()
-
-
-class Person(BrowserPage):
+class Person(ChatPerson):
     timeout = TIMEOUT
     shot_prefix = "files-"
-
-    def sign_in(self, account: Account) -> Person:
-        self.page.goto(self.base + "/")
-        self.submit_sign_in(account.name, account.password)
-        self.page.locator("#chat-view").wait_for()
-        self.expect("#conn").to_have_text("Online")
-        return self
 
     def open_room(self, room: str) -> Person:
         self.page.locator(f'#room-list button[data-room="{room}"]').click()

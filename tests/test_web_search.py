@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.browser import BrowserPage, launch_chromium
+from tests.browser import ChatPerson
 from tests.conftest import ServerFactory
 from tests.dbseed import seed_messages
-from tests.harness import Account, Api, ServerProcess, unique
+from tests.harness import Api, ServerProcess, unique
 
 pytestmark = [pytest.mark.browser, pytest.mark.one_backend]
 
@@ -28,33 +28,13 @@ TIMEOUT = 10_000  # ms, for every wait on the page
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium(TIMEOUT) as chromium:
-        yield chromium
-
-
-@pytest.fixture(scope="module")
 def web_server(module_servers: ServerFactory) -> ServerProcess:
     return module_servers()
 
 
-@pytest.fixture(scope="module")
-def web_api(web_server: ServerProcess) -> Iterator[Api]:
-    client = Api(web_server)
-    yield client
-    client.close()
-
-
-class Person(BrowserPage):
+class Person(ChatPerson):
     timeout = TIMEOUT
     shot_prefix = "search-"
-
-    def sign_in(self, account: Account) -> Person:
-        self.page.goto(self.base + "/")
-        self.submit_sign_in(account.name, account.password)
-        self.page.locator("#chat-view").wait_for()
-        self.expect("#conn").to_have_text("Online")
-        return self
 
     def search(self, text: str) -> None:
         box = self.page.locator("#search-input")
