@@ -370,6 +370,16 @@ class WebhookRepository:
             )
             s.add(_attempt(c, "skipped", None, reason, None))
 
+    async def release(self, owner: str) -> None:
+        """Free every lease `owner` holds (a graceful stop): its deliveries are due again
+        at once, for the next process, instead of when the leases run out."""
+        async with self.db.write() as s:
+            await s.execute(
+                update(WebhookOutbox)
+                .where(WebhookOutbox.lease_owner == owner)
+                .values(lease_until=None, lease_owner=None)
+            )
+
     async def trim(self, kept: int) -> None:
         """Keep the newest `kept` attempts of each webhook; drop rows of removed ones."""
         async with self.db.write() as s:

@@ -77,6 +77,10 @@ class WebhookWorker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        try:  # what was in flight is sent again (at least once), without waiting
+            await self.repository.release(self.owner)
+        except Exception as exc:  # the database is gone: the leases expire instead
+            log.warning("releasing webhook leases failed: %r", exc)
         if self._client is not None:
             await self._client.aclose()
 
