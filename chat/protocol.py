@@ -9,6 +9,7 @@ define or change a frame there, never here.
 from chat_client.protocol import (
     CLIENT_TYPES,
     MAX_ATTACHMENTS,
+    MAX_SEQ,
     AckFrame,
     AlertFrame,
     Attachment,
@@ -63,6 +64,7 @@ from chat_client.protocol import (
 __all__ = [
     "CLIENT_TYPES",
     "MAX_ATTACHMENTS",
+    "MAX_SEQ",
     "AckFrame",
     "AlertFrame",
     "Attachment",

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 __all__ = [
     "CLIENT_TYPES",
     "MAX_ATTACHMENTS",
+    "MAX_SEQ",
     "AckFrame",
     "AlertFrame",
     "Attachment",
