@@ -34,9 +34,7 @@ def sent(api: Api, who: Account, room: str, body: str) -> int:
     return seq
 
 
-async def test_edit_delete_and_react_by_rest_reach_socket_members(
-    server: Server, api: Api
-) -> None:
+async def test_edit_delete_and_react_by_rest_reach_socket_members(server: Server, api: Api) -> None:
     alice, bob = api.user(), api.user()
     room = api.room(alice)
     watcher = await connect(server, bob.token)
