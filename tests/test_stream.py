@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -18,7 +19,7 @@ import pytest
 from chat_client import MessageFrame, StreamClient
 from chat_client.errors import RevokedError
 from tests.conftest import Servers
-from tests.harness import Account, Api, Server, connect, join, nodes, recv_until
+from tests.harness import Account, Api, Server, connect, join, metric, nodes, recv_until
 from tests.sse import Event, SseReader, last_id, open_stream
 
 CHANGES = ("edited", "deleted", "reaction")
@@ -175,6 +176,54 @@ async def test_a_stream_of_no_rooms_carries_an_admins_tasks_and_notifications(
         post(api, bob, room, f"@{boss.name} look")
         assert (await stream.until("notification")).data["body"] == f"@{boss.name} look"
         assert not [e for e in stream.seen if e.event in ("joined", "message")]
+
+
+@pytest.mark.one_backend
+async def test_a_stream_ends_with_4001_when_its_token_expires(make_server: Servers) -> None:
+    server = make_server(access_token_ttl=3)
+    api = Api(server)
+    alice = api.user()
+    room = api.room(alice)
+    async with open_stream(server.http, [room], alice.token) as stream:
+        await opening(stream, [room])
+        close = await stream.until("close", timeout=8)
+        assert close.data["code"] == 4001, close.data
+        with pytest.raises(EOFError):
+            await stream.next()
+    async with open_stream(server.http, [room], alice.token) as again:
+        assert again.response.status_code == 401  # and the expired token opens nothing new
+    api.close()
+
+
+@pytest.mark.one_backend
+async def test_a_stream_that_stops_reading_ends_with_4008_and_resumes_without_gaps(
+    make_server: Servers,
+) -> None:
+    chars = 30_000
+    server = make_server(outbound_buffer_bytes=50 * chars, send_rate=10_000, send_burst=10_000)
+    api = Api(server)
+    alice, bob = api.user(), api.user()
+    room = api.room(alice)
+    closed_before = metric(server, "chat_slow_consumers_total")
+    sent = []
+    async with open_stream(server.http, [room], bob.token, paused=True) as stalled:
+        await asyncio.sleep(0.5)  # opened and joined; from now on it reads nothing
+        for i in range(2000):
+            sent.append(post(api, alice, room, os.urandom(chars // 2).hex())["seq"])
+            if i % 10 == 0 and metric(server, "chat_slow_consumers_total") > closed_before:
+                break
+        else:
+            raise AssertionError("the stalled stream was never closed")
+        stalled.resume()  # it wakes up: a gapless prefix, then `close` 4008
+        events = [e for e in await stalled.drain(quiet=3) if e.event != "presence"]
+    assert events[-1].event == "close" and events[-1].data["code"] == 4008, events[-1]
+    got = [e.data["seq"] for e in events if e.event == "message"]
+    assert got == sent[: len(got)], "what arrived is a gapless prefix"
+    assert len(got) < len(sent)
+    async with open_stream(server.http, [room], bob.token, last_event_id=last_id(events)) as again:
+        rest = [e.data["seq"] for e in await again.drain() if e.event == "message"]
+    assert got + rest == sent, "resumed with the rest, once, in order"
+    api.close()
 
 
 @pytest.mark.one_backend
