@@ -73,7 +73,8 @@ class TaskQueue:
         return len(info.get("workers") or {})
 
     def worker(self, run: RunTask, concurrency: int, *, worker_id: str) -> Worker[Context]:
-        """A saq worker that runs each job's task with `run(task_id, params)`.
+        """A saq worker that runs each job's task with `run(task_id, params)`, taking
+        up to twice `concurrency` jobs (the runner runs `concurrency` at once).
 
         Signals are the caller's (`chat worker` interrupts its tasks first, so they
         end `interrupted`, not `cancelled`).
@@ -100,7 +101,9 @@ class TaskQueue:
             self.saq,
             [(JOB, run_task)],
             id=worker_id,
-            concurrency=concurrency,
+            # Twice the runner's slots: the runner orders what it holds (admins first,
+            # a user's tasks one at a time) and runs `concurrency` of them at once.
+            concurrency=concurrency * 2,
             timers=timers,
         )
         worker.SIGNALS = []  # ours: see `chat.worker`

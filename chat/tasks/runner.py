@@ -38,6 +38,7 @@ from chat.tasks.live import LiveTask
 from chat.tasks.liveness import CANCEL_POLL, Liveness
 from chat.tasks.registry import REGISTRY, TaskKind, resolve
 from chat.tasks.repository import QUEUE_OWNER, TaskRepository
+from chat.tasks.retention import Retention
 from chat.tasks.status import FINAL, TaskFailed, TaskRefused, TaskStatus
 from chat.tasks.views import task_json
 
@@ -126,6 +127,19 @@ class TaskRunner:
             queue=queue,
         )
 
+        # Where tasks run, the scheduled retention runs too (one process per interval).
+        self.retention = (
+            Retention(
+                self.deps,
+                alerts,
+                days=settings.retention_days,
+                interval=settings.retention_interval,
+                holder=self.worker,
+            )
+            if settings.retention_days and not self.dispatch
+            else None
+        )
+
     @property
     def kinds(self) -> dict[str, TaskKind[Any]]:
         return REGISTRY
@@ -135,16 +149,23 @@ class TaskRunner:
     async def start(self) -> None:
         """Mark tasks orphaned by dead processes as failed, then start the watcher."""
         await self.liveness.start()
+        if self.retention is not None:
+            self.retention.start()
 
     async def stop(self) -> None:
         """Interrupt every local task: each is marked failed (interrupted) with an alert."""
         self._stopping = True
         self.frames.stopping = True
         await self.liveness.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         queued = [live for live in self._live.values() if live.status == TaskStatus.QUEUED]
         running = [live.runner for live in self._live.values() if live.runner is not None]
         self._queue.clear()
         for live in queued:
+            if self.queue is not None:  # a worker's: saq queues their jobs again
+                self._live.pop(live.id, None)
+                continue
             await self._finish(
                 live, TaskStatus.FAILED, None, "interrupted: the server shut down before it ran"
             )
@@ -238,13 +259,25 @@ class TaskRunner:
                 "error", f"task {task.kind} {task_id[:8]} failed: {error}"
             )
             return
+        # Into this process's queue, as if submitted here: the same order (admins'
+        # first) and the same rule (a user's tasks one at a time) among the jobs this
+        # worker holds (saq hands it up to twice `task_concurrency`).
         live = LiveTask(
             task_id, kind, params, user_ref(starter), TaskStatus.QUEUED, task.created_at
         )
-        live.runner = asyncio.current_task()  # saq's job task
         self._live[task_id] = live
-        self._running.add(task_id)
-        await self._run(live)
+        self._queue.append(task_id)
+        self._pump()
+        try:
+            await live.gone.wait()
+        except asyncio.CancelledError:  # saq gave up the job (stopping): so do we
+            if live.runner is None:  # not started: saq queues the job again
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(task_id)
+                self._live.pop(task_id, None)
+            else:
+                self._interrupt(live, shutdown=True)
+            raise
 
     def _pump(self) -> None:
         while not self._stopping and len(self._running) < self.settings.task_concurrency:
@@ -291,6 +324,7 @@ class TaskRunner:
                 await self._execute(live)
             else:  # cancelled (or swept) elsewhere while it waited
                 self._live.pop(live.id, None)
+                live.gone.set()
         finally:
             self._running.discard(live.id)
             self._pump()
@@ -365,6 +399,7 @@ class TaskRunner:
         # Only now, with the row final, do readers see the final status.
         live.status, live.progress = status, progress
         self._live.pop(live.id, None)
+        live.gone.set()
         await self.frames.emit(live, final_at=now, error=error)
         log.info(
             "task %s (%s) %s%s", live.id, live.kind.name, status, f": {error}" if error else ""
