@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chat.api.stream import StreamDeps
 from chat.auth.accounts import Accounts
@@ -33,6 +34,9 @@ from chat.tasks import TaskRunner
 from chat.webhooks.repository import WebhookRepository
 from chat.webhooks.worker import WebhookWorker
 from chat.ws.deps import WsDeps
+
+if TYPE_CHECKING:
+    from chat.tasks.queue import TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,8 @@ class Services:
     webhooks: WebhookWorker = field(init=False)
     draining: bool = False
     stream_key: bytes = b""  # signs stream cursors (`chat.stream.cursor`)
+    worker: bool = False  # a `chat worker` (`chat.worker`): runs queued tasks, serves nothing
+    task_queue: TaskQueue | None = field(init=False, default=None)  # the site's (Redis)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -85,6 +91,11 @@ class Services:
         )
         self.memberships = MembershipRecorder(self.store, max_batch=s.write_batch_max)
         self.files = FileService.local(s, self.store)
+        run_here = self.worker or s.tasks_here
+        if s.redis_url and (self.worker or not run_here):
+            from chat.tasks.queue import TaskQueue  # saq: only where tasks cross processes
+
+            self.task_queue = TaskQueue(s.redis_url, s.redis_prefix, s.task_heartbeat_interval)
         self.tasks = TaskRunner(
             s,
             self.db,
@@ -94,6 +105,8 @@ class Services:
             accounts=self.accounts,
             files=self.files,
             draining=lambda: self.draining,
+            queue=self.task_queue,
+            run_here=run_here,
         )
         self.webhooks = WebhookWorker(s, WebhookRepository(self.db), self.store.outbox, self.alerts)
         self.hub.on_resync(self.tasks.resync)
@@ -102,7 +115,7 @@ class Services:
         self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    def build(cls, settings: Settings, *, worker: bool = False) -> Services:
         db = Database(settings.database_url)
         store = Store(
             db,
@@ -139,7 +152,7 @@ class Services:
             gap_check_interval=settings.gap_check_interval,
             presence_tick=settings.presence_tick,
         )
-        services = cls(settings, db, store, accounts, backends, hub)
+        services = cls(settings, db, store, accounts, backends, hub, worker=worker)
         services.stream_key = cursor_key(secret)
         return services
 
@@ -157,6 +170,8 @@ class Services:
         await self.hub.start()
         self.writer.start()
         self.memberships.start()
+        if self.task_queue is not None:
+            await self.task_queue.connect()
         await self.tasks.start()
         self.files.start()
         self.webhooks.start()
@@ -169,6 +184,23 @@ class Services:
         await self.tasks.stop()
         await self.writer.stop()
         await self.memberships.stop()
+        await self._close_shared()
+
+    async def start_worker(self) -> None:
+        """What a `chat worker` runs: the fan-out (frames and alerts reach every
+        process's sockets through Redis) and the task runner; no sockets, no writer."""
+        assert self.task_queue is not None, "a worker needs the site's queue (Redis)"
+        await self.hub.start()
+        await self.task_queue.connect()
+        await self.tasks.start()
+
+    async def stop_worker(self) -> None:
+        """After the runner and the saq worker stopped (`chat.worker`): the rest."""
+        await self._close_shared()
+
+    async def _close_shared(self) -> None:
+        if self.task_queue is not None:
+            await self.task_queue.close()
         await self.alerts.stop()
         await self.hub.stop()
         await self.backends.connections.stop()

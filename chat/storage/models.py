@@ -213,6 +213,17 @@ class Task(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
+class Lease(Base):
+    """Who may run a scheduled job of the site until when (migration 0007_task_queue):
+    `chat.storage.leases`."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(100))
+    until: Mapped[float] = mapped_column(Float)
+
+
 class Alert(Base):
     __tablename__ = "alerts"
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from chat.storage.db import Database
 
 _ACTIVE = [a.value for a in ACTIVE]
+# The `worker` of a task waiting in the site's queue (Redis) for a `chat worker`: no
+# process owns it (or heartbeats it) until one claims it.
+QUEUE_OWNER = "queue"
 
 
 class TaskRepository:
@@ -198,8 +201,28 @@ class TaskRepository:
                 )
             ).all()
 
+    async def waiting(self, cutoff: float) -> Sequence[tuple[Task, User]]:
+        """Tasks queued on the site's queue before `cutoff`, not yet claimed."""
+        async with self.db.read() as s:
+            return (
+                (
+                    await s.execute(
+                        select(Task, User)
+                        .join(User, User.id == Task.started_by)
+                        .where(
+                            Task.status == TaskStatus.QUEUED.value,
+                            Task.worker == QUEUE_OWNER,
+                            Task.created_at < cutoff,
+                        )
+                    )
+                )
+                .tuples()
+                .all()
+            )
+
     async def orphans(self, worker: str, cutoff: float) -> Sequence[tuple[Task, User]]:
-        """Active tasks of other workers whose last heartbeat is older than `cutoff`."""
+        """Active tasks of other workers whose last heartbeat is older than `cutoff`
+        (not those waiting in the site's queue: no process owns them yet)."""
         async with self.db.read() as s:
             return (
                 (
@@ -210,6 +233,11 @@ class TaskRepository:
                             Task.status.in_(_ACTIVE),
                             (Task.worker.is_(None)) | (Task.worker != worker),
                             (Task.heartbeat_at.is_(None)) | (Task.heartbeat_at < cutoff),
+                            or_(
+                                Task.status != TaskStatus.QUEUED.value,
+                                Task.worker.is_(None),
+                                Task.worker != QUEUE_OWNER,
+                            ),
                         )
                     )
                 )
