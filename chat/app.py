@@ -15,7 +15,9 @@ from starlette.types import Receive, Scope, Send
 from chat import __version__
 from chat.api import (
     admin,
+    admin_users,
     alerts,
+    audit,
     auth,
     changes,
     errors,
@@ -103,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rooms.router,
         search.router,
         admin.router,
+        admin_users.router,
+        audit.router,
         tasks.router,
         files.router,
         stream.router,
