@@ -212,7 +212,7 @@ class Task(Base):
     started_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     started_at: Mapped[float | None] = mapped_column(Float)
-    finished_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, index=True)  # index: 0007
     # Migration 0002: which process runs it, its liveness, and cancel requests
     # made on another process (the runner polls for them).
     worker: Mapped[str | None] = mapped_column(String(64))
