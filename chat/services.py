@@ -103,7 +103,10 @@ class Services:
         self.health = HealthWatcher(self.alerts, self.probes(), s.health_check_interval)
         # Named like the task runner's worker, so the health view can match the two.
         self.history = History(
-            self.tasks.worker, lambda: len(self.hub.connections), self.backends.samples
+            self.tasks.worker,
+            lambda: len(self.hub.connections),
+            self.backends.samples,
+            s.stats_sample_interval,
         )
 
     def probes(self) -> dict[str, Callable[[], Awaitable[None]]]:

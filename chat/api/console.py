@@ -17,13 +17,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from chat.api.deps import Admin, HistoryDep, ReadinessDep, SettingsDep, TasksDep
-from chat.monitoring.history import INTERVAL, KEEP, as_json
+from chat.monitoring.history import as_json
 from chat.protocol import iso
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
-HOUR = KEEP * INTERVAL
 TASK_BUCKET = 60.0  # seconds per bar of the task throughput chart
-ALIVE_AFTER = 3 * INTERVAL  # a process that sampled within this is alive
+ALIVE_AFTER = 3  # sample intervals: a process that sampled within them is alive
 
 
 class SampleOut(BaseModel):
@@ -100,7 +99,7 @@ async def stats(
         if status in ("succeeded", "failed", "cancelled"):
             setattr(bucket, status, getattr(bucket, status) + 1)
     return StatsOut(
-        interval=INTERVAL,
+        interval=history.interval,
         scope="site" if settings.redis_url else "process",
         processes=len(processes),
         now=now,
@@ -132,7 +131,10 @@ async def health(
     seen = (await history.site())[1]
     processes = [
         ProcessOut(
-            name=name, last_seen=iso(at), alive=now - at < ALIVE_AFTER, this=name == history.node
+            name=name,
+            last_seen=iso(at),
+            alive=now - at < ALIVE_AFTER * history.interval + 1,
+            this=name == history.node,
         )
         for name, at in sorted(seen.items())
     ]

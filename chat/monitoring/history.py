@@ -1,6 +1,6 @@
 """The last hour of this process, sampled every 10 s, for the console's charts.
 
-A `History` keeps a ring buffer of `Sample`s (360 of 10 s: one hour), each
+A `History` keeps a ring buffer of `Sample`s (one hour: 360 of 10 s), each
 taken from what the process counts anyway: the Prometheus counters (messages
 stored, error frames, server closes, refusals by a limit), the hub's open
 connections, and two feeds of its own filled on hot paths at the cost of an
@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import time
 from collections import Counter, deque
@@ -33,8 +34,8 @@ from chat.monitoring import metrics
 
 log = logging.getLogger(__name__)
 
-INTERVAL = 10.0  # seconds between samples
-KEEP = 360  # samples kept: one hour
+INTERVAL = 10.0  # seconds between samples (default; `CHAT_STATS_SAMPLE_INTERVAL`)
+HOUR = 3600.0  # what the buffer covers
 RESERVOIR = 2048  # latencies kept per interval, chosen uniformly at random
 QUIET_CLOSES = frozenset({"1000", "1001"})  # normal ends and restarts are no error
 
@@ -95,7 +96,7 @@ def _totals(metric: MetricWrapperBase) -> dict[str, float]:
 
 
 class History:
-    """Samples this process every `INTERVAL` seconds into a ring buffer of `KEEP`."""
+    """Samples this process every `interval` seconds into a ring buffer of one hour."""
 
     ERROR_SOURCES: tuple[tuple[str, MetricWrapperBase], ...] = (
         ("ws", metrics.ERRORS),
@@ -104,11 +105,19 @@ class History:
         ("throttle", metrics.THROTTLED),
     )
 
-    def __init__(self, node: str, connections: Callable[[], int], shared: Samples) -> None:
+    def __init__(
+        self,
+        node: str,
+        connections: Callable[[], int],
+        shared: Samples,
+        interval: float = INTERVAL,
+    ) -> None:
         self.node = node
+        self.interval = interval
+        self.keep = math.ceil(HOUR / interval)
         self._connections = connections
         self._shared = shared
-        self.samples: deque[Sample] = deque(maxlen=KEEP)
+        self.samples: deque[Sample] = deque(maxlen=self.keep)
         self._last: dict[str, dict[str, float]] = self._read_counters()
         self._last_http: Counter[int] = Counter(HTTP_ERRORS)
         self._task: asyncio.Task[None] | None = None
@@ -158,14 +167,17 @@ class History:
                 await self._task
 
     async def _run(self) -> None:
+        # On the wall clock's marks (every 10 s), so every process's samples line up;
+        # each mark once, even when a timer fires a little early or the loop stalled.
+        step = self.interval
+        mark = math.floor(time.time() / step) * step
         while True:
-            # On the wall clock's 10 s marks, so every process's samples line up.
-            now = time.time()
-            await asyncio.sleep(INTERVAL - now % INTERVAL)
-            sample = self.sample(round(time.time() / INTERVAL) * INTERVAL)
+            mark = max(mark + step, math.floor(time.time() / step) * step)
+            await asyncio.sleep(max(0.0, mark - time.time()))
+            sample = self.sample(round(mark, 3))
             self.samples.append(sample)
             try:
-                await self._shared.put(self.node, json.dumps(asdict(sample)), KEEP)
+                await self._shared.put(self.node, json.dumps(asdict(sample)), self.keep)
             except Exception as exc:  # Redis down: the local buffer still has it
                 log.warning("sharing a chart sample failed: %r", exc)
 
@@ -174,7 +186,7 @@ class History:
         (node -> when it last sampled). Just this process without Redis."""
         now = time.time()
         try:
-            shared = await self._shared.all(now - KEEP * INTERVAL)
+            shared = await self._shared.all(now - HOUR)
         except Exception as exc:
             log.warning("reading chart samples failed: %r", exc)
             shared = {}
