@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -394,6 +395,16 @@ def test_a_dead_webhook_shows_disabled_with_its_failed_deliveries(
         console.expect(f'#webhook-list > li[data-webhook="{hook_id}"][data-state="disabled"]')\
             .to_be_visible()  # fmt: skip
         console.expect(row.locator(".webhook-reason")).to_contain_text("2 failed deliveries")
+        # The attempt log may be written just after the disable is announced, and the
+        # page reads it once per click: wait until the server has both attempts.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            log = admin_api.client.get(
+                f"/api/webhooks/{hook_id}/deliveries", headers=boss.headers
+            ).json()
+            if sum(a["status"] == "failed" for a in log["items"]) >= 2:
+                break
+            time.sleep(0.1)
         row.get_by_role("button", name="Deliveries").click()
         failed = row.locator('.attempt[data-status="failed"]')
         console.expect(failed).to_have_count(2)
@@ -407,8 +418,9 @@ def test_a_dead_webhook_shows_disabled_with_its_failed_deliveries(
 
 
 def test_the_overview_draws_the_last_hour_and_the_health(
-    consoles: Consoles, admin_api: Api, admin_server: ServerProcess, boss: Account
+    consoles: Consoles, admin_api: Api, admin_server: ServerProcess
 ) -> None:
+    boss = admin_api.admin(unique("charts"))  # the module's may have signed out
     user = admin_api.user()
     room = admin_api.room(user)
 
@@ -438,8 +450,9 @@ def test_the_overview_draws_the_last_hour_and_the_health(
 
 
 def test_accounts_are_found_disabled_promoted_and_given_a_new_password(
-    consoles: Consoles, admin_api: Api, boss: Account
+    consoles: Consoles, admin_api: Api
 ) -> None:
+    boss = admin_api.admin(unique("accounts"))
     dora = admin_api.user(unique("dora"))
     console = consoles().open(boss)
     console.page.fill("#users-q", dora.name)
@@ -476,9 +489,8 @@ def test_accounts_are_found_disabled_promoted_and_given_a_new_password(
     console.expect("#users-secret").to_be_hidden()
 
 
-def test_bots_are_created_rotated_and_revoked(
-    consoles: Consoles, admin_api: Api, boss: Account
-) -> None:
+def test_bots_are_created_rotated_and_revoked(consoles: Consoles, admin_api: Api) -> None:
+    boss = admin_api.admin(unique("bots"))
     console = consoles().open(boss)
     name = unique("robo")
     console.page.fill("#bot-name", name)
@@ -515,8 +527,9 @@ def test_bots_are_created_rotated_and_revoked(
 
 
 def test_the_audit_log_lists_and_filters_admin_actions_as_text(
-    consoles: Consoles, admin_api: Api, boss: Account
+    consoles: Consoles, admin_api: Api
 ) -> None:
+    boss = admin_api.admin(unique("auditor"))
     owner, eve = admin_api.user(), admin_api.user(unique("eve"))
     room = admin_api.room(
         owner, "<img src=x onerror=window.__pwned=1> " + unique("r"), private=True
