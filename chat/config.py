@@ -166,6 +166,9 @@ class Settings(BaseSettings):
 
     # Alerts: counted per process over a sliding window, raised once per window and key.
     health_check_interval: float = Field(10.0, gt=0)
+    stats_sample_interval: float = Field(
+        10.0, ge=0.1, le=60, description="seconds per sample of the console's hour of charts"
+    )
     alert_window: float = Field(600.0, gt=0, description="seconds")
     alert_rate_limit_closes: int = Field(3, gt=0, description="closes of one user")
     alert_auth_failures: int = Field(10, gt=0, description="failures from one address")

@@ -8,7 +8,7 @@ dependency per part); only the app, the graceful stop and the CLI import it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from chat.hub import Hub
 from chat.limits.buckets import FailureWindow, Gate, LoginThrottle
 from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts, HealthWatcher
+from chat.monitoring.history import History
 from chat.protocol import encode
 from chat.storage.db import Database
 from chat.storage.memberships import MembershipRecorder
@@ -61,6 +62,7 @@ class Services:
     health: HealthWatcher = field(init=False)
     files: FileService = field(init=False)
     webhooks: WebhookWorker = field(init=False)
+    history: History = field(init=False)  # the console's charts: the last hour
     draining: bool = False
     stream_key: bytes = b""  # signs stream cursors (`chat.stream.cursor`)
     worker: bool = False  # a `chat worker` (`chat.worker`): runs queued tasks, serves nothing
@@ -111,8 +113,18 @@ class Services:
         self.webhooks = WebhookWorker(s, WebhookRepository(self.db), self.store.outbox, self.alerts)
         self.hub.on_resync(self.tasks.resync)
         self.hub.on_admins_event(self.tasks.changed_somewhere)
-        probes = {"database": self.db.ping, "broker": self.backends.fanout.ping}
-        self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)
+        self.health = HealthWatcher(self.alerts, self.probes(), s.health_check_interval)
+        # Named like the task runner's worker, so the health view can match the two.
+        self.history = History(
+            self.tasks.worker,
+            lambda: len(self.hub.connections),
+            self.backends.samples,
+            s.stats_sample_interval,
+        )
+
+    def probes(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """What `/readyz`, the health alerts and the console's health view check."""
+        return {"database": self.db.ping, "broker": self.backends.fanout.ping}
 
     @classmethod
     def build(cls, settings: Settings, *, worker: bool = False) -> Services:
@@ -176,8 +188,10 @@ class Services:
         self.files.start()
         self.webhooks.start()
         self.health.start()
+        self.history.start()
 
     async def stop(self) -> None:
+        await self.history.stop()
         await self.health.stop()
         await self.webhooks.stop()
         await self.files.stop()

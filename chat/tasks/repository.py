@@ -183,6 +183,33 @@ class TaskRepository:
         async with self.db.read() as s:
             return (await s.execute(query)).tuples().all()
 
+    async def finished_since(
+        self, since: float, limit: int = 100_000
+    ) -> Sequence[tuple[float, str]]:
+        """`(finished_at, status)` of the tasks that finished after `since` (the
+        console's task throughput chart)."""
+        query = (
+            select(Task.finished_at, Task.status)
+            .where(Task.finished_at >= since)
+            .order_by(Task.finished_at)
+            .limit(limit)
+        )
+        async with self.db.read() as s:
+            rows = (await s.execute(query)).tuples().all()
+        return [(float(at), status) for at, status in rows if at is not None]
+
+    async def workers(self) -> Sequence[tuple[str, int, float]]:
+        """`(worker, active tasks, newest heartbeat)` of every process holding a queued
+        or running task: the task workers seen through their heartbeats."""
+        query = (
+            select(Task.worker, func.count(Task.id), func.max(Task.heartbeat_at))
+            .where(Task.status.in_(_ACTIVE), Task.worker.is_not(None))
+            .group_by(Task.worker)
+        )
+        async with self.db.read() as s:
+            rows = (await s.execute(query)).tuples().all()
+        return [(str(w), int(n), float(beat or 0.0)) for w, n, beat in rows]
+
     async def count_active(self, user_id: int) -> int:
         async with self.db.read() as s:
             count = await s.scalar(
