@@ -110,6 +110,7 @@ async def open_stream(
     in_query: bool = False,
     ticket: str | None = None,
     paused: bool = False,
+    watch: str | None = None,
 ) -> AsyncIterator[SseReader]:
     """`GET /api/stream` on `base_url`; the reader of its events (any status: the test
     looks at `reader.response.status_code`). `paused`: read nothing until `resume()`
@@ -120,6 +121,8 @@ async def open_stream(
         headers["Authorization"] = f"Bearer {token}"
     if ticket is not None:
         params["ticket"] = ticket
+    if watch is not None:
+        params["watch"] = watch
     if last_event_id is not None:
         if in_query:
             params["last_event_id"] = last_event_id

@@ -178,6 +178,24 @@ async def test_a_stream_of_no_rooms_carries_an_admins_tasks_and_notifications(
         assert not [e for e in stream.seen if e.event in ("joined", "message")]
 
 
+async def test_an_admins_stream_watches_every_rooms_presence(server: Server, api: Api) -> None:
+    """The admin console's online list on the fallback: `watch=presence`, as the frame."""
+    boss, alice = api.admin(), api.user()
+    room = api.room(alice)
+    async with open_stream(server.http, [], alice.token, watch="presence") as refused:
+        assert refused.response.status_code == 403
+        assert refused.response.json()["code"] == "forbidden"
+    async with open_stream(server.http, [], boss.token, watch="presence") as stream:
+        await stream.until("presence_snapshot")
+        ws = await connect(server, alice.token)
+        await join(ws, room)
+        joined = await stream.until("presence_changes", room=room)
+        assert [u["name"] for u in joined.data["joined"]] == [alice.name]
+        await ws.close()
+        left = await stream.until("presence_changes", room=room, timeout=10)
+        assert [u["name"] for u in left.data["left"]] == [alice.name]
+
+
 @pytest.mark.one_backend
 async def test_a_stream_ends_with_4001_when_its_token_expires(make_server: Servers) -> None:
     server = make_server(access_token_ttl=3)

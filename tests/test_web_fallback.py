@@ -13,11 +13,13 @@ Screenshots land in `test-output/screenshots/fallback-*.png`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import ServerFactory
 from tests.harness import Api, ServerProcess
@@ -185,11 +187,20 @@ def test_admin_console_keeps_working_on_the_fallback(
         console.page.locator("#console-view").wait_for()
         console.expect("#conn").to_have_text(FALLBACK)
         console.expect("#banner").to_be_hidden()
-        # Its REST views load as usual: who is online, the tasks.
-        console.page.click("#online-refresh")
-        console.expect("#online-status").not_to_have_text(re.compile("Loading|could not", re.I))
         console.expect("#tasks-title").to_be_visible()
         assert proxy.refused_upgrades >= 2
+        # Who is online, live: the stream watches presence (no refresh, no polling).
+        console.expect("#online-status").to_contain_text("Live since")
+        alice = api.user()
+        room = api.room(alice)
+        block = console.page.locator(f'.room-block[data-room="{room}"]')
+        with ws_connect(
+            web_server.ws, additional_headers={"Authorization": f"Bearer {alice.token}"}
+        ) as ws:
+            ws.recv(timeout=5)  # hello
+            ws.send(json.dumps({"type": "join", "room": room}))
+            console.expect(block.locator(f'.person[data-user="{alice.name}"]')).to_have_count(1)
+        console.expect(block).to_have_count(0)
         # Tasks and alerts arrive live on the stream (the console does not poll them).
         r = api.client.post(
             "/api/tasks",

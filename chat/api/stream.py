@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
@@ -67,7 +67,7 @@ async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
     responses={
         400: {"description": "`bad_cursor` (Last-Event-ID)"},
         401: {"description": "`unauthorized`: no valid token or ticket"},
-        403: {"description": "`forbidden`: more rooms than `max_stream_rooms`"},
+        403: {"description": "`forbidden`: too many rooms, or `watch` by a non-admin"},
         404: {"description": "`not_found`: a room that does not exist or is not readable"},
         429: {"description": "`rate_limited` (join bucket) or `too_many_connections`"},
         503: {"description": "`unavailable`: the server is shutting down (Retry-After)"},
@@ -80,6 +80,7 @@ async def stream(
     ticket: Annotated[str | None, Query(max_length=200)] = None,
     last_event_id: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
     last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    watch: Annotated[Literal["presence"] | None, Query()] = None,
 ) -> Response:
     """Server-Sent Events of `rooms` (comma-separated; none: only the caller's own frames,
     such as an admin console's tasks and alerts) and the caller's notifications:
@@ -90,6 +91,8 @@ async def stream(
     if principal is None:
         return coded(401, "unauthorized", "send Authorization: Bearer <token> or ?ticket=")
     names = list(dict.fromkeys(n.strip() for n in rooms.split(",") if n.strip()))
+    if watch and principal.user.role != "admin":
+        return coded(403, ErrorCode.FORBIDDEN, "only admins watch presence")
     if len(names) > settings.max_stream_rooms:
         return coded(
             403, ErrorCode.FORBIDDEN, f"at most {settings.max_stream_rooms} rooms per stream"
@@ -118,7 +121,9 @@ async def stream(
         views.append(view)
     cursor.rooms = {n: p for n, p in cursor.rooms.items() if n in names}
     response = EventStreamResponse(
-        ws, deps.codec, StreamRequest(principal, views, cursor, bool(given))
+        ws,
+        deps.codec,
+        StreamRequest(principal, views, cursor, bool(given), watch_presence=bool(watch)),
     )
     cap = settings.max_connections_per_user
     if not await ws.connections.acquire(principal.user.id, response.conn_id, cap):

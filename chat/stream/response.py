@@ -25,7 +25,13 @@ from starlette.types import Receive, Scope, Send
 
 from chat.auth.accounts import Principal
 from chat.hub import Connection
-from chat.protocol import ChangesCheckedFrame, CloseCode, encode
+from chat.protocol import (
+    ChangesCheckedFrame,
+    CloseCode,
+    PresenceSnapshotFrame,
+    RoomPresence,
+    encode,
+)
 from chat.storage.records import RoomView
 from chat.stream.cursor import Cursor, CursorCodec
 from chat.stream.sink import KEEPALIVE, EventSink
@@ -47,6 +53,7 @@ class StreamRequest:
     rooms: list[RoomView]
     cursor: Cursor
     resumed: bool  # a cursor was given: replay what came after it
+    watch_presence: bool = False  # an admin follows every room's presence (the console)
 
 
 class EventStreamResponse(Response):
@@ -121,6 +128,10 @@ class EventStreamResponse(Response):
                 request.cursor.note = max(request.cursor.note, greeting.last_notification_id)
             conn.greet(encode(greeting))
             await deps.greet(conn)  # active tasks' state (admins), as on a socket
+            if request.watch_presence:  # as the `watch` frame does on a socket
+                snapshot = await deps.hub.watch_presence(conn)
+                rooms = [RoomPresence(room=r, users=u) for r, u in sorted(snapshot.items())]
+                deps.hub.finish_watch(conn, encode(PresenceSnapshotFrame(rooms=rooms)))
             if request.resumed:
                 await self._notifications(conn, request.cursor.note)
             for room in request.rooms:

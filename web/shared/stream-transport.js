@@ -17,7 +17,7 @@ import { ApiError, NetworkError } from "./client.js";
 const EVENT_TYPES = [
   "hello", "joined", "message", "edited", "deleted", "reaction", "changes_checked",
   "presence", "presence_changes", "typing", "read", "room", "removed", "notification",
-  "notifications_read", "task", "alert",
+  "notifications_read", "task", "alert", "presence_snapshot",
 ];
 
 /** The REST twin of a one-off frame: [method, path, json] (docs/protocol.md), or null. */
@@ -50,6 +50,7 @@ export class StreamTransport {
     this._known = new Set(); // rooms the cursor holds a position for (their `joined` came)
     this._resuming = new Set(); // rooms this stream resumes, replaying what was missed
     this._sending = Promise.resolve(); // REST sends go one after the other, in order
+    this.watch = false; // an admin console follows every room's presence (`watch`)
   }
 
   /** Open the stream for the connection's rooms (epoch: the Connection's attempt). */
@@ -71,6 +72,7 @@ export class StreamTransport {
     this.rooms = rooms;
     const params = new URLSearchParams({ rooms: rooms.join(","), ticket });
     if (this.cursor) params.set("last_event_id", this.cursor);
+    if (this.watch) params.set("watch", "presence");
     // The server keeps only the rooms asked for in the cursor.
     this._resuming = new Set(this.cursor ? rooms.filter((room) => this._known.has(room)) : []);
     this._known = new Set(this._resuming);
@@ -136,6 +138,15 @@ export class StreamTransport {
    * socket, a stale edit must not land later.
    */
   request(frame) {
+    if (frame.type === "watch") {
+      // An admin console's `watch`: a stream parameter, so reopen the stream with it.
+      const watch = frame.on !== false;
+      if (watch !== this.watch) {
+        this.watch = watch;
+        this.conn._reopenStream();
+      }
+      return true;
+    }
     const rest = restOf(frame);
     if (!rest) return false;
     const [method, path, json] = rest;
