@@ -20,8 +20,10 @@ from chat.config import Settings
 from chat.files.service import FileService
 from chat.hub import Hub
 from chat.limits.buckets import FailureWindow, Gate, LoginThrottle
+from chat.monitoring import metrics
 from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts, HealthWatcher
+from chat.monitoring.sampler import MetricsSampler
 from chat.protocol import encode
 from chat.storage.db import Database
 from chat.storage.memberships import MembershipRecorder
@@ -30,6 +32,7 @@ from chat.storage.store import Store
 from chat.storage.writer import MessageWriter
 from chat.stream.cursor import CursorCodec, cursor_key
 from chat.tasks import TaskRunner
+from chat.tasks.repository import TaskRepository
 from chat.webhooks.repository import WebhookRepository
 from chat.webhooks.worker import WebhookWorker
 from chat.ws.deps import WsDeps
@@ -57,6 +60,7 @@ class Services:
     health: HealthWatcher = field(init=False)
     files: FileService = field(init=False)
     webhooks: WebhookWorker = field(init=False)
+    sampler: MetricsSampler = field(init=False)
     draining: bool = False
     stream_key: bytes = b""  # signs stream cursors (`chat.stream.cursor`)
 
@@ -100,6 +104,13 @@ class Services:
         self.hub.on_admins_event(self.tasks.changed_somewhere)
         probes = {"database": self.db.ping, "broker": self.backends.fanout.ping}
         self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)
+        fanout = self.backends.fanout
+        local = [
+            (metrics.ROOMS_ACTIVE, lambda: self.hub.rooms_active),
+            (metrics.WRITE_QUEUE, lambda: self.writer.pending),
+            (metrics.FANOUT_QUEUE, lambda: fanout.backlog),
+        ]
+        self.sampler = MetricsSampler(local, TaskRepository(self.db).queue_stats)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -161,8 +172,10 @@ class Services:
         self.files.start()
         self.webhooks.start()
         self.health.start()
+        self.sampler.start()
 
     async def stop(self) -> None:
+        await self.sampler.stop()
         await self.health.stop()
         await self.webhooks.stop()
         await self.files.stop()
