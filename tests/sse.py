@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -101,9 +102,10 @@ async def open_stream(
     last_event_id: str | None = None,
     in_query: bool = False,
     ticket: str | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> AsyncIterator[SseReader]:
     """`GET /api/stream` on `base_url`; the reader of its events (any status: the test
-    looks at `reader.response.status_code`)."""
+    looks at `reader.response.status_code`). `verify`: for an `https://` base."""
     headers = {"Accept": "text/event-stream"}
     params = {"rooms": ",".join(rooms)}
     if token is not None:
@@ -117,7 +119,7 @@ async def open_stream(
             headers["Last-Event-ID"] = last_event_id
     timeout = httpx.Timeout(10.0, read=None)
     async with (
-        httpx.AsyncClient(base_url=base_url, timeout=timeout) as client,
+        httpx.AsyncClient(base_url=base_url, timeout=timeout, verify=verify) as client,
         client.stream("GET", "/api/stream", params=params, headers=headers) as response,
     ):
         if response.status_code != 200:
