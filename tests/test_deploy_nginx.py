@@ -62,6 +62,7 @@ SITE_SETTINGS: dict[str, Any] = {
     "send_burst": 500,
 }
 TIMEOUT = 15_000  # ms, for the browser's waits
+STARTUP = 60  # seconds a chat process may take to start on a busy machine
 
 
 # --- the doc's nginx site ---------------------------------------------------------------
@@ -300,7 +301,7 @@ def site(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iter
     nginx = Nginx(binary, folder, rendered)
     nginx.check()
     tls = ssl.create_default_context(cafile=str(ca))
-    chat.start()
+    chat.start(timeout=STARTUP)
     nginx.start()
     https = f"https://127.0.0.1:{tls_port}"
     try:
@@ -365,7 +366,16 @@ async def test_wss_client_https_and_the_event_stream_through_nginx(site: Site, a
 
 
 @pytest.mark.browser
-def test_browser_ui_through_nginx(site: Site, api: Api, browser: Any) -> None:
+def test_browser_ui_through_nginx(site: Site, api: Api) -> None:
+    # Chromium for this test only: Playwright's sync API holds an event loop on this
+    # thread while it runs, and the module's other tests are async.
+    from tests.browser import launch_chromium
+
+    with launch_chromium(TIMEOUT) as browser:
+        browse_through_nginx(site, api, browser)
+
+
+def browse_through_nginx(site: Site, api: Api, browser: Any) -> None:
     from playwright.sync_api import expect
 
     from tests.browser import ChatPerson
@@ -411,11 +421,12 @@ def restart(node: ServerProcess) -> tuple[float, float]:
     # uvicorn ends by re-raising the SIGTERM it handled (systemd counts that a clean stop).
     assert node.stop() in (0, -signal.SIGTERM), node.log()[-3000:]
     stopped = time.monotonic()
-    node.start()
+    node.start(timeout=STARTUP)
     wait_until_ready(node.http)
     return stopped - started, time.monotonic() - stopped
 
 
+@pytest.mark.timeout(300)
 async def test_rolling_restart_loses_no_acknowledged_message(site: Site, api: Api) -> None:
     """Each process restarted in turn while two clients send without pause (two sends in
     flight each): every acknowledged message is stored exactly once, and what the
