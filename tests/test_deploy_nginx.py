@@ -177,7 +177,11 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def nginx_binary() -> str | None:
-    return os.environ.get("CHAT_NGINX") or shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
+    """`CHAT_NGINX` when set, else nginx on the PATH or where Debian puts it."""
+    chosen = os.environ.get("CHAT_NGINX")
+    if chosen:
+        return shutil.which(chosen)
+    return shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
 
 
 class Nginx:
@@ -272,7 +276,7 @@ def wait_until_ready(url: str, verify: ssl.SSLContext | bool = True, timeout: fl
 @pytest.fixture(scope="module")
 def site(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     binary = nginx_binary()
-    need_service("nginx", binary is not None, "no nginx binary (apt-get install nginx-light)")
+    need_service("nginx", binary is not None, "no nginx binary (apt-get install nginx)")
     assert binary is not None
     from tests.redis_support import shared_redis_url
 
