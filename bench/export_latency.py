@@ -14,6 +14,10 @@ with `--messages` messages, then measures, for the same room:
 Prints p50/p90/p99/max for both phases, how many exports finished and their speed,
 and the server's peak resident memory in each phase (the export streams in batches,
 so memory should stay flat). `--json PATH` also writes the figures as JSON.
+
+`--redis URL` runs the server on Redis (tasks still in process); with `--worker` too,
+the exports run in a `chat worker` process instead (`CHAT_RUN_TASKS=never`), so the
+two runs compare chat latency with the export in the chat process and out of it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.dbseed import seed_messages  # noqa: E402
-from tests.harness import Api, ServerProcess, connect, join  # noqa: E402
+from tests.harness import Api, ServerProcess, WorkerProcess, connect, join  # noqa: E402
 
 
 @dataclass
@@ -229,12 +233,23 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="probe messages per second")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--redis", default=None, help="a Redis URL: the server shares it")
+    parser.add_argument("--worker", action="store_true", help="exports run in `chat worker`")
     args = parser.parse_args()
+    if args.worker and not args.redis:
+        parser.error("--worker needs --redis")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-export-"))
     url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-    server = ServerProcess(url, workdir, send_rate=1000, send_burst=1000, task_concurrency=2)
+    site: dict[str, Any] = {}
+    if args.redis:
+        site = {"redis_url": args.redis, "redis_prefix": f"bench{uuid.uuid4().hex[:8]}:"}
+        site["run_tasks"] = "never" if args.worker else "always"
+    server = ServerProcess(
+        url, workdir, send_rate=1000, send_burst=1000, task_concurrency=2, **site
+    )
     server.start()
+    worker = WorkerProcess(server.env, workdir).start() if args.worker else None
     api = Api(server)
     try:
         admin = api.admin()
@@ -277,13 +292,16 @@ def main() -> None:
         report(results)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            meta = {"messages": args.messages, "rate": args.rate, "rounds": args.rounds}
+            meta: dict[str, Any] = {"messages": args.messages, "rate": args.rate}
+            meta.update(rounds=args.rounds, redis=bool(args.redis), worker=args.worker)
             meta["load_average"] = os.getloadavg()
             meta["cpus"] = os.cpu_count()
             args.json.write_text(json.dumps({**meta, "results": results}, indent=2))
     finally:
         api.close()
         server.stop()
+        if worker is not None:
+            worker.stop()
 
 
 if __name__ == "__main__":

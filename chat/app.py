@@ -15,11 +15,15 @@ from starlette.types import Receive, Scope, Send
 from chat import __version__
 from chat.api import (
     admin,
+    admin_users,
     alerts,
+    audit,
     auth,
     changes,
+    console,
     errors,
     files,
+    message_changes,
     messages,
     notifications,
     ops,
@@ -33,7 +37,7 @@ from chat.api import (
 from chat.config import Settings
 from chat.drain import install_drain_handlers
 from chat.limits.body import BodyLimit
-from chat.monitoring import multiprocess, redact
+from chat.monitoring import history, multiprocess, redact
 from chat.services import Services
 from chat.ws.handshake import websocket_endpoint
 
@@ -78,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
+        if response.status_code >= 400:  # the console's chart of errors and refusals
+            history.HTTP_ERRORS[response.status_code] += 1
         if not request.url.path.startswith(CSP_EXEMPT):  # file responses set a stricter one
             response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -101,10 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         people.router,
         notifications.router,
         changes.router,
+        message_changes.router,
         messages.router,
         rooms.router,
         search.router,
         admin.router,
+        admin_users.router,
+        audit.router,
+        console.router,
         tasks.router,
         files.router,
         stream.router,

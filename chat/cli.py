@@ -1,4 +1,4 @@
-"""The `chat` command: serve, db upgrade, users create, bots create; and the client's.
+"""The `chat` command: serve, worker, db upgrade, users create, bots create; and the client's.
 
 The client's own subcommands (`chat_client.cli`: send, tail, edit, delete, react, read,
 notifications, notify, search; `chat_client.tasks_cli`: tasks) are the same as `chat-client`
@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run tasks from the site's queue, and nothing else (needs CHAT_REDIS_URL)"
+    )
+    worker.set_defaults(handler=cmd_worker)
 
     db = commands.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True
@@ -134,6 +139,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if metrics_dir is not None:
             multiprocess.cleanup(metrics_dir)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from chat.storage.migrate import upgrade
+    from chat.worker import run_worker
+
+    settings = Settings()
+    if not settings.redis_url:
+        raise CommandError("worker needs CHAT_REDIS_URL: tasks reach workers through Redis")
+    upgrade(settings.database_url)
+    asyncio.run(run_worker(settings))
     return 0
 
 

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         60.0, gt=0, description="longest demo (steps * delay) a non-admin may start"
     )
     export_retention_days: float = Field(7.0, gt=0, description="export files are then deleted")
+    # Who runs tasks (docs/tasks.md, "Workers"): `auto` runs them in this process without
+    # Redis and leaves them to `chat worker` processes with it; `always` runs them here
+    # (each process its own, as without workers); `never` only with Redis (workers do).
+    run_tasks: Literal["auto", "always", "never"] = "auto"
+    # Retention: messages (their files too) and notifications older than this many days
+    # are purged every `retention_interval` seconds by one process of the site. Unset: off.
+    retention_days: float | None = Field(None, gt=0)
+    retention_interval: float = Field(3600.0, gt=0, description="seconds between runs")
     data_dir: Path | None = None
 
     # Files (`POST /api/files`): stored under `<state dir>/files` by content hash.
@@ -164,6 +172,9 @@ class Settings(BaseSettings):
 
     # Alerts: counted per process over a sliding window, raised once per window and key.
     health_check_interval: float = Field(10.0, gt=0)
+    stats_sample_interval: float = Field(
+        10.0, ge=0.1, le=60, description="seconds per sample of the console's hour of charts"
+    )
     alert_window: float = Field(600.0, gt=0, description="seconds")
     alert_rate_limit_closes: int = Field(3, gt=0, description="closes of one user")
     alert_auth_failures: int = Field(10, gt=0, description="failures from one address")
@@ -189,6 +200,22 @@ class Settings(BaseSettings):
                         f"{item!r} is not an IP address or network (CHAT_TRUSTED_PROXIES)"
                     ) from None
         return value
+
+    @model_validator(mode="after")
+    def _someone_runs_tasks(self) -> Settings:
+        if self.run_tasks == "never" and not self.redis_url:
+            raise ValueError(
+                "CHAT_RUN_TASKS=never needs CHAT_REDIS_URL: tasks reach `chat worker` "
+                "processes through Redis, and without it nothing would run them"
+            )
+        return self
+
+    @cached_property
+    def tasks_here(self) -> bool:
+        """Whether this chat process runs tasks (else it queues them for `chat worker`)."""
+        if self.run_tasks == "auto":
+            return not self.redis_url
+        return self.run_tasks == "always"
 
     @cached_property
     def sqlite_path(self) -> Path | None:

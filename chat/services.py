@@ -8,8 +8,9 @@ dependency per part); only the app, the graceful stop and the CLI import it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chat.api.stream import StreamDeps
 from chat.auth.accounts import Accounts
@@ -23,6 +24,7 @@ from chat.limits.buckets import FailureWindow, Gate, LoginThrottle
 from chat.monitoring import metrics
 from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts, HealthWatcher
+from chat.monitoring.history import History
 from chat.monitoring.sampler import MetricsSampler
 from chat.protocol import encode
 from chat.storage.db import Database
@@ -36,6 +38,9 @@ from chat.tasks.repository import TaskRepository
 from chat.webhooks.repository import WebhookRepository
 from chat.webhooks.worker import WebhookWorker
 from chat.ws.deps import WsDeps
+
+if TYPE_CHECKING:
+    from chat.tasks.queue import TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +66,11 @@ class Services:
     files: FileService = field(init=False)
     webhooks: WebhookWorker = field(init=False)
     sampler: MetricsSampler = field(init=False)
+    history: History = field(init=False)  # the console's charts: the last hour
     draining: bool = False
     stream_key: bytes = b""  # signs stream cursors (`chat.stream.cursor`)
+    worker: bool = False  # a `chat worker` (`chat.worker`): runs queued tasks, serves nothing
+    task_queue: TaskQueue | None = field(init=False, default=None)  # the site's (Redis)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -89,6 +97,11 @@ class Services:
         )
         self.memberships = MembershipRecorder(self.store, max_batch=s.write_batch_max)
         self.files = FileService.local(s, self.store)
+        run_here = self.worker or s.tasks_here
+        if s.redis_url and (self.worker or not run_here):
+            from chat.tasks.queue import TaskQueue  # saq: only where tasks cross processes
+
+            self.task_queue = TaskQueue(s.redis_url, s.redis_prefix, s.task_heartbeat_interval)
         self.tasks = TaskRunner(
             s,
             self.db,
@@ -98,12 +111,20 @@ class Services:
             accounts=self.accounts,
             files=self.files,
             draining=lambda: self.draining,
+            queue=self.task_queue,
+            run_here=run_here,
         )
         self.webhooks = WebhookWorker(s, WebhookRepository(self.db), self.store.outbox, self.alerts)
         self.hub.on_resync(self.tasks.resync)
         self.hub.on_admins_event(self.tasks.changed_somewhere)
-        probes = {"database": self.db.ping, "broker": self.backends.fanout.ping}
-        self.health = HealthWatcher(self.alerts, probes, s.health_check_interval)
+        self.health = HealthWatcher(self.alerts, self.probes(), s.health_check_interval)
+        # Named like the task runner's worker, so the health view can match the two.
+        self.history = History(
+            self.tasks.worker,
+            lambda: len(self.hub.connections),
+            self.backends.samples,
+            s.stats_sample_interval,
+        )
         fanout = self.backends.fanout
         local = [
             (metrics.ROOMS_ACTIVE, lambda: self.hub.rooms_active),
@@ -112,8 +133,12 @@ class Services:
         ]
         self.sampler = MetricsSampler(local, TaskRepository(self.db).queue_stats)
 
+    def probes(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """What `/readyz`, the health alerts and the console's health view check."""
+        return {"database": self.db.ping, "broker": self.backends.fanout.ping}
+
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    def build(cls, settings: Settings, *, worker: bool = False) -> Services:
         db = Database(settings.database_url)
         store = Store(
             db,
@@ -150,7 +175,7 @@ class Services:
             gap_check_interval=settings.gap_check_interval,
             presence_tick=settings.presence_tick,
         )
-        services = cls(settings, db, store, accounts, backends, hub)
+        services = cls(settings, db, store, accounts, backends, hub, worker=worker)
         services.stream_key = cursor_key(secret)
         return services
 
@@ -168,20 +193,41 @@ class Services:
         await self.hub.start()
         self.writer.start()
         self.memberships.start()
+        if self.task_queue is not None:
+            await self.task_queue.connect()
         await self.tasks.start()
         self.files.start()
         self.webhooks.start()
         self.health.start()
+        self.history.start()
         self.sampler.start()
 
     async def stop(self) -> None:
         await self.sampler.stop()
+        await self.history.stop()
         await self.health.stop()
         await self.webhooks.stop()
         await self.files.stop()
         await self.tasks.stop()
         await self.writer.stop()
         await self.memberships.stop()
+        await self._close_shared()
+
+    async def start_worker(self) -> None:
+        """What a `chat worker` runs: the fan-out (frames and alerts reach every
+        process's sockets through Redis) and the task runner; no sockets, no writer."""
+        assert self.task_queue is not None, "a worker needs the site's queue (Redis)"
+        await self.hub.start()
+        await self.task_queue.connect()
+        await self.tasks.start()
+
+    async def stop_worker(self) -> None:
+        """After the runner and the saq worker stopped (`chat.worker`): the rest."""
+        await self._close_shared()
+
+    async def _close_shared(self) -> None:
+        if self.task_queue is not None:
+            await self.task_queue.close()
         await self.alerts.stop()
         await self.hub.stop()
         await self.backends.connections.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -84,6 +85,18 @@ class BrowserPage:
         from playwright.sync_api import expect
 
         return expect(self.page.locator(target) if isinstance(target, str) else target)
+
+    def message(self, body: str) -> Any:
+        """On the chat page: the list item of the message whose text is exactly `body`."""
+        return self.page.locator("#scroller .messages > li").filter(
+            has=self.page.locator(".msg-body", has_text=re.compile(f"^{re.escape(body)}$"))
+        )
+
+    def act(self, body: str, action: str) -> None:
+        """On the chat page: use a button of a message's toolbar (it shows on hover)."""
+        item = self.message(body)
+        item.hover()
+        item.locator(".msg-actions").get_by_role("button", name=action, exact=True).click()
 
     def shot(self, name: str, full_page: bool | None = None) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)

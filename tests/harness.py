@@ -44,6 +44,9 @@ TEST_DEFAULTS: dict[str, Any] = {
     "password_hash_time_cost": 1,
     "password_hash_memory_kib": 1024,
     "password_hash_parallelism": 1,
+    # Processes sharing Redis run their own tasks unless a test starts `chat worker`s
+    # (`ServerPair(task_workers=N)`), as a site without workers would be set up.
+    "run_tasks": "always",
 }
 # For the tests that measure hashing under load: the production cost.
 REAL_HASHING: dict[str, Any] = {
@@ -71,6 +74,7 @@ class ServerProcess:
     def __init__(
         self, database_url: str, workdir: Path, *, serve_args: Sequence[str] = (), **settings: Any
     ) -> None:
+        settings.pop("task_workers", None)  # one process runs its tasks itself
         self.port = free_port()
         self.serve_args = list(serve_args)  # more `chat serve` options (`--workers 2`)
         self.workdir = workdir
@@ -153,6 +157,50 @@ class ServerProcess:
         )
 
 
+class WorkerProcess:
+    """`python -m chat worker` as a child process, with a server's environment."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, name: str = "worker") -> None:
+        self.env = dict(env)
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+
+    def start(self, timeout: float = 20.0) -> WorkerProcess:
+        """Start it and wait until it takes jobs (its log says `ready`)."""
+        log = self.log_path.open("ab")
+        start = self.log_path.stat().st_size
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chat", "worker"],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()}")
+            if "task worker" in self.log()[start:] and " ready " in self.log()[start:]:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"worker did not start in {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
 class ServerPair:
     """Two `chat serve` processes on one database and one Redis: a site of two nodes.
 
@@ -162,15 +210,33 @@ class ServerPair:
     processes and anything that only works inside one process fails there.
     `proc`, `port` and `cli` are node A's; `start`, `stop` and `restart` act
     on both.
+
+    `task_workers=N` also starts N `chat worker` processes (`workers`), and the
+    nodes then run no task themselves (`CHAT_RUN_TASKS=never`): every task goes
+    through the site's queue. They share one state dir (export files).
     """
 
-    def __init__(self, database_url: str, workdir: Path, redis_url: str, **settings: Any) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workdir: Path,
+        redis_url: str,
+        *,
+        task_workers: int = 0,
+        **settings: Any,
+    ) -> None:
         prefix = f"t{uuid.uuid4().hex[:10]}:"  # this site's keys and channels
         shared = {"redis_url": redis_url, "redis_prefix": prefix, **settings}
+        if task_workers:
+            shared.setdefault("run_tasks", "never")
+            shared.setdefault("data_dir", workdir / "data")
         self.nodes = []
         for name in ("a", "b"):
             (workdir / name).mkdir(exist_ok=True)
             self.nodes.append(ServerProcess(database_url, workdir / name, **shared))
+        self.workers = [
+            WorkerProcess(self.nodes[0].env, workdir, f"worker{i}") for i in range(task_workers)
+        ]
         self.database_url = database_url
         self.workdir = workdir
         self._turn = itertools.cycle(self.nodes)
@@ -202,10 +268,15 @@ class ServerPair:
         for node in self.nodes:
             if node.proc is None or node.proc.poll() is not None:
                 node.start(timeout)
+        for worker in self.workers:
+            if worker.proc is None or worker.proc.poll() is not None:
+                worker.start(timeout)
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         codes = [node.stop(sig, timeout) for node in self.nodes]
+        for worker in self.workers:
+            worker.stop(sig, timeout)
         return codes[0]
 
     def restart(self) -> None:
@@ -213,7 +284,9 @@ class ServerPair:
         self.start()
 
     def log(self) -> str:
-        return "\n".join(f"--- node {chr(97 + i)}\n{n.log()}" for i, n in enumerate(self.nodes))
+        logs = [f"--- node {chr(97 + i)}\n{n.log()}" for i, n in enumerate(self.nodes)]
+        logs += [f"--- worker {i}\n{w.log()}" for i, w in enumerate(self.workers)]
+        return "\n".join(logs)
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return self.nodes[0].cli(*args, stdin=stdin)

@@ -24,7 +24,7 @@ class Event:
 class SseReader:
     """Reads one open stream event by event; counts keep-alive comments."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, *, paused: bool = False) -> None:
         self.response = response
         self.comments: list[str] = []
         self.seen: list[Event] = []  # every event handed out, `until` skips included
@@ -32,7 +32,14 @@ class SseReader:
         # Read by a task of its own: a timed-out wait must not cancel the line iterator
         # (that would close the stream under the test).
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._reader = asyncio.create_task(self._read())
+        self._reader: asyncio.Task[None] | None = None
+        if not paused:
+            self.resume()
+
+    def resume(self) -> None:
+        """Start reading (a reader opened `paused` leaves everything in the socket)."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
 
     async def next(self, timeout: float = 5.0) -> Event:
         """The next event; `EOFError` when the server ended the stream."""
@@ -46,7 +53,8 @@ class SseReader:
         return event
 
     async def close(self) -> None:
-        self._reader.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
 
     async def _read(self) -> None:
         kind, data, event_id = "message", list[str](), None
@@ -103,9 +111,12 @@ async def open_stream(
     in_query: bool = False,
     ticket: str | None = None,
     verify: ssl.SSLContext | bool = True,
+    paused: bool = False,
 ) -> AsyncIterator[SseReader]:
     """`GET /api/stream` on `base_url`; the reader of its events (any status: the test
-    looks at `reader.response.status_code`). `verify`: for an `https://` base."""
+    looks at `reader.response.status_code`). `paused`: read nothing until `resume()`
+    (the server meets a stalled client once the kernel's buffers are full). `verify`:
+    for an `https://` base."""
     headers = {"Accept": "text/event-stream"}
     params = {"rooms": ",".join(rooms)}
     if token is not None:
@@ -124,7 +135,7 @@ async def open_stream(
     ):
         if response.status_code != 200:
             await response.aread()
-        reader = SseReader(response)
+        reader = SseReader(response, paused=paused)
         try:
             yield reader
         finally:

@@ -4,6 +4,7 @@ transport carried it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from tests.conftest import Servers
 from tests.harness import Account, Api, Server, all_messages, connect, join, recv_until, say
+from tests.test_write_path import refuse_inserts, writes_stalled
 
 
 def post(api: Api, who: Account | None, room: str, **body: Any) -> httpx.Response:
@@ -126,4 +128,59 @@ async def test_rest_and_socket_sends_share_one_bucket(make_server: Servers) -> N
     assert (await recv_until(ws, "error", ref="r5"))["code"] == "rate_limited"
     assert len(all_messages(api, alice, room)) == 3
     await ws.close()
+    api.close()
+
+
+@pytest.mark.one_backend
+async def test_a_refused_batch_is_a_503_and_the_same_ref_later_lands_once(
+    make_server: Servers,
+) -> None:
+    server = make_server()
+    api = Api(server)
+    alice = api.user()
+    room = api.room(alice)
+    await refuse_inserts(server.database_url, True)
+    try:
+        r = post(api, alice, room, body="while the database says no", ref="r-503")
+        body = refused(r, 503, "unavailable")
+        assert body["retry_after"] > 0 and int(r.headers["Retry-After"]) >= 1
+        assert all_messages(api, alice, room) == []
+    finally:
+        await refuse_inserts(server.database_url, False)
+    again = post(api, alice, room, body="while the database says no", ref="r-503")
+    assert again.status_code == 201, again.text
+    assert post(api, alice, room, body="while the database says no", ref="r-503").status_code == 200
+    assert [m["body"] for m in all_messages(api, alice, room)] == ["while the database says no"]
+    api.close()
+
+
+@pytest.mark.one_backend
+async def test_a_full_write_queue_is_a_503_at_once_and_what_was_taken_lands(
+    make_server: Servers,
+) -> None:
+    server = make_server(write_queue_max=3, send_rate=1000, send_burst=1000)
+    api = Api(server)
+    alice = api.user()
+    room = api.room(alice)
+    async with httpx.AsyncClient(base_url=server.http, timeout=60) as client:
+
+        async def send(i: int) -> httpx.Response:
+            payload = {"body": f"stalled {i}", "ref": f"q{i}"}
+            url = f"/api/rooms/{room}/messages"
+            return await client.post(url, json=payload, headers=alice.headers)
+
+        async with writes_stalled(server.database_url):
+            pending = [asyncio.create_task(send(i)) for i in range(12)]
+            done, _ = await asyncio.wait(pending, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            early = [task.result() for task in done]
+            assert early, "no send was refused while the writer was stalled"
+            for r in early:  # refused at once, without waiting for the database
+                refused(r, 503, "overloaded")
+                assert int(r.headers["Retry-After"]) >= 1
+        answers = await asyncio.gather(*pending)
+    taken = sorted(r.json()["ref"] for r in answers if r.status_code == 201)
+    others = [r for r in answers if r.status_code != 201]
+    assert taken and all(r.json()["code"] == "overloaded" for r in others), others
+    stored = all_messages(api, alice, room)
+    assert sorted(f"q{m['body'].split()[-1]}" for m in stored) == taken
     api.close()

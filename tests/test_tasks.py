@@ -63,7 +63,10 @@ def csv_safe(value: str) -> str:
 
 @pytest.fixture(scope="module")
 def tserver(module_servers: ServerFactory) -> ServerProcess:
+    """On the redis backend, two chat processes that run no task and one `chat worker`
+    that runs them all: every test of this server holds wherever the task runs."""
     return module_servers(
+        task_workers=1,
         task_concurrency=4,
         task_progress_interval=INTERVAL,
         tasks_per_user=3,

@@ -2,8 +2,10 @@
 
 Covers: a non-admin is turned away; an admin starts an export from the form, watches
 the bar go to 100 % and downloads the file; a failing task raises an alert in the
-feed; cancel stops a running task; kick and ban from the online list; the
-connection indicator through a server restart (reconnect with backoff).
+feed; cancel stops a running task; the online list kept live by presence frames, kick
+and ban from it; the last hour's charts and the health view; accounts (search, disable,
+role, password reset); bots (create, rotate, revoke); the audit log and its filters;
+the connection indicator through a server restart (reconnect with backoff).
 
 Screenshots land in `test-output/screenshots/admin-*.png` for review. Chromium comes
 from the system (`/usr/bin/chromium`, or `CHAT_CHROMIUM`); nothing is downloaded.
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,6 +54,7 @@ def admin_server(module_servers: ServerFactory) -> ServerProcess:
         webhook_backoff_base=0.05,
         webhook_max_failures=2,
         webhook_poll_interval=0.2,
+        stats_sample_interval=0.5,  # the charts fill in seconds
     )
 
 
@@ -258,8 +262,18 @@ def test_kick_and_ban_from_the_online_list(
         ws.send(json.dumps({"type": "join", "room": room}))
         sockets[who.name] = ws
     console = consoles().open(boss)
-    console.page.click("#online-refresh")
     block = console.page.locator(f'.room-block[data-room="{room}"]')
+    console.expect(block.locator(".person")).to_have_count(2)  # the snapshot
+    console.expect("#online-status").to_contain_text("Live since")
+    # Live: someone joining shows up without any click or reload (presence frames).
+    late = admin_api.user(unique("late"))
+    ws = stack.enter_context(
+        ws_connect(admin_server.ws, additional_headers={"Authorization": f"Bearer {late.token}"})
+    )
+    ws.recv(timeout=5)
+    ws.send(json.dumps({"type": "join", "room": room}))
+    console.expect(block.locator(".person")).to_have_count(3)
+    ws.close()
     console.expect(block.locator(".person")).to_have_count(2)
     console.shot("06-online")
 
@@ -381,6 +395,16 @@ def test_a_dead_webhook_shows_disabled_with_its_failed_deliveries(
         console.expect(f'#webhook-list > li[data-webhook="{hook_id}"][data-state="disabled"]')\
             .to_be_visible()  # fmt: skip
         console.expect(row.locator(".webhook-reason")).to_contain_text("2 failed deliveries")
+        # The attempt log may be written just after the disable is announced, and the
+        # page reads it once per click: wait until the server has both attempts.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            log = admin_api.client.get(
+                f"/api/webhooks/{hook_id}/deliveries", headers=boss.headers
+            ).json()
+            if sum(a["status"] == "failed" for a in log["items"]) >= 2:
+                break
+            time.sleep(0.1)
         row.get_by_role("button", name="Deliveries").click()
         failed = row.locator('.attempt[data-status="failed"]')
         console.expect(failed).to_have_count(2)
@@ -388,3 +412,152 @@ def test_a_dead_webhook_shows_disabled_with_its_failed_deliveries(
         console.shot("webhooks-disabled")
     finally:
         receiver.close()
+
+
+# --- the last hour, accounts, bots, the audit log -------------------------------------------
+
+
+def test_the_overview_draws_the_last_hour_and_the_health(
+    consoles: Consoles, admin_api: Api, admin_server: ServerProcess
+) -> None:
+    boss = admin_api.admin(unique("charts"))  # the module's may have signed out
+    user = admin_api.user()
+    room = admin_api.room(user)
+
+    async def chat() -> None:
+        ws = await connect(admin_server, user.token)
+        await join(ws, room)
+        for i in range(10):
+            await say(ws, room, f"for the chart {i}")
+        await ws.send(json.dumps({"type": "send", "room": "nowhere", "body": "x", "ref": "r"}))
+        await ws.close()
+
+    in_thread(chat())
+    assert admin_api.client.get("/api/rooms/nowhere/messages", headers=user.headers).status_code
+    console = consoles().open(boss)
+    for chart in ("messages", "connections", "latency", "errors", "tasks"):
+        console.expect(f'#charts figure[data-chart="{chart}"] svg').to_have_count(1)
+    # Lines drawn from the server's samples (the page reloads them every 10 s).
+    console.expect('#charts figure[data-chart="messages"] polyline').not_to_have_count(0)
+    latency = console.page.locator('#charts figure[data-chart="latency"]')
+    for series in ("series-0", "series-2"):  # p50 and p99: lines, or dots for lone samples
+        console.expect(latency.locator(f"polyline.{series}, circle.{series}")).not_to_have_count(0)
+    console.expect('#charts figure[data-chart="errors"] .legend').to_contain_text("ws:not_joined")
+    console.expect('#health [data-check="database"][data-status="ok"]').to_have_count(1)
+    console.expect('#health [data-check="broker"][data-status="ok"]').to_contain_text("ms")
+    console.expect('#health [data-alive="true"]').not_to_have_count(0)
+    console.shot("09-overview", full_page=False)
+
+
+def test_accounts_are_found_disabled_promoted_and_given_a_new_password(
+    consoles: Consoles, admin_api: Api
+) -> None:
+    boss = admin_api.admin(unique("accounts"))
+    dora = admin_api.user(unique("dora"))
+    console = consoles().open(boss)
+    console.page.fill("#users-q", dora.name)
+    console.page.click("#users-form button[type=submit]")
+    row = console.page.locator(f'#users-list tr[data-user="{dora.name}"]')
+    console.expect(row).to_have_attribute("data-state", "active")
+
+    row.locator('button[data-action="disable"]').click()
+    row.locator('button[data-action="disable"]').click()  # the second click confirms
+    console.expect(row).to_have_attribute("data-state", "disabled")
+    r = admin_api.client.post(
+        "/api/auth/token", data={"username": dora.name, "password": dora.password}
+    )
+    assert r.status_code == 401
+    row.locator('button[data-action="enable"]').click()
+    console.expect(row).to_have_attribute("data-state", "active")
+
+    row.locator('button[data-action="role"]').click()
+    row.locator('button[data-action="role"]').click()
+    console.expect(row).to_have_attribute("data-role", "admin")
+
+    row.locator('button[data-action="password"]').click()
+    row.locator('button[data-action="password"]').click()
+    secret = console.page.locator("#users-secret .secret-value")
+    console.expect(secret).to_be_visible()
+    password = secret.text_content()
+    assert password and admin_api.login(dora.name, password)["access_token"]
+    r = admin_api.client.post(
+        "/api/auth/token", data={"username": dora.name, "password": dora.password}
+    )
+    assert r.status_code == 401  # the old one stopped working
+    console.shot("10-accounts")
+    console.page.locator("#users-secret button", has_text="Done").click()
+    console.expect("#users-secret").to_be_hidden()
+
+
+def test_bots_are_created_rotated_and_revoked(consoles: Consoles, admin_api: Api) -> None:
+    boss = admin_api.admin(unique("bots"))
+    console = consoles().open(boss)
+    name = unique("robo")
+    console.page.fill("#bot-name", name)
+    console.page.click("#bot-form button[type=submit]")
+    token = console.page.locator("#bots-secret .secret-value")
+    console.expect(token).to_be_visible()
+    first = token.text_content()
+    me = admin_api.client.get("/api/me", headers={"Authorization": f"Bearer {first}"})
+    assert me.json()["name"] == name
+    row = console.page.locator(f'#bot-list li[data-bot="{name}"]')
+    console.expect(row).to_have_attribute("data-state", "active")
+
+    row.locator('button[data-action="rotate"]').click()
+    row.locator('button[data-action="rotate"]').click()
+    console.expect(token).not_to_have_text(first or "")
+    second = token.text_content()
+    assert (
+        admin_api.client.get("/api/me", headers={"Authorization": f"Bearer {first}"}).status_code
+        == 401
+    )
+    assert (
+        admin_api.client.get("/api/me", headers={"Authorization": f"Bearer {second}"}).status_code
+        == 200
+    )
+    console.shot("11-bots")
+
+    row.locator('button[data-action="revoke"]').click()
+    row.locator('button[data-action="revoke"]').click()
+    console.expect(row).to_have_attribute("data-state", "revoked")
+    assert (
+        admin_api.client.get("/api/me", headers={"Authorization": f"Bearer {second}"}).status_code
+        == 401
+    )
+
+
+def test_the_audit_log_lists_and_filters_admin_actions_as_text(
+    consoles: Consoles, admin_api: Api
+) -> None:
+    boss = admin_api.admin(unique("auditor"))
+    owner, eve = admin_api.user(), admin_api.user(unique("eve"))
+    room = admin_api.room(
+        owner, "<img src=x onerror=window.__pwned=1> " + unique("r"), private=True
+    )
+    r = admin_api.client.post(
+        f"/api/rooms/{room}/members", json={"username": eve.name}, headers=boss.headers
+    )
+    assert r.status_code == 201, r.text
+    console = consoles().open(boss)
+    # An action taken in the console shows up in the log at once.
+    console.page.fill("#moderate-name", eve.name)
+    console.page.click('#moderate-form button[data-action="ban"]')
+    console.expect("#moderate-status").to_have_text(f"{eve.name} was banned.")
+    rows = console.page.locator("#audit-list tr")
+    console.expect(rows.first).to_have_attribute("data-action", "user.ban")
+    console.expect(rows.first.locator(".audit-target")).to_have_text(f"user {eve.name}")
+    console.expect(rows.first.locator(".audit-address")).to_have_text("127.0.0.1")
+    added = console.page.locator('#audit-list tr[data-action="room.member_add"]', has_text=room)
+    console.expect(added.first.locator(".audit-target")).to_have_text(f"room {room}")
+    assert console.page.locator("#audit-list img").count() == 0
+    assert console.page.evaluate("window.__pwned") is None
+
+    console.page.fill("#audit-action", "room")
+    console.page.fill("#audit-target", room)
+    console.page.click("#audit-form button[type=submit]")
+    console.expect(rows).to_have_count(1)
+    console.expect(rows.first).to_have_attribute("data-action", "room.member_add")
+    console.expect(rows.first.locator(".audit-detail")).to_have_text(f"user: {eve.name}")
+    console.shot("12-audit")
+    console.page.click("#audit-form button[type=reset]")
+    console.expect(rows.first).to_have_attribute("data-action", "user.ban")

@@ -117,12 +117,6 @@ class ChatPage(BrowserPage):
     def bodies(self) -> list[str]:
         return [m["body"] for m in self.messages()]
 
-    def message(self, body: str) -> Any:
-        """The list item of the message with exactly this body."""
-        return self.page.locator("#scroller .messages > li").filter(
-            has=self.page.locator(".msg-body", has_text=re.compile(f"^{re.escape(body)}$"))
-        )
-
 
 ChatPages = Callable[..., ChatPage]
 

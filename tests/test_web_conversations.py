@@ -68,18 +68,6 @@ class Person(ChatPerson):
         box.fill(text)
         box.press("Enter")
 
-    def message(self, body: str) -> Any:
-        """The list item of the message whose text is exactly `body`."""
-        return self.page.locator("#scroller .messages > li").filter(
-            has=self.page.locator(".msg-body", has_text=re.compile(f"^{re.escape(body)}$"))
-        )
-
-    def act(self, body: str, action: str) -> None:
-        """Use a button of a message's toolbar (it shows on hover and on focus)."""
-        item = self.message(body)
-        item.hover()
-        item.locator(".msg-actions").get_by_role("button", name=action, exact=True).click()
-
     def badge(self, room: str) -> Any:
         return self.room_button(room).locator(".unread")
 

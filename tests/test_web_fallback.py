@@ -3,9 +3,9 @@
 Alice reaches the server through a proxy that refuses WebSocket upgrades with 403
 (tests/wsblock.py), as some corporate proxies do: a real refused handshake, not a
 flag. Her page falls back by itself, says so, and chats with Bob (on a plain
-WebSocket) both ways, sees his typing and reactions (reacting herself says it needs
-the WebSocket); a server restart while on the fallback resumes from the
-stream's cursor with nothing lost or doubled; once the proxy lets WebSockets
+WebSocket) both ways: messages, typing, reactions, edits and deletions (hers go by
+their REST twins), and her read cursor; a server restart while on the fallback
+resumes from the stream's cursor with nothing lost or doubled; once the proxy lets WebSockets
 through, her page returns to the WebSocket and the chat goes on.
 
 Screenshots land in `test-output/screenshots/fallback-*.png`.
@@ -36,7 +36,7 @@ class FallbackPage(ChatPage):
 
 @pytest.fixture(scope="module")
 def web_server(module_servers: ServerFactory) -> ServerProcess:
-    return module_servers(send_rate=1000, send_burst=1000)
+    return module_servers(send_rate=1000, send_burst=1000, task_progress_interval=0.1)
 
 
 @pytest.fixture
@@ -84,20 +84,33 @@ def test_falls_back_without_websockets_and_returns(
         a.expect(a.message("hello over the websocket")).to_have_count(1)
         a.say("a reply to that")
         b.expect(b.message("a reply to that")).to_have_count(1)
-        # Reactions of others arrive; reacting yourself needs the WebSocket, and says so.
-        b.message("a reply to that").hover()
-        b.message("a reply to that").locator(".msg-actions").get_by_role(
-            "button", name="React", exact=True
-        ).click()
+        # Reactions both ways: Bob's arrives on the stream, Alice's goes by REST.
+        b.act("a reply to that", "React")
         b.message("a reply to that").get_by_role("button", name="React with 👍").click()
         chip = a.message("a reply to that").locator('.reaction[data-emoji="👍"]')
         a.expect(chip.locator(".reaction-count")).to_have_text("1")
-        a.message("hello over the websocket").hover()
-        a.message("hello over the websocket").locator(".msg-actions").get_by_role(
-            "button", name="React", exact=True
-        ).click()
-        a.message("hello over the websocket").get_by_role("button", name="React with 👍").click()
-        a.expect(a.message("hello over the websocket")).to_contain_text("need the WebSocket")
+        chip.click()
+        b_chip = b.message("a reply to that").locator('.reaction[data-emoji="👍"]')
+        b.expect(b_chip.locator(".reaction-count")).to_have_text("2")
+        a.expect(chip).to_have_attribute("aria-pressed", "true")
+        # Alice types, edits and deletes her own words; Bob sees each at once.
+        a.page.locator("#message-input").fill("typing too…")
+        b.expect("#typing").to_have_text(f"{alice.name} is typing…")
+        a.page.locator("#message-input").fill("")
+        a.say("a typo to fix")
+        a.act("a typo to fix", "Edit")
+        editor = a.page.locator(".msg-editor textarea")
+        editor.fill("a typo, fixed")
+        editor.press("Enter")
+        b.expect(b.message("a typo, fixed").locator(".msg-edited")).to_be_visible()
+        a.expect(a.message("a typo, fixed").locator(".msg-edited")).to_be_visible()
+        a.act("a typo, fixed", "Delete")
+        a.message("a typo, fixed").get_by_role("button", name="Really delete?").click()
+        for page in (a, b):
+            page.expect(page.page.locator('#scroller li[data-deleted="true"]')).to_have_count(1)
+        # Her read cursor moves by REST too: nothing is unread for her on the server.
+        rooms = api.client.get("/api/rooms", headers=alice.headers).json()["items"]
+        assert next(r for r in rooms if r["name"] == room)["unread"] == 0
         a.shot("01-on-the-fallback")
         b.shot("02-other-side-on-websocket")
 
@@ -126,13 +139,14 @@ def test_falls_back_without_websockets_and_returns(
             "hello from behind the proxy",
             "hello over the websocket",
             "a reply to that",
+            "message deleted",
             "typed while the server was down",
         ]
         for page in (a, b):
             shown = page.bodies()
             assert sorted(shown) == sorted([*expected, *(f"meanwhile {i}" for i in range(1, 4))])
             assert_in_order_once(page.messages())
-        stored = [m["body"] for m in api.history(alice, room, limit=100)]
+        stored = [m["body"] for m in api.history(alice, room, limit=100) if not m["deleted"]]
         assert stored.count("typed while the server was down") == 1
         assert len(stored) == len(set(stored)) == 7
         a.shot("04-after-restart-on-the-fallback")
@@ -146,7 +160,7 @@ def test_falls_back_without_websockets_and_returns(
         b.say("welcome back")
         a.expect(a.message("welcome back")).to_have_count(1)
         for page in (a, b):
-            page.expect("#scroller .messages > li").to_have_count(9)
+            page.expect("#scroller .messages > li").to_have_count(10)
             assert_in_order_once(page.messages())
             assert {m["state"] for m in page.messages()} == {"sent"}
         a.shot("05-back-on-the-websocket")
@@ -176,6 +190,18 @@ def test_admin_console_keeps_working_on_the_fallback(
         console.expect("#online-status").not_to_have_text(re.compile("Loading|could not", re.I))
         console.expect("#tasks-title").to_be_visible()
         assert proxy.refused_upgrades >= 2
+        # Tasks and alerts arrive live on the stream (the console does not poll them).
+        r = api.client.post(
+            "/api/tasks",
+            json={"kind": "demo", "params": {"steps": 10, "delay": 0.05, "fail_at": 0.6}},
+            headers=boss.headers,
+        )
+        assert r.status_code == 202, r.text
+        task = console.page.locator(f'#task-list > li[data-id="{r.json()["id"]}"]')
+        console.expect(task.locator(".status")).to_have_text("failed")
+        console.expect(task.locator(".pct")).to_have_text("60 %")
+        alert = console.page.locator("#alert-list > li.alert", has_text=r.json()["id"][:8])
+        console.expect(alert).to_have_count(1)
         console.shot("06-admin-console")
         problems = list(console.problems)
     finally:

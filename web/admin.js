@@ -1,4 +1,7 @@
-// admin.js — the admin console (`/admin`): tasks with live progress, alerts, who is online.
+// admin.js — the admin console (`/admin`): tasks with live progress, alerts, who is online
+// (live, from presence frames), webhooks; and through its modules the last hour's charts
+// and health (admin-charts.js), accounts (admin-people.js), bots (admin-bots.js) and the
+// audit log (admin-audit.js).
 //
 // Uses the shared browser client (auth, reconnecting WebSocket), and shares the sign-in
 // view, the connection indicator and the wording of errors with the chat (shared/). Every
@@ -7,9 +10,9 @@
 // <progress> elements, states are data attributes (`data-tone`, `data-status`) styled
 // by shared/components.css and admin.css.
 //
-// Data flow: on start (and after every reconnect) the task list, the recent alerts and
-// the presence snapshot are loaded over HTTP; after that `task` and `alert` frames keep
-// them current. A task frame never moves a task backwards (a final status is final and
+// Data flow: on start (and after every reconnect) the task list and the recent alerts are
+// loaded over HTTP and the console asks to `watch` presence; after that `task`, `alert`,
+// `presence_snapshot` and `presence_changes` frames keep them current. A task frame never moves a task backwards (a final status is final and
 // progress only grows), so a snapshot racing a live frame cannot undo it.
 
 import { ApiError, Connection, NetworkError, Session } from "/static/shared/client.js";
@@ -17,6 +20,10 @@ import { byId, clear, h, setText, showText, timeElement } from "/static/shared/d
 import { couldNot, requestErrorWords } from "/static/shared/errors.js";
 import { SignIn } from "/static/shared/signin.js";
 import { ConnectionStatus } from "/static/shared/status.js";
+import { Audit } from "/static/admin-audit.js";
+import { Bots } from "/static/admin-bots.js";
+import { Overview } from "/static/admin-charts.js";
+import { Online, Users } from "/static/admin-people.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, cancelled: 2 };
@@ -25,8 +32,6 @@ const STATUS_TONE = { queued: "neutral", running: "accent", succeeded: "ok", fai
 const LEVEL_TONE = { info: "neutral", warning: "warn", error: "danger", critical: "danger" };
 const MAX_TASKS = 100;
 const MAX_ALERTS = 100;
-const PRESENCE_EVERY = 5000;
-const CONFIRM_FOR = 4000;
 
 const session = new Session();
 let conn = null; // the Connection while the console is open
@@ -34,7 +39,6 @@ let me = null;
 let kinds = [];
 const tasks = new Map(); // id -> {data, el}
 const alertIds = new Set();
-let presenceTimer = null;
 let tickTimer = null;
 let rooms = [];
 
@@ -54,9 +58,6 @@ const $ = {
   alertList: byId("alert-list"),
   alertsEmpty: byId("alerts-empty"),
   alertsNew: byId("alerts-new"),
-  onlineRooms: byId("online-rooms"),
-  onlineStatus: byId("online-status"),
-  onlineRefresh: byId("online-refresh"),
   moderateForm: byId("moderate-form"),
   moderateName: byId("moderate-name"),
   moderateUnban: byId("moderate-unban"),
@@ -83,6 +84,51 @@ const signin = new SignIn({
   onLeave: leave,
 });
 const status = new ConnectionStatus(byId("conn"), byId("banner"));
+const overview = new Overview(session, {
+  charts: byId("charts"),
+  health: byId("health"),
+  status: byId("overview-status"),
+});
+const audit = new Audit(session, {
+  form: byId("audit-form"),
+  actor: byId("audit-actor"),
+  action: byId("audit-action"),
+  target: byId("audit-target"),
+  since: byId("audit-since"),
+  until: byId("audit-until"),
+  list: byId("audit-list"),
+  status: byId("audit-status"),
+  more: byId("audit-more"),
+});
+const online = new Online(
+  { rooms: byId("online-rooms"), status: byId("online-status") },
+  { me: () => me, moderate },
+);
+const users = new Users(
+  session,
+  {
+    form: byId("users-form"),
+    q: byId("users-q"),
+    role: byId("users-role"),
+    state: byId("users-state"),
+    list: byId("users-list"),
+    status: byId("users-status"),
+    more: byId("users-more"),
+    secret: byId("users-secret"),
+  },
+  { me: () => me, onChange: () => audit.load() },
+);
+const bots = new Bots(
+  session,
+  {
+    form: byId("bot-form"),
+    name: byId("bot-name"),
+    list: byId("bot-list"),
+    status: byId("bots-status"),
+    secret: byId("bots-secret"),
+  },
+  { onChange: () => audit.load() },
+);
 
 $.signout.addEventListener("click", async () => {
   $.signout.disabled = true;
@@ -119,16 +165,26 @@ function startConsole() {
   loadKinds();
   loadTasks();
   loadAlerts();
-  loadPresence();
   loadWebhooks();
+  overview.start();
+  users.load();
+  bots.load();
+  audit.load();
   conn = new Connection(session);
   status.attach(conn);
   conn.on("hello", () => {
-    // After a reconnect: catch up on what finished or was raised meanwhile.
+    // After a reconnect: catch up on what finished or was raised meanwhile, and watch
+    // presence afresh (its snapshot replaces the list).
+    online.watch(conn);
     loadTasks();
     loadAlerts();
-    loadPresence();
     loadWebhooks();
+  });
+  conn.on("presence_snapshot", (frame) => online.snapshot(frame));
+  conn.on("presence_changes", (frame) => online.change(frame));
+  conn.on("presence", (frame) => online.change(frame));
+  conn.on("state", (info) => {
+    if (info.state !== "online") online.offline();
   });
   conn.on("task", (frame) => upsertTask(frame, "frame"));
   conn.on("alert", (frame) => {
@@ -136,14 +192,13 @@ function startConsole() {
     if (frame.text.startsWith("webhook ")) loadWebhooks(); // disabled, or its outbox full
   });
   conn.start();
-  presenceTimer = setInterval(loadPresence, PRESENCE_EVERY);
   tickTimer = setInterval(tick, 1000);
 }
 
 function stopConsole() {
-  clearInterval(presenceTimer);
   clearInterval(tickTimer);
-  presenceTimer = tickTimer = null;
+  tickTimer = null;
+  overview.stop();
   status.detach();
   if (conn) {
     conn.dispose();
@@ -682,92 +737,7 @@ async function loadAttempts(hook, list) {
 
 $.webhooksRefresh.addEventListener("click", loadWebhooks);
 
-// --- who is online ----------------------------------------------------------------------
-
-async function loadPresence() {
-  if ($.console.hidden) return;
-  try {
-    const body = await session.api("/api/admin/presence");
-    renderPresence(body.rooms ?? []);
-    setText($.onlineStatus, `Updated ${new Date().toLocaleTimeString()}`);
-  } catch (err) {
-    setText($.onlineStatus, couldNot("load who is online", err));
-  }
-}
-
-function renderPresence(list) {
-  clear($.onlineRooms);
-  const people = new Set(list.flatMap((r) => r.users.map((u) => u.id)));
-  if (list.length === 0) {
-    $.onlineRooms.append(h("p", { class: "empty", text: "Nobody is in a room right now." }));
-    return;
-  }
-  $.onlineRooms.append(h("p", { class: "muted small-print", text: `${people.size} ${people.size === 1 ? "person" : "people"} in ${list.length} ${list.length === 1 ? "room" : "rooms"}` }));
-  for (const room of list) {
-    const users = h("ul", { class: "people" });
-    for (const user of room.users) users.append(personRow(user));
-    $.onlineRooms.append(
-      h(
-        "div",
-        { class: "room-block", data: { room: room.room } },
-        h("h3", {}, h("span", { text: `# ${room.room}` }), h("span", { class: "count", text: String(room.users.length) })),
-        users,
-      ),
-    );
-  }
-}
-
-function personRow(user) {
-  const row = h(
-    "li",
-    { class: "person", data: { user: user.name } },
-    h("span", { class: "person-name", text: user.name }),
-    user.role !== "user" ? h("span", { class: "badge", data: { tone: user.role === "admin" ? "accent" : "neutral" }, text: user.role }) : null,
-  );
-  if (user.id !== me?.id) {
-    row.append(
-      h(
-        "span",
-        { class: "person-actions" },
-        confirmButton("Kick", "Kick?", "", () => moderate(user.name, "kick")),
-        confirmButton("Ban", "Ban?", "danger-outline", () => moderate(user.name, "ban")),
-      ),
-    );
-  } else {
-    row.append(h("span", { class: "muted small-print", text: "you" }));
-  }
-  return row;
-}
-
-/** A button that asks for a second click within a few seconds before acting. */
-function confirmButton(label, confirmLabel, style, action) {
-  let armed = null;
-  const button = h("button", {
-    type: "button",
-    class: `btn small ${style}`,
-    text: label,
-    attrs: { "data-action": label.toLowerCase() },
-    on: {
-      click: async () => {
-        if (!armed) {
-          setText(button, confirmLabel);
-          button.classList.add("confirming");
-          armed = setTimeout(() => {
-            armed = null;
-            setText(button, label);
-            button.classList.remove("confirming");
-          }, CONFIRM_FOR);
-          return;
-        }
-        clearTimeout(armed);
-        armed = null;
-        button.disabled = true;
-        await action();
-      },
-    },
-  });
-  return button;
-}
+// --- who is online: live from presence frames (admin-people.js) -----------------------
 
 async function moderate(username, action) {
   const words = { kick: "kicked (every session closed)", ban: "banned", unban: "unbanned" };
@@ -777,10 +747,9 @@ async function moderate(username, action) {
   } catch (err) {
     setText($.moderateStatus, couldNot(`${action} ${username}`, err, { 404: `There is no user called “${username}”.` }));
   }
-  setTimeout(loadPresence, 500);
+  users.load();
+  audit.load();
 }
-
-$.onlineRefresh.addEventListener("click", loadPresence);
 
 $.moderateForm.addEventListener("submit", (event) => {
   event.preventDefault();

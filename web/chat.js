@@ -1236,10 +1236,7 @@ function requestChange(li, change, pendingText = "") {
   if (!view || !seq) return false;
   const ref = conn?.request({ ...change, room: view.name, seq }) ?? null;
   if (!ref) {
-    const why = conn?.transport === "stream" && conn.online
-      ? "Edits, deletions and reactions need the WebSocket, which this network blocks: try again once it is back."
-      : "You are offline: try again once the connection is back.";
-    showMessageError(li, why);
+    showMessageError(li, "You are offline: try again once the connection is back.");
     return false;
   }
   li._changeRef = ref;

@@ -1,26 +1,85 @@
-"""Admin endpoints: bot tokens, kick, ban, presence."""
+"""Admin endpoints: bot accounts and their tokens, and who is online."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
+from chat.api.audit import AuditDep
 from chat.api.deps import AccountsDep, Admin, HubDep, StoreDep
 from chat.api.rooms import MAX_SEQ
-from chat.protocol import CloseCode
+from chat.protocol import CloseCode, UserRef, iso
 from chat.storage.rules import Conflict, InputError
 
 router = APIRouter(prefix="/api", tags=["admin"])
+BotId = Annotated[int, Path(ge=1, le=MAX_SEQ)]
+NO_SUCH_BOT = "no such bot"
 
 
 class BotIn(BaseModel):
     name: str = Field(max_length=64)
 
 
-@router.post("/bots", status_code=status.HTTP_201_CREATED)
-async def create_bot(body: BotIn, _: Admin, accounts: AccountsDep) -> dict[str, Any]:
+class BotTokenOut(BaseModel):
+    """A bot and its new token: the only time the token is shown."""
+
+    id: int
+    name: str
+    role: Literal["bot"] = "bot"
+    token: str
+
+
+class BotOut(BaseModel):
+    id: int
+    name: str
+    created_at: str
+    state: Literal["active", "revoked"]  # revoked: no live token (rotate issues one)
+    live_tokens: int
+    last_issued_at: str | None
+
+
+class BotList(BaseModel):
+    items: list[BotOut]
+
+
+class RoomPresence(BaseModel):
+    room: str
+    users: list[UserRef]
+
+
+class PresenceOut(BaseModel):
+    rooms: list[RoomPresence]
+
+
+@router.get("/bots", response_model=BotList)
+async def list_bots(_: Admin, store: StoreDep) -> BotList:
+    """Every bot, by name, with whether it holds a live token (never the token)."""
+    return BotList(
+        items=[
+            BotOut(
+                id=b.id,
+                name=b.name,
+                created_at=iso(b.created_at),
+                state="active" if b.live_tokens else "revoked",
+                live_tokens=b.live_tokens,
+                last_issued_at=iso(b.last_issued_at) if b.last_issued_at else None,
+            )
+            for b in await store.bots()
+        ]
+    )
+
+
+@router.post(
+    "/bots",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BotTokenOut,
+    responses={409: {"description": "the name is taken"}},
+)
+async def create_bot(
+    body: BotIn, admin: Admin, accounts: AccountsDep, audit: AuditDep
+) -> BotTokenOut:
     """Create a bot account and return its long-lived token (shown once)."""
     try:
         user, token = await accounts.create_bot(body.name)
@@ -28,58 +87,51 @@ async def create_bot(body: BotIn, _: Admin, accounts: AccountsDep) -> dict[str, 
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return {"id": user.id, "name": user.username, "role": "bot", "token": token}
+    await audit.record(admin, "bot.create", "bot", user.username, id=user.id)
+    return BotTokenOut(id=user.id, name=user.username, token=token)
 
 
-@router.delete("/bots/{bot_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/bots/{bot_id}/rotate",
+    response_model=BotTokenOut,
+    responses={404: {"description": NO_SUCH_BOT}},
+)
+async def rotate_bot(
+    bot_id: BotId, admin: Admin, accounts: AccountsDep, hub: HubDep, audit: AuditDep
+) -> BotTokenOut:
+    """Revoke every token of the bot, close its sockets (4003) and issue a new token
+    (shown once). Works on a revoked bot too: it comes back with the new token."""
+    token = await accounts.rotate_bot(bot_id)
+    bot = await accounts.store.user_by_id(bot_id)
+    if token is None or bot is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_SUCH_BOT)
+    await hub.close_user(bot_id, CloseCode.REVOKED, "bot token rotated")
+    await audit.record(admin, "bot.rotate", "bot", bot.username, id=bot_id)
+    return BotTokenOut(id=bot.id, name=bot.username, token=token)
+
+
+@router.delete(
+    "/bots/{bot_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": NO_SUCH_BOT}},
+)
 async def revoke_bot(
-    bot_id: Annotated[int, Path(ge=1, le=MAX_SEQ)], _: Admin, hub: HubDep, store: StoreDep
+    bot_id: BotId, admin: Admin, hub: HubDep, store: StoreDep, audit: AuditDep
 ) -> None:
     """Revoke every token of a bot and close its sockets."""
     if not await store.revoke_bot(bot_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such bot")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_SUCH_BOT)
     await hub.close_user(bot_id, CloseCode.REVOKED, "bot token revoked")
+    bot = await store.user_by_id(bot_id)
+    await audit.record(admin, "bot.revoke", "bot", bot.username if bot else bot_id, id=bot_id)
 
 
-async def _target(store: StoreDep, username: str) -> int:
-    user = await store.user_by_name(username)
-    if user is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
-    return user.id
+@router.get("/admin/presence", response_model=PresenceOut)
+async def presence(_: Admin, hub: HubDep) -> PresenceOut:
+    """Who is online in which room (on every process when presence is shared in Redis).
 
-
-@router.post("/admin/users/{username}/kick", status_code=status.HTTP_204_NO_CONTENT)
-async def kick(username: str, _: Admin, store: StoreDep, hub: HubDep) -> None:
-    """Close every session of a user: their tokens are revoked, they must sign in again."""
-    user_id = await _target(store, username)
-    await store.bump_token_version(user_id)
-    await hub.close_user(user_id, CloseCode.REVOKED, "kicked by an admin")
-
-
-@router.post("/admin/users/{username}/ban", status_code=status.HTTP_204_NO_CONTENT)
-async def ban(username: str, admin: Admin, store: StoreDep, hub: HubDep) -> None:
-    """Revoke a user's tokens, close their sockets and refuse new sign-ins."""
-    user_id = await _target(store, username)
-    if user_id == admin.user.id:
-        raise HTTPException(status.HTTP_409_CONFLICT, "you cannot ban yourself")
-    await store.bump_token_version(user_id, banned=True)
-    await hub.close_user(user_id, CloseCode.REVOKED, "banned by an admin")
-
-
-@router.post("/admin/users/{username}/unban", status_code=status.HTTP_204_NO_CONTENT)
-async def unban(username: str, _: Admin, store: StoreDep) -> None:
-    """Let a banned user sign in again."""
-    user_id = await _target(store, username)
-    await store.bump_token_version(user_id, banned=False)
-
-
-@router.get("/admin/presence")
-async def presence(_: Admin, hub: HubDep) -> dict[str, Any]:
-    """Who is online in which room (on every process when presence is shared in Redis)."""
+    The console gets the same live over its WebSocket (`watch` `presence`)."""
     snapshot = await hub.presence_snapshot()
-    return {
-        "rooms": [
-            {"room": room, "users": [u.model_dump() for u in users]}
-            for room, users in sorted(snapshot.items())
-        ]
-    }
+    return PresenceOut(
+        rooms=[RoomPresence(room=room, users=users) for room, users in sorted(snapshot.items())]
+    )

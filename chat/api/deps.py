@@ -20,6 +20,7 @@ from chat.hub import Hub
 from chat.limits.buckets import FailureWindow, Gate, LoginThrottle
 from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts
+from chat.monitoring.history import History
 from chat.storage.store import Store
 from chat.tasks import TaskRunner
 from chat.ws.deps import WsDeps
@@ -41,6 +42,7 @@ AccountsDep = Annotated[Accounts, Depends(_part("accounts"))]
 HubDep = Annotated[Hub, Depends(_part("hub"))]
 TasksDep = Annotated[TaskRunner, Depends(_part("tasks"))]
 AlertsDep = Annotated[Alerts, Depends(_part("alerts"))]
+HistoryDep = Annotated[History, Depends(_part("history"))]
 LoginGateDep = Annotated[Gate, Depends(_part("login_gate"))]
 RegistrationsDep = Annotated[FailureWindow, Depends(_part("registrations"))]
 RoomCreationsDep = Annotated[FailureWindow, Depends(_part("room_creations"))]
@@ -82,8 +84,7 @@ class Readiness:
 
 def _readiness(request: Request) -> Readiness:
     services = request.app.state.services
-    probes = {"database": services.db.ping, "broker": services.backends.fanout.ping}
-    return Readiness(probes, services.draining)
+    return Readiness(services.probes(), services.draining)
 
 
 ReadinessDep = Annotated[Readiness, Depends(_readiness)]

@@ -7,7 +7,7 @@ message whichever transport carried it (the writer dedupes on `(user, ref)`).
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,7 +17,7 @@ from chat.api.errors import coded, frame_error
 from chat.monitoring import metrics
 from chat.protocol import MAX_ATTACHMENTS, ErrorCode, FileId, FrameError, Ref, Seq, UserRef
 from chat.sending import ARCHIVED, refusal, reply_of, require_valid_body, send_bucket, submit
-from chat.storage.records import NewMessage, Stored
+from chat.storage.records import NewMessage, RoomView, Stored
 from chat.ws.deps import WsDeps
 
 router = APIRouter(prefix="/api/rooms", tags=["messages"])
@@ -71,13 +71,9 @@ class SendBody(BaseModel):
 async def send_message(room: str, request: Request, caller: Caller, deps: MessagingDep) -> Response:
     """Send a message: 201 with its `ack`; 200 with the first `ack` for a `ref` stored
     before (by this transport or the WebSocket); nothing is stored twice."""
-    try:
-        frame = SendBody.model_validate_json(await request.body())
-    except ValidationError as exc:
-        problem = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        return coded(422, ErrorCode.BAD_FRAME, problem)
+    frame = await parse_body(request, SendBody)
+    if isinstance(frame, Response):
+        return frame
     try:
         stored = await _send(room, frame, caller.user, deps)
     except FrameError as exc:
@@ -92,24 +88,12 @@ async def send_message(room: str, request: Request, caller: Caller, deps: Messag
 async def _send(name: str, frame: SendBody, user: UserRef, deps: WsDeps) -> Stored:
     """Check, store and answer one message as the WebSocket `send` does, but with
     the room read here: a socket reads it once at its `join`."""
-    settings = deps.settings
-    view = await deps.store.room_for(name, user)
-    if view is None:
-        raise FrameError(ErrorCode.NOT_FOUND, NOT_FOUND, frame.ref)
-    if view.archived:
-        raise FrameError(ErrorCode.FORBIDDEN, ARCHIVED, frame.ref)
+    view = await readable_room(name, user, deps, frame.ref)
     require_valid_body(
-        frame.body, settings.max_body_chars, frame.ref, with_files=bool(frame.attachments)
+        frame.body, deps.settings.max_body_chars, frame.ref, with_files=bool(frame.attachments)
     )
-    rate, burst = send_bucket(settings, user)
-    wait, _ = await deps.limits.hit("send", user.id, rate, burst)
-    if wait is not None:
-        metrics.RATE_LIMITED.labels("send").inc()
-        raise FrameError(ErrorCode.RATE_LIMITED, "too many send frames", frame.ref, wait)
+    view = await writable_room(view, user, deps, frame.ref)
     reply = await reply_of(deps.store, view, frame.reply_to, frame.ref)
-    if not view.member and not view.private:
-        # As a `join` would: sending to a public room makes one a member.
-        await deps.memberships.record(view.id, user.id)
     files = tuple(frame.attachments) if frame.attachments else ()
     answer: asyncio.Future[Stored | Exception] = asyncio.get_running_loop().create_future()
 
@@ -122,3 +106,49 @@ async def _send(name: str, frame: SendBody, user: UserRef, deps: WsDeps) -> Stor
     if isinstance(result, Stored):
         return result
     raise refusal(result, frame.ref)
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+async def parse_body(request: Request, model: type[T]) -> T | Response:
+    """The request's JSON as `model`, or a 422 `bad_frame` naming each problem (never
+    FastAPI's own 422: the REST twins of frames answer with the frames' error codes)."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problem = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return coded(422, ErrorCode.BAD_FRAME, problem)
+
+
+async def readable_room(name: str, user: UserRef, deps: WsDeps, ref: str | None) -> RoomView:
+    """The room, or `not_found` (absent and forbidden look the same)."""
+    view = await deps.store.room_for(name, user)
+    if view is None:
+        raise FrameError(ErrorCode.NOT_FOUND, NOT_FOUND, ref)
+    return view
+
+
+async def writable_room(view: RoomView, user: UserRef, deps: WsDeps, ref: str | None) -> RoomView:
+    """What a socket checks at its `join` and per write, for one request: not archived,
+    the user's send bucket (whatever the transport: one bucket), and membership."""
+    if view.archived:
+        raise FrameError(ErrorCode.FORBIDDEN, ARCHIVED, ref)
+    await spend(deps, "send", user, *send_bucket(deps.settings, user), ref)
+    if not view.member and not view.private:
+        # As a `join` would: writing to a public room makes one a member.
+        await deps.memberships.record(view.id, user.id)
+    return view
+
+
+async def spend(
+    deps: WsDeps, action: str, user: UserRef, rate: float, burst: int, ref: str | None
+) -> None:
+    """Take a token from the user's `action` bucket (shared with the socket's frames),
+    or `rate_limited` with the wait."""
+    wait, _ = await deps.limits.hit(action, user.id, rate, burst)
+    if wait is not None:
+        metrics.RATE_LIMITED.labels(action).inc()
+        raise FrameError(ErrorCode.RATE_LIMITED, f"too many {action} frames", ref, wait)

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
+from chat.api.audit import AuditDep
 from chat.api.deps import Caller, HubDep, StoreDep
 from chat.api.rooms import MAX_SEQ, readable_room
 from chat.backends.limits import Limiter
@@ -103,7 +104,12 @@ async def mark_read(body: ReadIn, caller: Caller, store: StoreDep, hub: HubDep) 
     },
 )
 async def send_notification(
-    body: NotificationIn, caller: Caller, store: StoreDep, hub: HubDep, limits: LimitsDep
+    body: NotificationIn,
+    caller: Caller,
+    store: StoreDep,
+    hub: HubDep,
+    limits: LimitsDep,
+    audit: AuditDep,
 ) -> dict[str, Any]:
     """Admins and bots: notify a user (kind `app`, `from` the caller), live and in the inbox."""
     if caller.user.role not in ("admin", "bot"):
@@ -127,6 +133,7 @@ async def send_notification(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
     notice = await store.add_app_notification(target.id, sender, body.title, body.body, body.link)
     await hub.publish_user(target.id, encode(notice.frame))
+    await audit.by_admin(caller, "notification.send", "user", target.username, title=body.title)
     return _item(notice.frame)
 
 

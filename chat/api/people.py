@@ -90,7 +90,7 @@ async def search_users(
     limit: Annotated[int, Query(ge=1, le=SEARCH_MAX)] = SEARCH_MAX,
 ) -> dict[str, Any]:
     """Users whose username or display name starts with `q` (ignoring case), by
-    username, at most 20; banned users are left out."""
+    username, at most 20; banned and disabled users are left out."""
     users = await store.search_users(q, limit)
     return {"items": [_person(u) for u in users]}
 
@@ -100,7 +100,7 @@ async def search_users(
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "the DM existed: the same room"},
-        404: {"description": "no such user (or banned)"},
+        404: {"description": "no such user (or banned, or disabled)"},
         422: {"description": "a DM with yourself"},
         429: {"description": "too many rooms and DMs created recently (Retry-After)"},
     },
@@ -120,7 +120,7 @@ async def open_dm(
     per `room_creation_window`, admins exempt); opening an existing one does not.
     """
     peer = await store.user_by_name(body.username)
-    if peer is None or peer.banned:
+    if peer is None or peer.locked:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NO_SUCH_USER)
     if peer.id == caller.user.id:
         raise HTTPException(

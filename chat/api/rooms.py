@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
+from chat.api.audit import AuditDep
 from chat.api.deps import Caller, HubDep, RoomCreationsDep, SettingsDep, StoreDep
 from chat.protocol import RemovedFrame, RoomFrame, encode
 from chat.storage.records import RoomView
@@ -110,7 +111,9 @@ async def create_room(
 
 
 @router.post("/{room:path}/members", status_code=status.HTTP_201_CREATED)
-async def add_member(room: str, body: MemberIn, caller: Caller, store: StoreDep) -> dict[str, Any]:
+async def add_member(
+    room: str, body: MemberIn, caller: Caller, store: StoreDep, audit: AuditDep
+) -> dict[str, Any]:
     """Owner or admin: let a user into a private room (never into a DM: 403)."""
     view = await readable_room(store, caller, room)
     if view.is_dm:
@@ -121,6 +124,7 @@ async def add_member(room: str, body: MemberIn, caller: Caller, store: StoreDep)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
     await store.add_member(view.id, user.id)
+    await audit.by_admin(caller, "room.member_add", "room", view.name, user=user.username)
     return {"room": view.name, "user": {"id": user.id, "name": user.username, "role": user.role}}
 
 
@@ -152,7 +156,7 @@ async def members(
     },
 )
 async def remove_member(
-    room: str, username: str, caller: Caller, store: StoreDep, hub: HubDep
+    room: str, username: str, caller: Caller, store: StoreDep, hub: HubDep, audit: AuditDep
 ) -> None:
     """The owner or an admin removes a member; anyone removes themself (leaving).
 
@@ -174,11 +178,13 @@ async def remove_member(
     if not await store.remove_member(view.id, user.id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{user.username} is not a member")
     await hub.remove_user_from_room(user.id, view.name, encode(RemovedFrame(room=view.name)))
+    if user.id != caller.user.id:  # leaving is nobody's admin action
+        await audit.by_admin(caller, "room.member_remove", "room", view.name, user=user.username)
 
 
 @router.patch("/{room:path}", responses={403: {"description": "not the owner or an admin"}})
 async def update_room(
-    room: str, body: RoomSettingsIn, caller: Caller, store: StoreDep, hub: HubDep
+    room: str, body: RoomSettingsIn, caller: Caller, store: StoreDep, hub: HubDep, audit: AuditDep
 ) -> dict[str, Any]:
     """Owner or admin (a DM: admins only): set `topic` (empty or null clears it) and/or
     `archived`. Every connection joined to the room gets a `room` frame."""
@@ -200,6 +206,8 @@ async def update_room(
     fresh = await readable_room(store, caller, room)
     frame = RoomFrame(room=fresh.name, topic=fresh.topic, archived=fresh.archived)
     await hub.publish_room_settings(fresh.name, encode(frame), archived=fresh.archived)
+    changed = {k: getattr(fresh, k) for k in given}
+    await audit.by_admin(caller, "room.update", "room", fresh.name, **changed)
     return fresh.to_json()
 
 

@@ -65,7 +65,7 @@ async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
     # which ours does not take, and the OpenAPI document failed without it.
     status_code=200,
     responses={
-        400: {"description": "`bad_request` (rooms) or `bad_cursor` (Last-Event-ID)"},
+        400: {"description": "`bad_cursor` (Last-Event-ID)"},
         401: {"description": "`unauthorized`: no valid token or ticket"},
         403: {"description": "`forbidden`: more rooms than `max_stream_rooms`"},
         404: {"description": "`not_found`: a room that does not exist or is not readable"},
@@ -81,7 +81,8 @@ async def stream(
     last_event_id: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
     last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
-    """Server-Sent Events of `rooms` (comma-separated) and the caller's notifications:
+    """Server-Sent Events of `rooms` (comma-separated; none: only the caller's own frames,
+    such as an admin console's tasks and alerts) and the caller's notifications:
     `event:` the frame type, `data:` the frame, `id:` a cursor to resume from with
     `Last-Event-ID` (header, or `?last_event_id=`). See docs/protocol.md."""
     ws, settings = deps.ws, deps.ws.settings
@@ -89,8 +90,6 @@ async def stream(
     if principal is None:
         return coded(401, "unauthorized", "send Authorization: Bearer <token> or ?ticket=")
     names = list(dict.fromkeys(n.strip() for n in rooms.split(",") if n.strip()))
-    if not names:
-        return coded(400, "bad_request", "name the rooms: ?rooms=R1,R2")
     if len(names) > settings.max_stream_rooms:
         return coded(
             403, ErrorCode.FORBIDDEN, f"at most {settings.max_stream_rooms} rooms per stream"

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
+from chat.api.audit import AuditDep
 from chat.api.deps import Caller, StoreDep, TasksDep
 from chat.tasks import MEDIA_TYPES, REGISTRY, TaskRefused, TaskStatus, validation_detail
 
@@ -54,7 +55,9 @@ START_BODY = {
 
 
 @router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, openapi_extra=START_BODY)
-async def start_task(request: Request, caller: Caller, tasks: TasksDep) -> JSONResponse:
+async def start_task(
+    request: Request, caller: Caller, tasks: TasksDep, audit: AuditDep
+) -> JSONResponse:
     """Start a task `{kind, params}`; answers 202 at once with the stored task.
 
     JSON, or multipart/form-data with `kind`, `params` (a JSON string) and a
@@ -66,6 +69,10 @@ async def start_task(request: Request, caller: Caller, tasks: TasksDep) -> JSONR
         view = await tasks.submit(kind, params, caller.user)
     except TaskRefused as exc:
         raise _refused(exc) from None
+    registered = REGISTRY.get(kind)
+    if registered is not None and registered.admin_only:  # purge, import_users
+        # The stored params: a kind leaves its secrets (import passwords) out of them.
+        await audit.record(caller, f"task.{kind}", "task", view["id"], params=view.get("params"))
     return JSONResponse(
         view, status_code=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/tasks/{view['id']}"}
     )
@@ -159,12 +166,16 @@ async def get_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, A
 
 
 @router.post("/tasks/{task_id}/cancel")
-async def cancel_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, Any]:
+async def cancel_task(
+    task_id: str, caller: Caller, tasks: TasksDep, audit: AuditDep
+) -> dict[str, Any]:
     """Cancel a queued or running task; 409 when it has already finished."""
     try:
-        return await tasks.cancel(task_id[:64], caller.user)
+        view = await tasks.cancel(task_id[:64], caller.user)
     except TaskRefused as exc:
         raise _refused(exc) from None
+    await audit.by_admin(caller, "task.cancel", "task", view["id"], kind=view.get("kind"))
+    return view
 
 
 @router.get(

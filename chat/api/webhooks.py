@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from chat.api.audit import AuditDep
 from chat.api.deps import Admin, SettingsDep, StoreDep
 from chat.api.rooms import MAX_SEQ
 from chat.storage.records import user_ref
@@ -55,7 +56,12 @@ def refused(status: int, code: str, detail: str) -> JSONResponse:
 
 @router.post("", status_code=201, responses=ERRORS)
 async def register(
-    body: WebhookIn, admin: Admin, store: StoreDep, worker: WorkerDep, settings: SettingsDep
+    body: WebhookIn,
+    admin: Admin,
+    store: StoreDep,
+    worker: WorkerDep,
+    settings: SettingsDep,
+    audit: AuditDep,
 ) -> Response:
     """Register a webhook for a bot; the answer holds its `secret`, shown this once."""
     bot = await store.user_by_name(body.bot)
@@ -91,6 +97,15 @@ async def register(
     await worker.refresh()
     if settings.redis_url:  # other processes: answer once each has reloaded its index
         await asyncio.sleep(settings.webhook_refresh_interval + REFRESH_SLACK)
+    await audit.record(
+        admin,
+        "webhook.create",
+        "webhook",
+        webhook_id,
+        bot=bot.username,
+        url=body.url,
+        events=events,
+    )
     views = await worker.repository.views(webhook_id)
     return JSONResponse(views[0].to_json() | {"secret": secret}, status_code=201)
 
@@ -102,20 +117,26 @@ async def list_webhooks(_: Admin, worker: WorkerDep) -> dict[str, Any]:
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=ERRORS)
-async def remove(webhook_id: WebhookId, _: Admin, worker: WorkerDep) -> Response:
+async def remove(
+    webhook_id: WebhookId, admin: Admin, worker: WorkerDep, audit: AuditDep
+) -> Response:
     """Remove a webhook: nothing more is sent, its waiting deliveries are dropped."""
     if not await worker.repository.delete(webhook_id):
         return refused(404, "not_found", "no such webhook")
     await worker.refresh()
+    await audit.record(admin, "webhook.delete", "webhook", webhook_id)
     return Response(status_code=204)
 
 
 @router.post("/{webhook_id}/enable", responses=ERRORS)
-async def enable(webhook_id: WebhookId, _: Admin, worker: WorkerDep) -> Response:
+async def enable(
+    webhook_id: WebhookId, admin: Admin, worker: WorkerDep, audit: AuditDep
+) -> Response:
     """Make a disabled webhook active again: its waiting deliveries are sent."""
     if not await worker.repository.enable(webhook_id):
         return refused(404, "not_found", "no such webhook")
     await worker.refresh()
+    await audit.record(admin, "webhook.enable", "webhook", webhook_id)
     views = await worker.repository.views(webhook_id)
     return JSONResponse(views[0].to_json())
 

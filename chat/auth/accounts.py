@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ class Accounts:
         """Tokens for valid credentials; None otherwise, in the same time either way."""
         user = await self.store.user_by_name(username)
         valid = await self.passwords.verify(user.password_hash if user else None, password)
-        if user is None or not valid or user.banned or user.role == "bot":
+        if user is None or not valid or user.locked or user.role == "bot":
             return None
         return await self._issue_pair(user.id, user.role, user.token_version, uuid.uuid4().hex)
 
@@ -106,6 +107,17 @@ class Accounts:
             return None
         return await self._issue_pair(fresh.id, fresh.role, fresh.token_version, uuid.uuid4().hex)
 
+    async def reset_password(self, user_id: int) -> str | None:
+        """Give the user a new random password, shown once to the admin who asked;
+        every older token dies (the old password stops working). None for a bot or
+        no such user."""
+        user = await self.store.user_by_id(user_id)
+        if user is None or user.role == "bot":
+            return None
+        password = secrets.token_urlsafe(12)  # 16 characters, 96 bits
+        await self.store.set_password(user.id, await self.passwords.hash(password))
+        return password
+
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate a refresh token. Raises `TokenError` (and revokes the family on reuse)."""
         claims = self.tokens.decode(refresh_token, frozenset({"refresh"}))
@@ -113,7 +125,7 @@ class Accounts:
         if stored is None:
             raise TokenError("refresh token is expired, used or revoked")
         user = await self.store.user_by_id(claims.user_id)
-        if user is None or user.banned or user.token_version != claims.version:
+        if user is None or user.locked or user.token_version != claims.version:
             raise TokenError("refresh token has been revoked")
         return await self._issue_pair(user.id, user.role, user.token_version, stored.family)
 
@@ -127,6 +139,13 @@ class Accounts:
         """A bot account and its long-lived token."""
         user = await self.store.create_user(name, None, "bot")
         return user, await self.issue_bot_token(user)
+
+    async def rotate_bot(self, bot_id: int) -> str | None:
+        """Revoke every token of the bot and issue a new one; None when no such bot."""
+        if not await self.store.revoke_bot(bot_id):
+            return None
+        user = await self.store.user_by_id(bot_id)  # revoking bumped its token version
+        return None if user is None else await self.issue_bot_token(user)
 
     async def issue_bot_token(self, user: User) -> str:
         token, claims = self.tokens.issue(user.id, "bot", "bot", user.token_version)

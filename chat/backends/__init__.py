@@ -8,6 +8,7 @@
 | connections | `connections.ConnectionCounter` | `memory_connections` | `redis_connections` |
 | alert counts| `repeats.Repeats`        | `memory_repeats`  | `redis_repeats`            |
 | stream tickets | `tickets.Tickets`     | `memory_tickets`  | `redis_tickets`            |
+| chart samples | `samples.Samples`      | `memory_samples`  | `redis_samples`            |
 
 Fan-out carries room messages and every other cross-process signal: presence
 changes, revocations (`user:<id>` channels close a user's sockets everywhere)

@@ -11,6 +11,7 @@ from chat.backends.fanout import Broker
 from chat.backends.limits import Limiter
 from chat.backends.presence import PresenceFactory
 from chat.backends.repeats import RepeatsFactory
+from chat.backends.samples import Samples
 from chat.backends.tickets import Tickets
 from chat.config import Settings
 from chat.limits.buckets import RateLimiter
@@ -30,6 +31,7 @@ class Backends:
     connections: ConnectionCounter  # per user, for the connection cap
     repeats: RepeatsFactory  # repeated events that raise alerts
     tickets: Tickets  # single-use stream tickets
+    samples: Samples  # the console's chart samples of every process
     redis: RedisConnection | None = None  # closed by `close`, after the users stopped
 
     async def close(self) -> None:
@@ -46,6 +48,7 @@ def create_backends(settings: Settings) -> Backends:
         from chat.backends.memory_limits import MemoryLimiter
         from chat.backends.memory_presence import MemoryPresence
         from chat.backends.memory_repeats import RepeatCounter
+        from chat.backends.memory_samples import MemorySamples
         from chat.backends.memory_tickets import MemoryTickets
 
         return Backends(
@@ -56,6 +59,7 @@ def create_backends(settings: Settings) -> Backends:
             MemoryConnections(),
             lambda _name, threshold, window: RepeatCounter(threshold, window),
             MemoryTickets(),
+            MemorySamples(),
         )
     # Imported only here: a process without Redis never loads the Redis modules.
     from chat.backends.redis_client import RedisConnection
@@ -64,6 +68,7 @@ def create_backends(settings: Settings) -> Backends:
     from chat.backends.redis_limits import RedisLimiter
     from chat.backends.redis_presence import RedisPresence
     from chat.backends.redis_repeats import RedisRepeats
+    from chat.backends.redis_samples import RedisSamples
     from chat.backends.redis_tickets import RedisTickets
 
     redis = RedisConnection(settings.redis_url, settings.redis_prefix)
@@ -81,5 +86,6 @@ def create_backends(settings: Settings) -> Backends:
         RedisConnections(redis.commands, redis.prefix, settings.presence_ttl),
         partial(RedisRepeats, redis.commands, redis.prefix),
         RedisTickets(redis.commands, redis.prefix),
+        RedisSamples(redis.commands, redis.prefix),
         redis,
     )

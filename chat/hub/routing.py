@@ -58,6 +58,8 @@ from chat.protocol import (
 log = logging.getLogger(__name__)
 
 ADMINS = "admins"
+# Every room's presence changes, for admin consoles that `watch` presence site-wide.
+PRESENCE = "presence"
 FILL_PAGE = 500  # messages read per query when filling a gap
 # A room's presence changes of one tick go out as `presence` frames up to this many,
 # as one `presence_changes` frame beyond (a burst of joins costs a frame per member).
@@ -163,6 +165,9 @@ class Hub:
         self.connections: set[Connection] = set()
         self._by_user: dict[int, set[Connection]] = defaultdict(set)
         self._by_room: dict[str, set[Connection]] = defaultdict(set)
+        # Connections watching every room's presence; a list buffers what arrives
+        # while the watch's snapshot is read (as a join buffers during its replay).
+        self._presence_watchers: dict[Connection, list[bytes] | None] = {}
         self._background: set[asyncio.Future[object]] = set()
         self.halting = False
         # Connection ids count per process: with this prefix a key names one
@@ -249,6 +254,7 @@ class Hub:
         self.connections.discard(conn)
         conn.discard()
         metrics.CONNECTIONS.dec()
+        await self.unwatch_presence(conn)
         for room in list(conn.rooms):
             await self.leave(conn, room)
         users = self._by_user.get(conn.user.id)
@@ -284,6 +290,33 @@ class Hub:
                 conn.push(payload)
             else:
                 conn.push_seq(room, seq, payload.encode())
+
+    async def watch_presence(self, conn: Connection) -> dict[str, list[UserRef]]:
+        """Give `conn` every room's presence changes from now on; returns the snapshot to
+        send it first. Changes are held until `finish_watch`, so none is lost or comes
+        before the snapshot (one both in the snapshot and after it is harmless: a join
+        of a present user, a leave of an absent one)."""
+        if conn in self._presence_watchers:
+            return await self.presence_store.snapshot()
+        first = not self._presence_watchers
+        self._presence_watchers[conn] = []
+        if first:
+            await self.broker.subscribe(PRESENCE)
+        return await self.presence_store.snapshot()
+
+    def finish_watch(self, conn: Connection, snapshot: str) -> None:
+        """Send the snapshot frame, then the changes held since `watch_presence`."""
+        held = self._presence_watchers.get(conn)
+        if held is None and conn not in self._presence_watchers:
+            return  # unregistered meanwhile
+        conn.push(snapshot)
+        self._presence_watchers[conn] = None
+        for data in held or ():
+            conn.push_bytes(data)
+
+    async def unwatch_presence(self, conn: Connection) -> None:
+        if self._presence_watchers.pop(conn, False) is not False and not self._presence_watchers:
+            await self.broker.unsubscribe(PRESENCE)
 
     async def leave(self, conn: Connection, room: str) -> bool:
         """Remove `conn` from `room`; False when it had not joined."""
@@ -474,6 +507,13 @@ class Hub:
                 if "remove" in header:
                     self._evict(conn, str(header["remove"]))
                 conn.push_bytes(encoded)
+        elif channel == PRESENCE:
+            encoded = payload.encode()
+            for conn, held in self._presence_watchers.items():
+                if held is None:
+                    conn.push_bytes(encoded)
+                else:
+                    held.append(encoded)
         elif channel == ADMINS:
             for listener in self._admins_listeners:
                 listener()
@@ -733,16 +773,31 @@ class Hub:
         changes = self._presence_changes.pop(room, None)
         if not changes:
             return
+        joined = [user for event, user in changes.values() if event == "join"]
+        left = [user for event, user in changes.values() if event == "leave"]
+        batch = encode(PresenceChangesFrame(room=room, joined=joined, left=left))
+        # Watching consoles get one frame per room and tick, in the same round trip.
+        items = [(PRESENCE, f"{{}}\n{batch}")]
         if len(changes) <= PRESENCE_SINGLES_MAX:  # few: the contract's `presence` frames
             for user_id, (event, user) in changes.items():
                 frame = PresenceFrame(room=room, event=event, user=user)  # type: ignore[arg-type]
                 # The user's own connections know already: `joined` lists them.
-                await self.publish_room(room, encode(frame), exclude_user=user_id)
-            return
-        joined = [user for event, user in changes.values() if event == "join"]
-        left = [user for event, user in changes.values() if event == "leave"]
-        batch = PresenceChangesFrame(room=room, joined=joined, left=left)
-        await self.publish_room(room, encode(batch))
+                head = json.dumps({"x": user_id})
+                items.append((room_channel(room), f"{head}\n{encode(frame)}"))
+        else:
+            items.append((room_channel(room), f"{{}}\n{batch}"))
+        await self._publish_many(items)
+
+    async def _publish_many(self, items: list[tuple[str, str]]) -> bool:
+        """Publish `(channel, header + payload)` pairs together; locally when refused."""
+        try:
+            await self.broker.publish_many(items)
+        except BrokerUnavailable as exc:
+            log.warning("broker unavailable (%s): %d events delivered here only", exc, len(items))
+            for channel, data in items:
+                self._dispatch(channel, data)
+            return False
+        return True
 
     async def presence_snapshot(self) -> dict[str, list[UserRef]]:
         """Every room with its present users, as the presence store sees it."""

@@ -37,10 +37,18 @@ class User(Base):
     # Bumped by logout, password change and ban: tokens carrying an older value die.
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     banned: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Migration 0007: switched off by an admin (signs in no more, like a ban, but no
+    # moderation verdict: a departed member, a compromised account).
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     # Migration 0003: the name people see, and the newest notification id marked read.
     display_name: Mapped[str | None] = mapped_column(String(64))
     notifications_read_upto: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+    @property
+    def locked(self) -> bool:
+        """Banned or disabled: no sign-in, no token, no notification, not found by search."""
+        return self.banned or self.disabled
 
 
 class RefreshToken(Base):
@@ -204,13 +212,24 @@ class Task(Base):
     started_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     started_at: Mapped[float | None] = mapped_column(Float)
-    finished_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, index=True)  # index: 0007
     # Migration 0002: which process runs it, its liveness, and cancel requests
     # made on another process (the runner polls for them).
     worker: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[float | None] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class Lease(Base):
+    """Who may run a scheduled job of the site until when (migration 0007_task_queue):
+    `chat.storage.leases`."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(100))
+    until: Mapped[float] = mapped_column(Float)
 
 
 class Alert(Base):
@@ -316,3 +335,25 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     duration_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """One admin action (migration 0007): who, what, to whom, when, from where."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_actor", "actor_name", "id"),
+        Index("ix_audit_log_action", "action", "id"),
+        Index("ix_audit_log_target", "target", "id"),
+        Index("ix_audit_log_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_name: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(64))
+    target_kind: Mapped[str | None] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON object
+    address: Mapped[str | None] = mapped_column(String(64))

@@ -160,7 +160,7 @@ class BatchNotifier:
         pairs = sorted({(items[i].room.id, user_id) for i, user_id in wanted})
         result = await conn.exec_driver_sql(
             # Only placeholders are spliced in: every value is a bound parameter.
-            "SELECT v.column1, v.column2, u.role, u.banned,"  # noqa: S608
+            "SELECT v.column1, v.column2, u.role, u.banned OR u.disabled,"  # noqa: S608
             " EXISTS (SELECT 1 FROM room_members AS m"
             "  WHERE m.room_id = v.column1 AND m.user_id = v.column2),"
             " (SELECT s.notify FROM room_states AS s"

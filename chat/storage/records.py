@@ -22,7 +22,7 @@ class TokenUser:
     """What checking a token needs to know about its user."""
 
     ref: UserRef
-    banned: bool
+    banned: bool  # or disabled: either way its tokens are refused
     token_version: int
 
 

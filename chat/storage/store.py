@@ -4,14 +4,17 @@ The queries live by subject: `users` (accounts, refresh and bot tokens),
 `rooms` (rooms, members, settings, last seqs), `dms` (direct-message rooms),
 `messages` (the batch insert, history, gap reads), `inbox` (notifications),
 `changes` (edits, deletes, reactions, replies, their history), `reads` (read
-cursors, unread counts), `files` (uploads) and `search` (full-text search); `Store`
+cursors, unread counts), `files` (uploads), `search` (full-text search),
+`directory` (accounts and bots for admins) and `audit` (what admins did); `Store`
 is all of them on one database.
 """
 
 from __future__ import annotations
 
+from chat.storage.audit import AuditQueries
 from chat.storage.changes import ChangeQueries
 from chat.storage.db import Database
+from chat.storage.directory import DirectoryQueries
 from chat.storage.dms import DmQueries
 from chat.storage.files import FileQueries
 from chat.storage.inbox import InboxQueries
@@ -34,6 +37,8 @@ class Store(
     ReadQueries,
     FileQueries,
     SearchQueries,
+    DirectoryQueries,
+    AuditQueries,
 ):
     def __init__(
         self, db: Database, *, webhook_outbox_max: int = 1000, search_timeout: float = 5.0

@@ -65,7 +65,11 @@ class UserQueries:
     async def _token_user(self, user_id: int) -> TokenUser | None:
         # Core, not an ORM session: a storm of handshakes makes this the connect path's read.
         query = select(
-            User.username, User.role, User.banned, User.token_version, User.display_name
+            User.username,
+            User.role,
+            or_(User.banned, User.disabled),
+            User.token_version,
+            User.display_name,
         ).where(User.id == user_id)
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(query)).first()
@@ -73,7 +77,7 @@ class UserQueries:
             return None
         name, role, banned, version, display_name = row
         ref = UserRef(id=user_id, name=name, role=role, display_name=display_name)  # type: ignore[arg-type]
-        return TokenUser(ref, banned, version)
+        return TokenUser(ref, bool(banned), version)
 
     async def set_display_name(self, user_id: int, display_name: str | None) -> User | None:
         """Set (None: clear) the user's display name; the updated row, or None if gone.
@@ -89,7 +93,7 @@ class UserQueries:
         return user
 
     async def search_users(self, prefix: str, limit: int) -> list[User]:
-        """Users not banned whose username or display name starts with `prefix`,
+        """Users neither banned nor disabled whose username or display name starts with `prefix`,
         ignoring case, by username (display names: ASCII case only on SQLite)."""
         if "\x00" in prefix:  # no name holds NUL, and PostgreSQL cannot bind one
             return []
@@ -99,6 +103,7 @@ class UserQueries:
             select(User)
             .where(
                 User.banned.is_(False),
+                User.disabled.is_(False),
                 or_(
                     User.username_key.like(pattern, escape="\\"),
                     func.lower(User.display_name).like(shown, escape="\\"),

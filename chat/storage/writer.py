@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Histogram
 
-from chat.monitoring import metrics
+from chat.monitoring import history, metrics
 from chat.storage.records import NewMessage, Stored
 from chat.storage.store import Store
 
@@ -107,6 +107,7 @@ class MessageWriter:
         now = time.perf_counter()
         for pending, result in zip(batch, stored, strict=True):
             metrics.STORE_SECONDS.observe(now - pending.queued_at)
+            history.ACK_LATENCY.observe(now - pending.queued_at)
             _tell(pending.done, result)
         kept = [result for result in stored if isinstance(result, Stored)]
         fresh = [result for result in kept if not result.duplicate]

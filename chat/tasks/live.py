@@ -37,6 +37,7 @@ class LiveTask:
     trailing: asyncio.TimerHandle | None = None  # a held progress frame's timer
     final_sent: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # final, or dropped
 
     def queue_order(self) -> tuple[bool, float]:
         """Admins' tasks first, then the oldest."""

@@ -5,7 +5,10 @@ A running process heartbeats its tasks (`heartbeat_at`, every
 `STALE_AFTER` intervals belongs to a dead process: whichever live process notices
 first (at its start-up, then every `STALE_AFTER` intervals) marks it `failed`
 ("interrupted: ...") and raises an alert. A cancel made on another process is
-stored (`cancel_requested`) and picked up here within `CANCEL_POLL` seconds.
+stored (`cancel_requested`) and picked up here within `CANCEL_POLL` seconds (a
+`chat worker` looks more often: `cancel_poll`). With the site's queue (Redis), a task
+waiting there is owned by no process; if its job is gone from the queue (Redis lost
+it), it is marked failed (interrupted) and alerted like an orphan.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import TYPE_CHECKING
 from chat.tasks.status import TaskStatus
 
 if TYPE_CHECKING:
+    from chat.storage.models import Task, User
     from chat.tasks.exports import ExportFiles
     from chat.tasks.frames import TaskFrames
     from chat.tasks.live import LiveTask
-    from chat.tasks.ports import AlertSink
+    from chat.tasks.ports import AlertSink, JobQueue
     from chat.tasks.repository import TaskRepository
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ class Liveness:
         heartbeat_interval: float,
         live: Mapping[str, LiveTask],
         interrupt: Callable[[LiveTask], bool],
+        cancel_poll: float = CANCEL_POLL,
+        queue: JobQueue | None = None,
     ) -> None:
         self.repo = repo
         self.frames = frames
@@ -57,6 +63,8 @@ class Liveness:
         self._live = live  # the runner's tasks
         self._interrupt = interrupt  # cancels a local task's run; False when too late
         self._watcher: asyncio.Task[None] | None = None
+        self.cancel_poll = cancel_poll
+        self.queue = queue  # the site's queue, whose lost jobs are swept too
 
     async def start(self) -> None:
         """Mark tasks orphaned by dead processes as failed, then start watching."""
@@ -73,7 +81,7 @@ class Liveness:
 
     async def _watch(self) -> None:
         """Heartbeat local tasks, pick up remote cancels, sweep orphans of dead processes."""
-        poll_every = min(CANCEL_POLL, self.beat_every)
+        poll_every = min(self.cancel_poll, self.beat_every)
         last_beat = last_sweep = time.monotonic()
         last_prune = -math.inf
         while True:
@@ -118,15 +126,28 @@ class Liveness:
                 if was == TaskStatus.RUNNING
                 else "interrupted: the server it was queued on stopped"
             )
-            now = time.time()
-            if not await self.repo.mark_interrupted(task, error, now):
-                continue  # another process got there first
-            marked += 1
-            task.status, task.error, task.finished_at, task.updated_at = "failed", error, now, now
-            await self.frames.publish_row(task, starter)
-            await self.alerts.raise_alert(
-                "error",
-                f"task {task.kind} {task.id[:8]} (started by {starter.username}) "
-                f"was {was} when its server stopped: marked failed (interrupted)",
-            )
+            why = f"was {was} when its server stopped"
+            marked += await self._mark(task, starter, error, why)
+        if self.queue is not None:
+            waiting = {
+                task.id: (task, starter) for task, starter in await self.repo.waiting(cutoff)
+            }
+            for task_id in await self.queue.lost(list(waiting)) if waiting else []:
+                task, starter = waiting[task_id]
+                error = "interrupted: its job was lost from the task queue"
+                marked += await self._mark(task, starter, error, "was lost from the task queue")
         return marked
+
+    async def _mark(self, task: Task, starter: User, error: str, why: str) -> int:
+        """Mark one task failed (interrupted), tell the consoles, alert; 1 if done here."""
+        now = time.time()
+        if not await self.repo.mark_interrupted(task, error, now):
+            return 0  # another process got there first
+        task.status, task.error, task.finished_at, task.updated_at = "failed", error, now, now
+        await self.frames.publish_row(task, starter)
+        await self.alerts.raise_alert(
+            "error",
+            f"task {task.kind} {task.id[:8]} (started by {starter.username}) "
+            f"{why}: marked failed (interrupted)",
+        )
+        return 1

@@ -6,8 +6,8 @@ the package never sees the `Services` container, so it cannot reach for more.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from chat.hub import Connection
@@ -50,3 +50,11 @@ class ContentReleaser(Protocol):
     """Removes the bytes of files whose rows are gone, once nothing else uses them."""
 
     async def release(self, hashes: Collection[str]) -> None: ...
+
+
+class JobQueue(Protocol):
+    """The site's task queue (`chat.tasks.queue.TaskQueue`: saq on Redis)."""
+
+    async def push(self, task_id: str, params: dict[str, Any]) -> None: ...
+
+    async def lost(self, task_ids: Sequence[str]) -> list[str]: ...

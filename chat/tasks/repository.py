@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from chat.storage.db import Database
 
 _ACTIVE = [a.value for a in ACTIVE]
+# The `worker` of a task waiting in the site's queue (Redis) for a `chat worker`: no
+# process owns it (or heartbeats it) until one claims it.
+QUEUE_OWNER = "queue"
 
 
 class TaskRepository:
@@ -180,6 +183,33 @@ class TaskRepository:
         async with self.db.read() as s:
             return (await s.execute(query)).tuples().all()
 
+    async def finished_since(
+        self, since: float, limit: int = 100_000
+    ) -> Sequence[tuple[float, str]]:
+        """`(finished_at, status)` of the tasks that finished after `since` (the
+        console's task throughput chart)."""
+        query = (
+            select(Task.finished_at, Task.status)
+            .where(Task.finished_at >= since)
+            .order_by(Task.finished_at)
+            .limit(limit)
+        )
+        async with self.db.read() as s:
+            rows = (await s.execute(query)).tuples().all()
+        return [(float(at), status) for at, status in rows if at is not None]
+
+    async def workers(self) -> Sequence[tuple[str, int, float]]:
+        """`(worker, active tasks, newest heartbeat)` of every process holding a queued
+        or running task: the task workers seen through their heartbeats."""
+        query = (
+            select(Task.worker, func.count(Task.id), func.max(Task.heartbeat_at))
+            .where(Task.status.in_(_ACTIVE), Task.worker.is_not(None))
+            .group_by(Task.worker)
+        )
+        async with self.db.read() as s:
+            rows = (await s.execute(query)).tuples().all()
+        return [(str(w), int(n), float(beat or 0.0)) for w, n, beat in rows]
+
     async def count_active(self, user_id: int) -> int:
         async with self.db.read() as s:
             count = await s.scalar(
@@ -211,8 +241,28 @@ class TaskRepository:
                 )
             ).all()
 
+    async def waiting(self, cutoff: float) -> Sequence[tuple[Task, User]]:
+        """Tasks queued on the site's queue before `cutoff`, not yet claimed."""
+        async with self.db.read() as s:
+            return (
+                (
+                    await s.execute(
+                        select(Task, User)
+                        .join(User, User.id == Task.started_by)
+                        .where(
+                            Task.status == TaskStatus.QUEUED.value,
+                            Task.worker == QUEUE_OWNER,
+                            Task.created_at < cutoff,
+                        )
+                    )
+                )
+                .tuples()
+                .all()
+            )
+
     async def orphans(self, worker: str, cutoff: float) -> Sequence[tuple[Task, User]]:
-        """Active tasks of other workers whose last heartbeat is older than `cutoff`."""
+        """Active tasks of other workers whose last heartbeat is older than `cutoff`
+        (not those waiting in the site's queue: no process owns them yet)."""
         async with self.db.read() as s:
             return (
                 (
@@ -223,6 +273,11 @@ class TaskRepository:
                             Task.status.in_(_ACTIVE),
                             (Task.worker.is_(None)) | (Task.worker != worker),
                             (Task.heartbeat_at.is_(None)) | (Task.heartbeat_at < cutoff),
+                            or_(
+                                Task.status != TaskStatus.QUEUED.value,
+                                Task.worker.is_(None),
+                                Task.worker != QUEUE_OWNER,
+                            ),
                         )
                     )
                 )

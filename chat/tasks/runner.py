@@ -7,6 +7,12 @@ cannot hold every slot while an admin's purge waits). Cancellation is cooperativ
 `cancel` cancels the asyncio task, so the kind sees `CancelledError` at its next
 `await` (every `progress` call is one). Frames go through `TaskFrames`; heartbeats,
 remote cancels and orphans are `Liveness`'s.
+
+With the site's queue (`queue`, Redis) a chat process that does not run tasks itself
+(`run_here=False`) stores the row and pushes "run it" to the queue; a `chat worker`'s
+runner gets each job in `run_queued` and runs it exactly as a local task, so frames,
+cancels (the row's flag), heartbeats and interrupted tasks behave the same wherever
+the task runs and whichever process a console is connected to.
 """
 
 from __future__ import annotations
@@ -22,13 +28,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from chat.storage.records import user_ref
 from chat.tasks.context import TaskContext, TaskDeps
 from chat.tasks.exports import ExportFiles
 from chat.tasks.frames import TaskFrames
 from chat.tasks.live import LiveTask
-from chat.tasks.liveness import Liveness
+from chat.tasks.liveness import CANCEL_POLL, Liveness
 from chat.tasks.registry import REGISTRY, TaskKind, resolve
-from chat.tasks.repository import TaskRepository
+from chat.tasks.repository import QUEUE_OWNER, TaskRepository
+from chat.tasks.retention import Retention
 from chat.tasks.status import FINAL, TaskFailed, TaskRefused, TaskStatus
 from chat.tasks.views import task_json
 
@@ -38,13 +48,26 @@ if TYPE_CHECKING:
     from chat.protocol import UserRef
     from chat.storage.db import Database
     from chat.storage.models import Task
-    from chat.tasks.ports import AccountMaker, AlertSink, ContentReleaser, FramePublisher, Rooms
+    from chat.tasks.ports import (
+        AccountMaker,
+        AlertSink,
+        ContentReleaser,
+        FramePublisher,
+        JobQueue,
+        Rooms,
+    )
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR = 2000
 CANCEL_WAIT = 5.0  # how long `cancel` waits for a local task to stop
 STOP_WAIT = 5.0  # how long shutdown waits for running tasks to unwind
+FINAL_POLL = 0.05  # seconds between reads of a task cancelled on another process
+WORKER_CANCEL_POLL = 0.25  # a `chat worker` looks for cancels this often (seconds)
+
+
+class TaskRequeued(Exception):
+    """Raised to saq by a stopping worker for a job it got too late: saq queues it again."""
 
 
 def worker_id() -> str:
@@ -70,8 +93,14 @@ class TaskRunner:
         accounts: AccountMaker,
         files: ContentReleaser,
         draining: Callable[[], bool] = lambda: False,
+        queue: JobQueue | None = None,
+        run_here: bool = True,
     ) -> None:
+        """`queue`: the site's task queue (Redis). With `run_here` False, new tasks go
+        there for `chat worker` processes; a worker's runner has both (`run_queued`)."""
         self.settings = settings
+        self.queue = queue
+        self.dispatch = queue is not None and not run_here
         self.alerts = alerts
         self.worker = worker_id()
         self.exports = ExportFiles.from_settings(settings)
@@ -94,6 +123,21 @@ class TaskRunner:
             heartbeat_interval=settings.task_heartbeat_interval,
             live=self._live,
             interrupt=self._interrupt,
+            cancel_poll=WORKER_CANCEL_POLL if queue is not None and run_here else CANCEL_POLL,
+            queue=queue,
+        )
+
+        # Where tasks run, the scheduled retention runs too (one process per interval).
+        self.retention = (
+            Retention(
+                self.deps,
+                alerts,
+                days=settings.retention_days,
+                interval=settings.retention_interval,
+                holder=self.worker,
+            )
+            if settings.retention_days and not self.dispatch
+            else None
         )
 
     @property
@@ -105,16 +149,23 @@ class TaskRunner:
     async def start(self) -> None:
         """Mark tasks orphaned by dead processes as failed, then start the watcher."""
         await self.liveness.start()
+        if self.retention is not None:
+            self.retention.start()
 
     async def stop(self) -> None:
         """Interrupt every local task: each is marked failed (interrupted) with an alert."""
         self._stopping = True
         self.frames.stopping = True
         await self.liveness.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         queued = [live for live in self._live.values() if live.status == TaskStatus.QUEUED]
         running = [live.runner for live in self._live.values() if live.runner is not None]
         self._queue.clear()
         for live in queued:
+            if self.queue is not None:  # a worker's: saq queues their jobs again
+                self._live.pop(live.id, None)
+                continue
             await self._finish(
                 live, TaskStatus.FAILED, None, "interrupted: the server shut down before it ran"
             )
@@ -148,18 +199,85 @@ class TaskRunner:
             await kind.check(self.deps, user, params)
         now = time.time()
         task_id = str(uuid.uuid4())
-        await self.repo.insert(
-            task_id, kind.name, kind.stored_params(params), user.id, self.worker, now
-        )
+        owner = QUEUE_OWNER if self.dispatch else self.worker
+        await self.repo.insert(task_id, kind.name, kind.stored_params(params), user.id, owner, now)
         live = LiveTask(task_id, kind, params, user, TaskStatus.QUEUED, now)
-        self._live[task_id] = live
         log.info("task %s (%s) queued by user %s via %s", task_id, kind.name, user.id, source)
-        await self.frames.emit(live)
-        self._queue.append(task_id)
-        self._pump()
+        if self.dispatch:
+            await self._dispatch(live)
+        else:
+            self._live[task_id] = live
+            await self.frames.emit(live)
+            self._queue.append(task_id)
+            self._pump()
         view = await self.view(task_id, user)
         assert view is not None
         return view
+
+    async def _dispatch(self, live: LiveTask) -> None:
+        """Send the queued frame, then hand the task to the site's queue (a worker runs
+        it). Raises `TaskRefused` (503) when the queue does not take it."""
+        assert self.queue is not None
+        await self.frames.emit(live)
+        try:
+            await self.queue.push(live.id, live.params.model_dump(mode="json"))
+        except Exception as exc:
+            log.warning("could not queue task %s: %r", live.id, exc)
+            await self._finish(live, TaskStatus.FAILED, None, "the task queue was unavailable")
+            raise TaskRefused(503, "the task queue is unavailable; try again shortly") from None
+
+    async def run_queued(self, task_id: str, raw_params: dict[str, Any]) -> None:
+        """Run a task a worker got from the site's queue, as a local one (claim, run,
+        final status); nothing when it was cancelled or swept before this."""
+        if self._stopping:  # saq hands the job to another worker (or to this one, restarted)
+            raise TaskRequeued("this worker is stopping")
+        found = await self.repo.get(task_id)
+        if found is None or found[0].status != TaskStatus.QUEUED:
+            log.info("task %s: no longer queued; its job is dropped", task_id)
+            return
+        task, starter = found
+        kind = REGISTRY.get(task.kind)
+        try:
+            if kind is None:  # a worker older than the process that queued it
+                raise TaskFailed(f"this worker does not know the task kind {task.kind!r}")
+            params = kind.params.model_validate(raw_params)
+        except (TaskFailed, ValidationError) as exc:
+            now = time.time()
+            error = f"could not start: {exc}"[:MAX_ERROR]
+            await self.repo.finish(
+                task_id,
+                TaskStatus.FAILED,
+                progress=0.0,
+                detail=None,
+                error=error,
+                result=None,
+                now=now,
+            )
+            task.status, task.error, task.finished_at, task.updated_at = "failed", error, now, now
+            await self.frames.publish_row(task, starter)
+            await self.alerts.raise_alert(
+                "error", f"task {task.kind} {task_id[:8]} failed: {error}"
+            )
+            return
+        # Into this process's queue, as if submitted here: the same order (admins'
+        # first) and the same rule (a user's tasks one at a time) among the jobs this
+        # worker holds (saq hands it up to twice `task_concurrency`).
+        live = LiveTask(
+            task_id, kind, params, user_ref(starter), TaskStatus.QUEUED, task.created_at
+        )
+        self._live[task_id] = live
+        self._queue.append(task_id)
+        self._pump()
+        try:
+            await live.gone.wait()
+        except asyncio.CancelledError:  # saq gave up the job (stopping): so do we
+            if live.runner is None:  # not started: saq queues the job again
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(task_id)
+                self._live.pop(task_id, None)
+            else:
+                self._interrupt(live, shutdown=True)
+            raise
 
     def _pump(self) -> None:
         while not self._stopping and len(self._running) < self.settings.task_concurrency:
@@ -206,6 +324,7 @@ class TaskRunner:
                 await self._execute(live)
             else:  # cancelled (or swept) elsewhere while it waited
                 self._live.pop(live.id, None)
+                live.gone.set()
         finally:
             self._running.discard(live.id)
             self._pump()
@@ -280,6 +399,7 @@ class TaskRunner:
         # Only now, with the row final, do readers see the final status.
         live.status, live.progress = status, progress
         self._live.pop(live.id, None)
+        live.gone.set()
         await self.frames.emit(live, final_at=now, error=error)
         log.info(
             "task %s (%s) %s%s", live.id, live.kind.name, status, f": {error}" if error else ""
@@ -306,6 +426,15 @@ class TaskRunner:
     async def sweep_orphans(self) -> int:
         """Mark active tasks of dead processes failed (interrupted); alert for each."""
         return await self.liveness.sweep_orphans()
+
+    async def _until_final(self, task_id: str, timeout: float) -> None:
+        """Wait (up to `timeout`) for another process to store the task's final status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = await self.row(task_id)
+            if row is None or row.status in FINAL:
+                return
+            await asyncio.sleep(FINAL_POLL)
 
     # --- reading ------------------------------------------------------------------
 
@@ -355,13 +484,15 @@ class TaskRunner:
             runner = live.runner
             self._interrupt(live)
             await asyncio.wait({runner}, timeout=CANCEL_WAIT)
-        elif task.status == TaskStatus.QUEUED:
+        elif task.status == TaskStatus.QUEUED and await self.repo.cancel_queued(
+            task.id, time.time()
+        ):  # queued on another process or on the site's queue: it never runs
             now = time.time()
-            if await self.repo.cancel_queued(task.id, now):  # queued on another process
-                task.status, task.finished_at, task.updated_at = "cancelled", now, now
-                await self.frames.publish_row(task, starter)
-        else:
+            task.status, task.finished_at, task.updated_at = "cancelled", now, now
+            await self.frames.publish_row(task, starter)
+        else:  # running elsewhere (or claimed meanwhile): flag it, wait for it to stop
             await self.repo.request_cancel(task_id)
+            await self._until_final(task_id, CANCEL_WAIT)
         view = await self.view(task_id, user)
         assert view is not None
         return view

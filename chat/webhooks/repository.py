@@ -227,7 +227,8 @@ class WebhookRepository:
         ]
 
     async def bot_can_read(self, bot_id: int, room_id: int) -> bool:
-        """Whether the bot may still read the room: not banned, and public or a member."""
+        """Whether the bot may still read the room: not banned or disabled, and public or
+        a member."""
         member = (
             select(RoomMember.user_id)
             .where(RoomMember.room_id == room_id, RoomMember.user_id == bot_id)
@@ -235,7 +236,9 @@ class WebhookRepository:
         )
         query = select(Room.id).where(Room.id == room_id, or_(Room.private.is_(False), member))
         async with self.db.read() as s:
-            banned = await s.scalar(select(User.banned).where(User.id == bot_id))
+            banned = await s.scalar(
+                select(or_(User.banned, User.disabled)).where(User.id == bot_id)
+            )
             readable = await s.scalar(query)
         return banned is False and readable is not None
 

@@ -32,10 +32,10 @@ from chat.protocol import (
     iso,
     parse_client_frame,
 )
+from chat.sending import ARCHIVED
 from chat.storage.records import RoomView
 from chat.storage.store import Store
 from chat.ws.commands import COMMANDS
-from chat.ws.commands.context import ARCHIVED
 from chat.ws.deps import WsDeps
 from chat.ws.inflight import InFlight
 from chat.ws.socket import socket_sink

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 __all__ = [
     "CLIENT_TYPES",
     "MAX_ATTACHMENTS",
+    "MAX_SEQ",
     "AckFrame",
     "AlertFrame",
     "Attachment",
@@ -46,6 +47,7 @@ __all__ = [
     "PongFrame",
     "PresenceChangesFrame",
     "PresenceFrame",
+    "PresenceSnapshotFrame",
     "ReactIn",
     "ReactionFrame",
     "ReadFrame",
@@ -56,6 +58,7 @@ __all__ = [
     "ReplyRef",
     "RoomFrame",
     "RoomName",
+    "RoomPresence",
     "SendIn",
     "Seq",
     "ServerFrame",
@@ -63,6 +66,7 @@ __all__ = [
     "TypingFrame",
     "TypingIn",
     "UserRef",
+    "WatchIn",
     "encode",
     "iso",
     "now_iso",
@@ -193,12 +197,31 @@ class PingIn(_Frame):
     ref: Ref | None = None
 
 
+class WatchIn(_Frame):
+    """Admins: follow something site-wide (`presence`: every room's, without joining)."""
+
+    type: Literal["watch"]
+    topic: Literal["presence"]
+    on: bool = True  # false: stop
+    ref: Ref | None = None
+
+
 ClientFrame = Annotated[
-    AuthIn | JoinIn | LeaveIn | SendIn | EditIn | DeleteIn | ReactIn | ReadIn | TypingIn | PingIn,
+    AuthIn
+    | JoinIn
+    | LeaveIn
+    | SendIn
+    | EditIn
+    | DeleteIn
+    | ReactIn
+    | ReadIn
+    | TypingIn
+    | PingIn
+    | WatchIn,
     Field(discriminator="type"),
 ]
 CLIENT_TYPES = frozenset(
-    {"auth", "join", "leave", "send", "edit", "delete", "react", "read", "typing", "ping"}
+    {"auth", "join", "leave", "send", "edit", "delete", "react", "read", "typing", "ping", "watch"}
 )
 _client_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
@@ -486,6 +509,20 @@ class PresenceChangesFrame(_Frame):
     left: list[UserRef]
 
 
+class RoomPresence(_Frame):
+    room: str
+    users: list[UserRef]
+
+
+class PresenceSnapshotFrame(_Frame):
+    """The answer to `watch` `presence`: every room with its present users; then
+    `presence_changes` frames of every room follow (admins only)."""
+
+    type: Literal["presence_snapshot"] = "presence_snapshot"
+    rooms: list[RoomPresence]
+    ref: str | None = None
+
+
 class TypingFrame(_Frame):
     type: Literal["typing"] = "typing"
     room: str
@@ -547,6 +584,7 @@ ServerFrame = Annotated[
     | RemovedFrame
     | PresenceFrame
     | PresenceChangesFrame
+    | PresenceSnapshotFrame
     | TypingFrame
     | PongFrame
     | TaskFrame

@@ -957,6 +957,7 @@ export class Connection extends Emitter {
   // --- frames -------------------------------------------------------------------------
 
   _transmit(frame) {
+    if (this._onStream) return this._authed && this._stream.request(frame);
     const ws = this._ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     ws.send(JSON.stringify(frame));

@@ -4,8 +4,9 @@
 // /api/rooms/{room}/messages`). See docs/protocol.md, "Without a WebSocket".
 //
 // The stream carries the very frames a socket gets, so they go through the
-// Connection's own `_dispatch` and the views never know the difference. What has no
-// REST equivalent (typing, read cursor, edit, delete, react) is unavailable here.
+// Connection's own `_dispatch` and the views never know the difference. The one-off
+// frames (edit, delete, react, read, typing) go by their REST twins, whose answer is
+// the same event a socket would get, dispatched with the frame's `ref`.
 //
 // The ticket that authorizes EventSource (it cannot send a header) is single-use and
 // lives only in the URL of the one EventSource it opens; it is never stored.
@@ -18,6 +19,26 @@ const EVENT_TYPES = [
   "presence", "presence_changes", "typing", "read", "room", "removed", "notification",
   "notifications_read", "task", "alert",
 ];
+
+/** The REST twin of a one-off frame: [method, path, json] (docs/protocol.md), or null. */
+function restOf(frame) {
+  const room = `/api/rooms/${encodeURIComponent(frame.room)}`;
+  const message = `${room}/messages/${frame.seq}`;
+  switch (frame.type) {
+    case "edit":
+      return ["PATCH", message, { body: frame.body }];
+    case "delete":
+      return ["DELETE", message, undefined];
+    case "react":
+      return [frame.on ? "PUT" : "DELETE", `${message}/reactions/${encodeURIComponent(frame.emoji)}`, undefined];
+    case "read":
+      return ["POST", `${room}/read`, { seq: frame.seq }];
+    case "typing":
+      return ["POST", `${room}/typing`, undefined];
+    default:
+      return null;
+  }
+}
 
 export class StreamTransport {
   /** @param {import("./client.js").Connection} conn */
@@ -37,13 +58,8 @@ export class StreamTransport {
     this.rooms = [];
     let ticket;
     try {
-      if (!conn.rooms.length) {
-        // A stream names at least one room: until the first join (which opens it) be
-        // online for REST, once the server answers.
-        const user = await conn.session.loadUser();
-        if (epoch === conn._epoch) conn._dispatch({ type: "hello", user, limits: conn.limits });
-        return;
-      }
+      // With no rooms yet the stream still carries the user's own frames: notifications,
+      // and for an admin console its tasks and alerts; a join reopens it with the room.
       ({ ticket } = await conn.session.api("/api/stream/ticket", { method: "POST" }));
     } catch (err) {
       if (epoch !== conn._epoch) return;
@@ -113,6 +129,29 @@ export class StreamTransport {
     source?.close();
   }
 
+  /**
+   * Send a one-off frame (edit, delete, react, read, typing) by its REST twin; false if
+   * it has none. The answer is the event a socket gets, dispatched with the frame's `ref`;
+   * a refusal is dispatched as an `error` with that `ref`. Nothing is retried: as on a
+   * socket, a stale edit must not land later.
+   */
+  request(frame) {
+    const rest = restOf(frame);
+    if (!rest) return false;
+    const [method, path, json] = rest;
+    const conn = this.conn;
+    conn.session.api(path, { method, json }).then(
+      (event) => {
+        if (event && typeof event === "object") conn._dispatch({ ...event, ref: frame.ref });
+      },
+      (err) => {
+        if (frame.ref === undefined) return; // typing and plain read marks: best effort
+        conn._dispatch({ type: "error", ref: frame.ref, ...errorOf(err) });
+      },
+    );
+    return true;
+  }
+
   /** Send one queued message by REST, after the ones before it; the answer is dispatched as a frame. */
   send(item, epoch) {
     this._sending = this._sending.then(() => this._post(item, epoch));
@@ -132,13 +171,19 @@ export class StreamTransport {
       conn._dispatch({ ...ack, type: "ack", ref: item.ref });
     } catch (err) {
       if (err instanceof ApiError && err.status !== 401) {
-        // The same codes as a socket's `error` frame (429/503 carry retry_after).
-        const code = err.code ?? (err.status === 429 ? "rate_limited" : err.status >= 500 ? "unavailable" : "bad_frame");
-        conn._dispatch({ type: "error", ref: item.ref, code, detail: err.detail, retry_after: err.retryAfter });
+        conn._dispatch({ type: "error", ref: item.ref, ...errorOf(err) });
       } else {
         // Unreachable or the token refused: send again (same ref) once reconnected.
         item.sentEpoch = -1;
       }
     }
   }
+}
+
+/** The `error` frame's fields for a refused REST call: the same codes as a socket's
+ * (429 and 503 carry retry_after). */
+function errorOf(err) {
+  if (!(err instanceof ApiError)) return { code: "unavailable", detail: String(err?.message ?? err) };
+  const code = err.code ?? (err.status === 429 ? "rate_limited" : err.status >= 500 ? "unavailable" : "bad_frame");
+  return { code, detail: err.detail, retry_after: err.retryAfter };
 }

@@ -20,6 +20,7 @@ from chat.protocol import (
     ReadIn,
     SendIn,
     TypingIn,
+    WatchIn,
 )
 from chat.ws.commands.changes import delete, edit, react
 from chat.ws.commands.context import CommandContext
@@ -28,6 +29,7 @@ from chat.ws.commands.reauth import reauth
 from chat.ws.commands.rooms import join, leave
 from chat.ws.commands.send import send
 from chat.ws.commands.signals import ping, typing
+from chat.ws.commands.watch import watch
 
 Command = Callable[[CommandContext, Any], Awaitable[None]]
 
@@ -42,4 +44,5 @@ COMMANDS: dict[type, Command] = {
     TypingIn: typing,
     PingIn: ping,
     AuthIn: reauth,
+    WatchIn: watch,
 }

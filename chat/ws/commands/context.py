@@ -8,13 +8,10 @@ from chat.auth.accounts import Principal
 from chat.config import Settings
 from chat.hub import Connection
 from chat.protocol import UserRef
-from chat.sending import ARCHIVED
 from chat.storage.records import RoomView
 from chat.ws.deps import WsDeps
 from chat.ws.inflight import InFlight
 from chat.ws.socket import SocketSink
-
-__all__ = ["ARCHIVED", "CommandContext"]
 
 
 class CommandContext(Protocol):

@@ -15,8 +15,6 @@ from chat.sending import refusal, reply_of, require_valid_body, send_bucket, sub
 from chat.storage.records import NewMessage, Stored
 from chat.ws.commands.context import CommandContext
 
-__all__ = ["require_valid_body", "send"]
-
 INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, then refused
 
 
