@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection
 
 from chat.backends.memory_repeats import RepeatCounter
 from chat.monitoring.alerts import HealthWatcher
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, Servers
 from tests.dbseed import age_messages, seed_messages
 from tests.harness import (
     Account,
@@ -797,3 +797,21 @@ async def test_an_unreachable_broker_raises_an_alert(
         server.stop()
     finally:
         redis.kill()
+
+
+@pytest.mark.one_backend
+async def test_hello_comes_first_even_while_task_frames_flow(make_server: Servers) -> None:
+    """A socket is findable by the hub before its `hello` is ready (two reads later):
+    frames published meanwhile wait, so `hello` is always the first frame."""
+    server = make_server(task_progress_interval=0.01)
+    api = Api(server)
+    boss = api.admin()
+    task = start(api, boss, "demo", steps=4000, delay=0.002)
+    watcher = await connect(server, boss.token)
+    await recv_until(watcher, "task", id=task["id"], status="running")
+    for _ in range(30):
+        late = await connect(server, boss.token)  # asserts that `hello` came first
+        await late.close()
+    api.client.post(f"/api/tasks/{task['id']}/cancel", headers=boss.headers)
+    await watcher.close()
+    api.close()

@@ -47,9 +47,7 @@ def pair_of(server: Any) -> ServerPair:
 async def test_a_task_runs_in_the_worker_watched_and_cancelled_through_other_processes(
     make_server: Servers,
 ) -> None:
-    # Progress frames at most once a second: a socket that opens while they flow can
-    # get one before its `hello` (the hub registers it first: reported, not fixed here).
-    site = pair_of(make_server(task_workers=1, **{**QUICK, "task_progress_interval": 1.0}))
+    site = pair_of(make_server(task_workers=1, **QUICK))
     a, b = site.nodes
     assert a.env["CHAT_RUN_TASKS"] == "never" and b.env["CHAT_RUN_TASKS"] == "never"
     api_a, api_b = Api(a), Api(b)

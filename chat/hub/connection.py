@@ -42,7 +42,9 @@ class Connection:
     whose unsent bytes pass `max_buffer` is too slow and is closed (4008).
     """
 
-    def __init__(self, user: UserRef, sink: Sink, close: Close, max_buffer: int) -> None:
+    def __init__(
+        self, user: UserRef, sink: Sink, close: Close, max_buffer: int, *, held: bool = False
+    ) -> None:
         self.id = next(_ids)
         self.user = user
         # Joined rooms; a list buffers live events while the join's replay is sent.
@@ -68,6 +70,9 @@ class Connection:
         self._flush_soon: asyncio.Handle | None = None
         self._gone = False  # unregistered: nothing more is sent
         self._closer: asyncio.Task[None] | None = None
+        # `held`: registered before its `hello` is ready (a socket, a stream), frames
+        # published meanwhile wait here, so that nothing reaches the peer before `hello`.
+        self._held: list[bytes] | None = [] if held else None
 
     @property
     def closing(self) -> bool:
@@ -81,9 +86,19 @@ class Connection:
         """`push` for a frame encoded once for many connections."""
         if self.closing or self._gone:
             return
+        if self._held is not None:
+            self._held.append(data)
+            return
         self._out.append(data)
         if self._flush_soon is None:
             self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
+
+    def greet(self, hello: str) -> None:
+        """Send `hello` first, then what was published to a `held` connection meanwhile."""
+        held, self._held = self._held or [], None
+        self.push(hello)
+        for data in held:
+            self.push_bytes(data)
 
     def claim(self, room: str, seq: int) -> bool:
         """Record that `seq` of `room` goes to this connection; False if it went already."""

@@ -63,7 +63,11 @@ class EventStreamResponse(Response):
         self._request = request
         self._sink = EventSink(request.cursor, codec)
         self._conn = Connection(
-            request.principal.user, self._sink, self._close, deps.settings.outbound_buffer_bytes
+            request.principal.user,
+            self._sink,
+            self._close,
+            deps.settings.outbound_buffer_bytes,
+            held=True,
         )
 
     @property
@@ -115,7 +119,7 @@ class EventStreamResponse(Response):
             greeting = await hello(deps, request.principal)
             if not request.resumed:  # a new stream starts at the inbox's newest
                 request.cursor.note = max(request.cursor.note, greeting.last_notification_id)
-            conn.push(encode(greeting))
+            conn.greet(encode(greeting))
             await deps.greet(conn)  # active tasks' state (admins), as on a socket
             if request.resumed:
                 await self._notifications(conn, request.cursor.note)

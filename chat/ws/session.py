@@ -114,7 +114,7 @@ class Session:
         self.principal = principal
         self.sink = socket_sink(websocket)
         self.conn = Connection(
-            principal.user, self.sink, self._close, self.settings.outbound_buffer_bytes
+            principal.user, self.sink, self._close, self.settings.outbound_buffer_bytes, held=True
         )
         self.flood = FloodGuard(deps.limits, self.user.id, self.settings.rate_limit_close_after)
         self._close_after_acks: tuple[int, str] | None = None  # (code, reason)
@@ -154,7 +154,7 @@ class Session:
                 await self.conn.closed.wait()
                 return
             self.watch_expiry()
-            self.conn.push(encode(await hello(self.deps, self.principal)))
+            self.conn.greet(encode(await hello(self.deps, self.principal)))
             await self.deps.greet(self.conn)  # active tasks' state, then live
             await self._receive_loop()
         finally:

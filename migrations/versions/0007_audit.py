@@ -1,7 +1,7 @@
 """audit: the log of what admins did, accounts an admin disabled, tasks by finish time
 
 Revision ID: 0007_audit
-Revises: 0006_webhooks
+Revises: 0007_task_queue
 Create Date: 2026-12-10 09:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_audit"
-down_revision = "0006_webhooks"
+down_revision = "0007_task_queue"
 branch_labels = None
 depends_on = None
 
