@@ -37,7 +37,7 @@ from chat.api import (
 from chat.config import Settings
 from chat.drain import install_drain_handlers
 from chat.limits.body import BodyLimit
-from chat.monitoring import history, redact
+from chat.monitoring import history, multiprocess, redact
 from chat.services import Services
 from chat.ws.handshake import websocket_endpoint
 
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        multiprocess.forget_dead_processes()  # a killed worker's connections are gone
         services = Services.build(settings)
         app.state.services = services
         app.state.ws = services.ws_deps()
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             restore_signals()
             await services.stop()
+            multiprocess.process_exited()
 
     app = FastAPI(title="chat", version=__version__, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, errors.invalid_request)

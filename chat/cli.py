@@ -106,25 +106,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     resolve_secret(settings)
     from chat.drain import SHUTDOWN_GRACE
+    from chat.monitoring import multiprocess
     from chat.ws.socket import PROTOCOL_CLASS
 
-    uvicorn.run(
-        "chat.app:create_server",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        # Jittered protocol pings, closes that never wait on a stuck peer (chat/ws/socket.py).
-        ws=PROTOCOL_CLASS,
-        ws_per_message_deflate=settings.ws_compression,
-        ws_max_size=settings.max_frame_bytes,
-        ws_ping_interval=settings.heartbeat_interval,
-        ws_ping_timeout=settings.heartbeat_timeout,
-        # The app drains first (up to drain_timeout, on the signal); this is what is left.
-        timeout_graceful_shutdown=SHUTDOWN_GRACE,
-        log_level="info",
-        log_config=serve_log_config(),
-    )
+    # Several workers: each writes its metrics to files that /metrics adds up. Set
+    # after this process's own imports: it never serves, the workers it spawns do.
+    metrics_dir = multiprocess.prepare() if args.workers > 1 else None
+    proxies = settings.trusted_proxies
+    try:
+        uvicorn.run(
+            "chat.app:create_server",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            # Jittered protocol pings, closes that never wait on a stuck peer
+            # (chat/ws/socket.py).
+            ws=PROTOCOL_CLASS,
+            ws_per_message_deflate=settings.ws_compression,
+            ws_max_size=settings.max_frame_bytes,
+            ws_ping_interval=settings.heartbeat_interval,
+            ws_ping_timeout=settings.heartbeat_timeout,
+            # The client address (per-address limits) and scheme come from
+            # X-Forwarded-For/-Proto only when the peer is one of these (docs/deploy.md).
+            proxy_headers=proxies != [],
+            forwarded_allow_ips=",".join(proxies) if proxies else None,
+            # The app drains first (up to drain_timeout, on the signal); this is what is left.
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+            log_level="info",
+            log_config=serve_log_config(),
+        )
+    finally:
+        if metrics_dir is not None:
+            multiprocess.cleanup(metrics_dir)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,6 +30,11 @@ class Settings(BaseSettings):
     refresh_token_ttl: float = Field(30 * 24 * 3600, gt=0, description="seconds")
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     registration_enabled: bool = True
+    # Behind a reverse proxy (docs/deploy.md): the peers whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed, as IP addresses or networks, comma-separated.
+    # Unset: uvicorn's default (FORWARDED_ALLOW_IPS, else 127.0.0.1 and ::1); empty:
+    # nobody's, every client is its TCP peer.
+    trusted_proxies: Annotated[list[str] | None, NoDecode] = None
 
     # Message and frame bounds.
     max_body_chars: int = Field(32_000, gt=0)
@@ -178,6 +184,21 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        if isinstance(value, list):
+            for item in value:
+                try:
+                    ipaddress.ip_network(str(item), strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{item!r} is not an IP address or network (CHAT_TRUSTED_PROXIES)"
+                    ) from None
         return value
 
     @model_validator(mode="after")

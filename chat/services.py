@@ -21,9 +21,11 @@ from chat.config import Settings
 from chat.files.service import FileService
 from chat.hub import Hub
 from chat.limits.buckets import FailureWindow, Gate, LoginThrottle
+from chat.monitoring import metrics
 from chat.monitoring.abuse import AbuseMonitor
 from chat.monitoring.alerts import Alerts, HealthWatcher
 from chat.monitoring.history import History
+from chat.monitoring.sampler import MetricsSampler
 from chat.protocol import encode
 from chat.storage.db import Database
 from chat.storage.memberships import MembershipRecorder
@@ -32,6 +34,7 @@ from chat.storage.store import Store
 from chat.storage.writer import MessageWriter
 from chat.stream.cursor import CursorCodec, cursor_key
 from chat.tasks import TaskRunner
+from chat.tasks.repository import TaskRepository
 from chat.webhooks.repository import WebhookRepository
 from chat.webhooks.worker import WebhookWorker
 from chat.ws.deps import WsDeps
@@ -62,6 +65,7 @@ class Services:
     health: HealthWatcher = field(init=False)
     files: FileService = field(init=False)
     webhooks: WebhookWorker = field(init=False)
+    sampler: MetricsSampler = field(init=False)
     history: History = field(init=False)  # the console's charts: the last hour
     draining: bool = False
     stream_key: bytes = b""  # signs stream cursors (`chat.stream.cursor`)
@@ -121,6 +125,13 @@ class Services:
             self.backends.samples,
             s.stats_sample_interval,
         )
+        fanout = self.backends.fanout
+        local = [
+            (metrics.ROOMS_ACTIVE, lambda: self.hub.rooms_active),
+            (metrics.WRITE_QUEUE, lambda: self.writer.pending),
+            (metrics.FANOUT_QUEUE, lambda: fanout.backlog),
+        ]
+        self.sampler = MetricsSampler(local, TaskRepository(self.db).queue_stats)
 
     def probes(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """What `/readyz`, the health alerts and the console's health view check."""
@@ -189,8 +200,10 @@ class Services:
         self.webhooks.start()
         self.health.start()
         self.history.start()
+        self.sampler.start()
 
     async def stop(self) -> None:
+        await self.sampler.stop()
         await self.history.stop()
         await self.health.stop()
         await self.webhooks.stop()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,12 @@ def unique(prefix: str = "u") -> str:
 class ServerProcess:
     """`python -m chat serve` as a child process with its own environment."""
 
-    def __init__(self, database_url: str, workdir: Path, **settings: Any) -> None:
+    def __init__(
+        self, database_url: str, workdir: Path, *, serve_args: Sequence[str] = (), **settings: Any
+    ) -> None:
         settings.pop("task_workers", None)  # one process runs its tasks itself
         self.port = free_port()
+        self.serve_args = list(serve_args)  # more `chat serve` options (`--workers 2`)
         self.workdir = workdir
         self.database_url = database_url
         self.env = {
@@ -103,7 +107,7 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> ServerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "chat", "serve", "--port", str(self.port), *self.serve_args],
             cwd=self.workdir,
             env=self.env,
             stdout=log,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -109,12 +110,14 @@ async def open_stream(
     last_event_id: str | None = None,
     in_query: bool = False,
     ticket: str | None = None,
+    verify: ssl.SSLContext | bool = True,
     paused: bool = False,
     watch: str | None = None,
 ) -> AsyncIterator[SseReader]:
     """`GET /api/stream` on `base_url`; the reader of its events (any status: the test
     looks at `reader.response.status_code`). `paused`: read nothing until `resume()`
-    (the server meets a stalled client once the kernel's buffers are full)."""
+    (the server meets a stalled client once the kernel's buffers are full). `verify`:
+    for an `https://` base."""
     headers = {"Accept": "text/event-stream"}
     params = {"rooms": ",".join(rooms)}
     if token is not None:
@@ -130,7 +133,7 @@ async def open_stream(
             headers["Last-Event-ID"] = last_event_id
     timeout = httpx.Timeout(10.0, read=None)
     async with (
-        httpx.AsyncClient(base_url=base_url, timeout=timeout) as client,
+        httpx.AsyncClient(base_url=base_url, timeout=timeout, verify=verify) as client,
         client.stream("GET", "/api/stream", params=params, headers=headers) as response,
     ):
         if response.status_code != 200:

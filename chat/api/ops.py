@@ -6,9 +6,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import FileResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chat.api.deps import ReadinessDep
+from chat.monitoring import multiprocess
 
 router = APIRouter(tags=["operations"])
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
@@ -43,8 +43,8 @@ async def readyz(readiness: ReadinessDep) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    """Prometheus text format."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format: the sum over every worker of `chat serve --workers N`."""
+    return Response(multiprocess.render(), media_type=multiprocess.CONTENT_TYPE)
 
 
 @router.get("/", include_in_schema=False)

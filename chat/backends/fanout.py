@@ -54,3 +54,7 @@ class Broker(Protocol):
 
     async def ping(self) -> None:
         """Raise when the broker is unreachable."""
+
+    @property
+    def backlog(self) -> int:
+        """Publishes and received messages waiting in this process (a metric)."""

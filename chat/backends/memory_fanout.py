@@ -40,3 +40,7 @@ class MemoryBroker:
 
     async def ping(self) -> None:
         return None
+
+    @property
+    def backlog(self) -> int:
+        return 0  # publish delivers before it returns

@@ -37,7 +37,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from redis.asyncio.client import PubSub
 
 from chat.backends.fanout import BrokerUnavailable, Handler, Resubscribed
@@ -62,6 +62,12 @@ BATCH_MAX = 500  # most publishes sent in one pipeline
 RECONNECTS = Counter("chat_broker_reconnects_total", "Redis subscriber reconnections")
 PUBLISH_FAILURES = Counter(
     "chat_broker_publish_failures_total", "Publishes Redis did not take (delivered locally only)"
+)
+
+BATCH_SIZES = Histogram(
+    "chat_fanout_batch_size",
+    "Publishes sent to Redis in one round trip",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
 )
 
 _Outgoing = tuple[str, str, "asyncio.Future[None]"]
@@ -207,6 +213,12 @@ class RedisBroker:
                 except REDIS_DOWN as exc:  # the listener notices and reconnects
                     log.debug("UNSUBSCRIBE %s failed: %r", channel, exc)
 
+    @property
+    def backlog(self) -> int:
+        """Publishes not yet sent plus received messages whose async handling waits."""
+        queues = (self._outbox, self._async_results)
+        return sum(queue.qsize() for queue in queues if queue is not None)
+
     async def ping(self) -> None:
         """Raise `BrokerUnavailable` unless Redis answers and the listener is subscribed."""
         try:
@@ -233,6 +245,7 @@ class RedisBroker:
             live = [item for item in batch if not item[2].done()]  # callers may have gone
             if not live:
                 continue
+            BATCH_SIZES.observe(len(live))
             try:
                 if len(live) == 1:  # the common case when idle: skip the pipeline's overhead
                     await self.client.publish(live[0][0], live[0][1])

@@ -174,6 +174,11 @@ class Hub:
         # connection on the whole site (`exclude_conn`).
         self.node = secrets.token_hex(6)
 
+    @property
+    def rooms_active(self) -> int:
+        """Rooms with at least one member connected to this process."""
+        return len(self._by_room)
+
     def conn_key(self, conn: Connection) -> str:
         """A key naming `conn` on every process, for `exclude_conn`."""
         return f"{self.node}:{conn.id}"

@@ -219,6 +219,19 @@ class TaskRepository:
             )
         return int(count or 0)
 
+    async def queue_stats(self, now: float) -> tuple[int, float]:
+        """(tasks queued and not started, seconds the oldest of them has waited)."""
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(func.count(Task.id), func.min(Task.created_at)).where(
+                        Task.status == TaskStatus.QUEUED.value
+                    )
+                )
+            ).one()
+        count, oldest = row
+        return int(count or 0), max(0.0, now - oldest) if oldest is not None else 0.0
+
     async def cancel_requested(self, task_ids: Sequence[str]) -> Sequence[str]:
         """Which of these tasks another process asked to cancel."""
         async with self.db.read() as s:

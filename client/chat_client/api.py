@@ -9,6 +9,7 @@ are retried after their `Retry-After`, a few times.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -31,10 +32,18 @@ _MAX_RETRY_AFTER: Final = 30.0
 class HttpApi:
     """Calls `base_url` (`http://host:8000`) with `Authorization: Bearer <token()>`."""
 
-    def __init__(self, base_url: str, *, timeout: float, token: TokenSource) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        token: TokenSource,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.base_url = base_url
         self._timeout = timeout
         self._token = token
+        self._verify: ssl.SSLContext | bool = ssl_context or True
         self._http: httpx.AsyncClient | None = None
 
     async def request(
@@ -94,7 +103,10 @@ class HttpApi:
 
         if self._http is None:
             self._http = httpx.AsyncClient(
-                base_url=self.base_url, timeout=self._timeout, headers={"User-Agent": USER_AGENT}
+                base_url=self.base_url,
+                timeout=self._timeout,
+                headers={"User-Agent": USER_AGENT},
+                verify=self._verify,
             )
         return self._http
 

@@ -34,6 +34,7 @@ import contextlib
 import inspect
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -189,6 +190,10 @@ class ChatClient:
     `notifications_after` (a notification id, e.g. `last_notification_id` saved by
     an earlier run) to have the ones after it delivered first.
 
+    `ssl_context` verifies a `wss://` (and `https://`) server, for example one with a
+    certificate of a private CA: `ssl.create_default_context(cafile="ca.pem")`.
+    Default: the system's trusted CAs.
+
     Received events are buffered in memory until you iterate the client.
     """
 
@@ -207,6 +212,7 @@ class ChatClient:
         request_timeout: float = 30.0,
         http_timeout: float = 10.0,
         notifications_after: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if (token is None) == (token_provider is None):
             raise ValueError("give exactly one of token= and token_provider=")
@@ -237,8 +243,11 @@ class ChatClient:
         self._background: set[asyncio.Task[None]] = set()
         self._supervisor: asyncio.Task[None] | None = None
         self._first_connect: asyncio.Future[None] | None = None
-        self._history = History(self.http_url, timeout=http_timeout)
-        self._api = HttpApi(self.http_url, timeout=http_timeout, token=self._http_token)
+        self._ssl_context = ssl_context
+        self._history = History(self.http_url, timeout=http_timeout, ssl_context=ssl_context)
+        self._api = HttpApi(
+            self.http_url, timeout=http_timeout, token=self._http_token, ssl_context=ssl_context
+        )
         self._inbox = Inbox(self._api)
         self._searcher = Searcher(self._api)
         self._notifications = NotificationCursor(notifications_after)
@@ -692,6 +701,7 @@ class ChatClient:
             open_timeout=self._open_timeout,
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_timeout,
+            ssl_context=self._ssl_context,
         )
         self._generation += 1
         self._hello = hello

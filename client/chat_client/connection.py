@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -93,13 +94,17 @@ async def open_connection(
     open_timeout: float,
     ping_interval: float | None,
     ping_timeout: float | None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[ClientConnection, HelloFrame]:
     """Connect to `url` with `token` and return the socket and the server's `hello`.
 
     Raises `AuthenticationError` (`RevokedError`) when the server refuses the token,
     at the handshake or by closing before `hello`; anything else it raises
     (`OSError`, `TimeoutError`, websockets' errors) is worth another attempt.
+    `ssl_context` verifies a `wss://` server (default: the system's trusted CAs).
     """
+    # websockets refuses an `ssl` argument for a ws:// URL: give it only when set.
+    tls: dict[str, Any] = {"ssl": ssl_context} if ssl_context is not None else {}
     try:
         ws = await connect(
             url,
@@ -110,6 +115,7 @@ async def open_connection(
             ping_timeout=ping_timeout,
             close_timeout=2.0,
             max_size=None,
+            **tls,
         )
     except InvalidStatus as exc:
         status = exc.response.status_code

@@ -6,6 +6,7 @@ messages missed while connected), so `httpx` is imported on first use.
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
@@ -28,9 +29,12 @@ class HistoryError(Exception):
 class History:
     """Reads `GET /api/rooms/{room}/messages?after=SEQ` from the server at `base_url`."""
 
-    def __init__(self, base_url: str, *, timeout: float) -> None:
+    def __init__(
+        self, base_url: str, *, timeout: float, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._base_url = base_url
         self._timeout = timeout
+        self._verify: ssl.SSLContext | bool = ssl_context or True
         self._http: httpx.AsyncClient | None = None
 
     async def after(self, room: str, after: int, token: str) -> list[MessageFrame]:
@@ -45,6 +49,7 @@ class History:
                 base_url=self._base_url,
                 timeout=self._timeout,
                 headers={"User-Agent": USER_AGENT},
+                verify=self._verify,
             )
         try:
             response = await self._http.get(

@@ -6,8 +6,10 @@ what is the socket's own is the joined-room check (no read) and the in-flight bo
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
+from chat.monitoring import metrics
 from chat.protocol import ErrorCode, FrameError, SendIn, encode
 from chat.sending import refusal, reply_of, require_valid_body, send_bucket, submit
 from chat.storage.records import NewMessage, Stored
@@ -17,6 +19,7 @@ INFLIGHT_WAIT = 2.0  # seconds a send over the in-flight bound waits for acks, t
 
 
 async def send(session: CommandContext, frame: SendIn) -> None:
+    arrived = time.perf_counter()
     settings = session.settings
     room = session.writable_room(frame.room, frame.ref)
     require_valid_body(
@@ -39,15 +42,16 @@ async def send(session: CommandContext, frame: SendIn) -> None:
         return  # the client is gone and gets no ack: it resends with the same ref
     files = tuple(frame.attachments) if frame.attachments else ()
     message = NewMessage(room, session.user, frame.ref, frame.body, reply, files)
-    submit(session.deps.writer, message, partial(_stored, session, frame.ref))
+    submit(session.deps.writer, message, partial(_stored, session, frame.ref, arrived))
     session.sends.add()
 
 
-def _stored(session: CommandContext, ref: str, result: Stored | Exception) -> None:
+def _stored(session: CommandContext, ref: str, arrived: float, result: Stored | Exception) -> None:
     """The writer's answer to one of the session's sends, in the order they came."""
     session.sends.done()
     if isinstance(result, Stored):
         session.conn.push(encode(result.ack))
+        metrics.ACK_SECONDS.observe(time.perf_counter() - arrived)
     else:
         error = refusal(result, ref)
         session.error(error.code, error.detail, ref, error.retry_after)
