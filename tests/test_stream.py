@@ -239,7 +239,8 @@ async def test_a_stream_that_stops_reading_ends_with_4008_and_resumes_without_ga
     assert got == sent[: len(got)], "what arrived is a gapless prefix"
     assert len(got) < len(sent)
     async with open_stream(server.http, [room], bob.token, last_event_id=last_id(events)) as again:
-        rest = [e.data["seq"] for e in await again.drain() if e.event == "message"]
+        await again.until("changes_checked", room=room, timeout=30)  # the replay is over
+        rest = [e.data["seq"] for e in again.seen if e.event == "message"]
     assert got + rest == sent, "resumed with the rest, once, in order"
     api.close()
 
