@@ -68,7 +68,29 @@ def unique(prefix: str = "u") -> str:
     return f"{prefix}{next(_names)}_{uuid.uuid4().hex[:8]}"
 
 
-class ServerProcess:
+class ChildProcess:
+    """A `python -m chat ...` child process that writes its output to `log_path`."""
+
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Signal the process and wait for it to exit; returns its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class ServerProcess(ChildProcess):
     """`python -m chat serve` as a child process with its own environment."""
 
     def __init__(
@@ -125,24 +147,9 @@ class ServerProcess:
             time.sleep(0.05)
         raise RuntimeError(f"server did not start in {timeout}s:\n{self.log()}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        """Signal the server and wait for it to exit; returns its exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run `chat ARGS` against this server's database."""
@@ -157,7 +164,7 @@ class ServerProcess:
         )
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """`python -m chat worker` as a child process, with a server's environment."""
 
     def __init__(self, env: dict[str, str], workdir: Path, name: str = "worker") -> None:
@@ -185,20 +192,6 @@ class WorkerProcess:
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"worker did not start in {timeout}s:\n{self.log()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class ServerPair:

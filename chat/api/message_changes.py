@@ -96,28 +96,30 @@ async def delete_message(room: str, seq: SeqPath, caller: Caller, deps: Messagin
         return frame_error(exc)
 
 
-@router.put(
-    "/{room:path}/messages/{seq}/reactions/{emoji}",
-    response_model=ReactionFrame,
-    responses=CHANGE_ERRORS,
-)
-async def add_reaction(
-    room: str, seq: SeqPath, emoji: EmojiPath, caller: Caller, deps: MessagingDep
+async def reaction(
+    room: str, seq: SeqPath, emoji: EmojiPath, request: Request, caller: Caller, deps: MessagingDep
 ) -> Response:
-    """Set the caller's reaction (`emoji` URL-encoded): `reaction` with everyone's now."""
-    return await _react(room, seq, emoji, True, caller.user, deps)
+    """`PUT` sets the caller's reaction (`emoji` URL-encoded), `DELETE` clears it:
+    `reaction` with everyone's now."""
+    user, on = caller.user, request.method == "PUT"
+    try:
+        changing.require_valid_emoji(emoji, None)
+        view = await _writable(room, user, deps)
+        return _answer(await changing.react(deps, view, user, seq, emoji, on, None))
+    except FrameError as exc:
+        return frame_error(exc)
 
 
-@router.delete(
-    "/{room:path}/messages/{seq}/reactions/{emoji}",
-    response_model=ReactionFrame,
-    responses=CHANGE_ERRORS,
-)
-async def remove_reaction(
-    room: str, seq: SeqPath, emoji: EmojiPath, caller: Caller, deps: MessagingDep
-) -> Response:
-    """Clear the caller's reaction: `reaction` with everyone's now."""
-    return await _react(room, seq, emoji, False, caller.user, deps)
+# One function, two routes (their own names keep OpenAPI's operation ids apart).
+for method, name in (("PUT", "add_reaction"), ("DELETE", "remove_reaction")):
+    router.add_api_route(
+        "/{room:path}/messages/{seq}/reactions/{emoji}",
+        reaction,
+        methods=[method],
+        name=name,
+        response_model=ReactionFrame,
+        responses=CHANGE_ERRORS,
+    )
 
 
 @router.post(
@@ -166,17 +168,6 @@ async def typing(room: str, caller: Caller, deps: MessagingDep) -> Response:
     payload = encode(TypingFrame(room=view.name, user=user))
     await deps.hub.publish_room(view.name, payload, exclude_user=user.id)
     return Response(status_code=204)
-
-
-async def _react(
-    room: str, seq: int, emoji: str, on: bool, user: UserRef, deps: WsDeps
-) -> Response:
-    try:
-        changing.require_valid_emoji(emoji, None)
-        view = await _writable(room, user, deps)
-        return _answer(await changing.react(deps, view, user, seq, emoji, on, None))
-    except FrameError as exc:
-        return frame_error(exc)
 
 
 async def _writable(room: str, user: UserRef, deps: WsDeps) -> RoomView:
