@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -18,12 +19,14 @@ from chat.api import (
     alerts,
     auth,
     changes,
+    docs,
     errors,
     files,
     messages,
     notifications,
     ops,
     people,
+    responses,
     rooms,
     search,
     stream,
@@ -44,8 +47,6 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
-# The OpenAPI page at /docs loads its own assets and inline script.
-CSP_EXEMPT = ("/docs", "/redoc", "/openapi.json")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,16 +69,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             restore_signals()
             await services.stop()
 
-    app = FastAPI(title="chat", version=__version__, lifespan=lifespan)
+    # /docs and /redoc are ours (chat/api/docs.py): FastAPI's load their assets from a CDN.
+    app = FastAPI(
+        title="chat", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.add_exception_handler(RequestValidationError, errors.invalid_request)
+    app.add_exception_handler(405, errors.method_not_allowed)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = responses.complete(FastAPI.openapi(app))
+            app.openapi_schema = rooms.with_settings(document, settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.middleware("http")
     async def security_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
-        if not request.url.path.startswith(CSP_EXEMPT):  # file responses set a stricter one
-            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        # Some responses set their own: files a stricter one, /redoc one for its styles.
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
@@ -109,11 +122,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts.router,
         webhooks.router,
         ops.router,
+        docs.router,
     )
     for router in routers:
         app.include_router(router)
     app.add_api_websocket_route("/ws", websocket_endpoint)
     app.mount("/static", StaticFiles(directory=ops.WEB_DIR), name="static")
+    app.mount(docs.ASSETS_URL, docs.ASSETS, name="docs-assets")
     return app
 
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from chat.api.deps import Caller, oauth2
 from chat.api.errors import coded
+from chat.api.responses import errors
 from chat.auth.accounts import Principal
 from chat.auth.tokens import Claims, TokenError
 from chat.backends.tickets import Tickets
@@ -47,7 +48,7 @@ def _stream_deps(request: Request) -> StreamDeps:
 StreamDepsDep = Annotated[StreamDeps, Depends(_stream_deps)]
 
 
-@router.post("/ticket")
+@router.post("/ticket", responses=errors())
 async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
     """A single-use ticket for `GET /api/stream?ticket=` (for `EventSource`, which cannot
     send an `Authorization` header), valid `expires_in` seconds. It stands for the
@@ -64,19 +65,27 @@ async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
     # Given: FastAPI reads the default status from the response class's `__init__`,
     # which ours does not take, and the OpenAPI document failed without it.
     status_code=200,
-    responses={
-        400: {"description": "`bad_request` (rooms) or `bad_cursor` (Last-Event-ID)"},
-        401: {"description": "`unauthorized`: no valid token or ticket"},
-        403: {"description": "`forbidden`: more rooms than `max_stream_rooms`"},
-        404: {"description": "`not_found`: a room that does not exist or is not readable"},
-        429: {"description": "`rate_limited` (join bucket) or `too_many_connections`"},
-        503: {"description": "`unavailable`: the server is shutting down (Retry-After)"},
-    },
+    responses=errors(
+        (400, "`bad_request` (no room named) or `bad_cursor` (Last-Event-ID)"),
+        (401, "`unauthorized`: no valid token or ticket"),
+        (403, "`forbidden`: more rooms than `max_stream_rooms`"),
+        (404, "`not_found`: a room that does not exist or is not readable"),
+        422,
+        (429, "`rate_limited` (join bucket) or `too_many_connections`"),
+        (503, "`unavailable`: the server is shutting down (Retry-After)"),
+    ),
 )
 async def stream(
     deps: StreamDepsDep,
     token: Annotated[str | None, Depends(oauth2)],
-    rooms: Annotated[str, Query(max_length=20_000)] = "",
+    rooms: Annotated[
+        str,
+        Query(
+            max_length=20_000,
+            description="room names, comma-separated",
+            json_schema_extra={"pattern": r"[^,\s]"},  # at least one name
+        ),
+    ],
     ticket: Annotated[str | None, Query(max_length=200)] = None,
     last_event_id: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
     last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,

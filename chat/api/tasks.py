@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from chat.api.deps import Caller, StoreDep, TasksDep
+from chat.api.responses import errors
 from chat.tasks import MEDIA_TYPES, REGISTRY, TaskRefused, TaskStatus, validation_detail
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -28,32 +29,59 @@ def _refused(exc: TaskRefused) -> HTTPException:
     return HTTPException(exc.status, exc.detail)
 
 
-START_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": TaskIn.model_json_schema()},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["kind"],
-                    "properties": {
-                        "kind": {"type": "string"},
-                        "params": {"type": "string", "description": "a JSON object"},
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "fills the kind's upload field (import_users: csv)",
-                        },
-                    },
-                }
-            },
+def _start_body() -> dict[str, Any]:
+    """The start request, one variant per registered kind with its parameters' schema.
+
+    As multipart/form-data, for the kinds that take a file (`params`, a JSON string,
+    may come too: the kind's parameters besides the file)."""
+    variants = [
+        {
+            "title": kind.name,
+            "type": "object",
+            "required": ["kind"],
+            "properties": {"kind": {"const": kind.name}, "params": kind.params.model_json_schema()},
+            "additionalProperties": False,
+        }
+        for kind in sorted(REGISTRY.values(), key=lambda k: k.name)
+    ]
+    uploads = sorted(k.name for k in REGISTRY.values() if k.upload_field is not None)
+    form = {
+        "type": "object",
+        "required": ["kind", "file"],
+        "properties": {
+            "kind": {"enum": uploads},
+            "file": {"type": "string", "format": "binary", "description": "UTF-8 text"},
         },
+        "additionalProperties": False,
     }
-}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"oneOf": variants}},
+                "multipart/form-data": {"schema": form},
+            },
+        }
+    }
 
 
-@router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, openapi_extra=START_BODY)
+START_BODY = _start_body()
+TASK_NOT_FOUND = (404, "no such task, or not the caller's")
+
+
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=START_BODY,
+    responses=errors(
+        (403, "a kind for admins only"),
+        (404, "a room the kind names does not exist or is not readable"),
+        (413, "the body or the file is too large"),
+        422,
+        (429, "the caller has `tasks_per_user` unfinished tasks"),
+        (503, "the server is shutting down"),
+    ),
+)
 async def start_task(request: Request, caller: Caller, tasks: TasksDep) -> JSONResponse:
     """Start a task `{kind, params}`; answers 202 at once with the stored task.
 
@@ -125,7 +153,7 @@ async def _read_multipart(request: Request) -> tuple[str, dict[str, Any]]:
     return kind, params
 
 
-@router.get("/tasks/kinds")
+@router.get("/tasks/kinds", responses=errors())
 async def task_kinds(caller: Caller) -> dict[str, Any]:
     """The task kinds the caller may start, with their parameters' JSON Schema."""
     admin = caller.user.role == "admin"
@@ -138,7 +166,7 @@ async def task_kinds(caller: Caller) -> dict[str, Any]:
     }
 
 
-@router.get("/tasks")
+@router.get("/tasks", responses=errors())
 async def list_tasks(
     caller: Caller,
     tasks: TasksDep,
@@ -149,7 +177,7 @@ async def list_tasks(
     return {"items": await tasks.list_tasks(caller.user, active=active, limit=limit)}
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", responses=errors(TASK_NOT_FOUND))
 async def get_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, Any]:
     """One task (its starter's or, for admins, any): status, progress, result or error."""
     view = await tasks.view(task_id[:64], caller.user)
@@ -158,7 +186,10 @@ async def get_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, A
     return view
 
 
-@router.post("/tasks/{task_id}/cancel")
+@router.post(
+    "/tasks/{task_id}/cancel",
+    responses=errors(TASK_NOT_FOUND, (409, "the task has already finished")),
+)
 async def cancel_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, Any]:
     """Cancel a queued or running task; 409 when it has already finished."""
     try:
@@ -170,7 +201,14 @@ async def cancel_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str
 @router.get(
     "/tasks/{task_id}/result",
     response_class=Response,
-    responses={200: {"content": {v: {} for v in MEDIA_TYPES.values()}}},
+    responses={
+        200: {"content": {v: {} for v in MEDIA_TYPES.values()}},
+        **errors(
+            (404, "no such export task, or its room is not readable"),
+            (409, "the export has not finished"),
+            (410, "the export file is no longer available"),
+        ),
+    },
 )
 async def task_result(
     task_id: str, caller: Caller, store: StoreDep, tasks: TasksDep

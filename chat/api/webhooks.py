@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from chat.api.deps import Admin, SettingsDep, StoreDep
+from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ
 from chat.storage.records import user_ref
 from chat.webhooks import addresses
@@ -25,11 +26,14 @@ MAX_PER_BOT = 10
 REFRESH_SLACK = 0.5  # seconds a process may take to reload its index, past the interval
 WebhookId = Annotated[int, Path(ge=1, le=MAX_SEQ)]
 RoomName = Annotated[str, Field(min_length=1, max_length=200)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "`not_found`: no such webhook, bot or room"},
-    409: {"description": "`too_many`: the bot has 10 webhooks"},
-    422: {"description": "`bad_url`, `private_address`, `bad_rooms`, `bot_cannot_read`"},
-}
+ADMINS_ONLY = (403, "admins only")
+NOT_FOUND = (404, "`not_found`: no such webhook")
+ERRORS = errors(
+    ADMINS_ONLY,
+    (404, "`not_found`: no such bot or room"),
+    (409, "`too_many`: the bot has 10 webhooks"),
+    (422, "`bad_url`, `private_address`, `bad_rooms`, `bot_cannot_read`"),
+)
 
 
 def _worker(request: Request) -> WebhookWorker:
@@ -95,13 +99,13 @@ async def register(
     return JSONResponse(views[0].to_json() | {"secret": secret}, status_code=201)
 
 
-@router.get("")
+@router.get("", responses=errors(ADMINS_ONLY))
 async def list_webhooks(_: Admin, worker: WorkerDep) -> dict[str, Any]:
     """Every webhook with its state (`active`, `disabled`) and waiting deliveries."""
     return {"items": [view.to_json() for view in await worker.repository.views()]}
 
 
-@router.delete("/{webhook_id}", status_code=204, responses=ERRORS)
+@router.delete("/{webhook_id}", status_code=204, responses=errors(ADMINS_ONLY, NOT_FOUND))
 async def remove(webhook_id: WebhookId, _: Admin, worker: WorkerDep) -> Response:
     """Remove a webhook: nothing more is sent, its waiting deliveries are dropped."""
     if not await worker.repository.delete(webhook_id):
@@ -110,7 +114,7 @@ async def remove(webhook_id: WebhookId, _: Admin, worker: WorkerDep) -> Response
     return Response(status_code=204)
 
 
-@router.post("/{webhook_id}/enable", responses=ERRORS)
+@router.post("/{webhook_id}/enable", responses=errors(ADMINS_ONLY, NOT_FOUND))
 async def enable(webhook_id: WebhookId, _: Admin, worker: WorkerDep) -> Response:
     """Make a disabled webhook active again: its waiting deliveries are sent."""
     if not await worker.repository.enable(webhook_id):
@@ -120,7 +124,7 @@ async def enable(webhook_id: WebhookId, _: Admin, worker: WorkerDep) -> Response
     return JSONResponse(views[0].to_json())
 
 
-@router.get("/{webhook_id}/deliveries", responses=ERRORS)
+@router.get("/{webhook_id}/deliveries", responses=errors(ADMINS_ONLY, NOT_FOUND))
 async def deliveries(
     webhook_id: WebhookId,
     _: Admin,

@@ -1,15 +1,63 @@
-"""What a name or a message body may be: normalized once, refused with a clear reason."""
+"""What a name or a message body may be: normalized once, refused with a clear reason.
+
+Each rule also has its JSON Schema words (`*_PATTERN`, `*_schema`), used by the
+request models so that the OpenAPI document states the rule the server applies
+(tests/test_openapi.py checks that the two agree).
+"""
 
 from __future__ import annotations
 
+import re
+import sys
 import unicodedata
 
 # Direct-message rooms are named `dm:<low id>:<high id>` (`chat.storage.dms`); no
 # user-created room name may start with it, in any case.
 DM_PREFIX = "dm:"
 DISPLAY_NAME_MAX = 64
+ROOM_NAME_DEFAULT_MAX = 64  # the default of CHAT_MAX_ROOM_NAME_CHARS
 TOPIC_MAX = 500
+USERNAME_MIN, USERNAME_MAX = 3, 32
 USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+# A new username as it must be given: no folding, no trimming (lookups still fold).
+USERNAME_PATTERN = rf"^[A-Za-z0-9_.\-]{{{USERNAME_MIN},{USERNAME_MAX}}}$"
+
+
+def _char_class(excluded: frozenset[str], keep: str = "") -> str:
+    """A regex class of every character outside the Unicode categories `excluded`, and
+    of the characters `keep` (BMP as `\\uXXXX` escapes, the rest literally)."""
+    ranges: list[tuple[int, int]] = []
+    start: int | None = None
+    category = unicodedata.category
+    for cp in range(sys.maxunicode + 2):
+        c = chr(cp) if cp <= sys.maxunicode else ""
+        bad = not c or (category(c) in excluded and c not in keep)
+        if bad and start is not None:
+            ranges.append((start, cp - 1))
+            start = None
+        elif not bad and start is None:
+            start = cp
+
+    def one(cp: int) -> str:
+        return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
+
+    return "[" + "".join(one(a) if a == b else f"{one(a)}-{one(b)}" for a, b in ranges) + "]"
+
+
+# What a name may hold: no control or invisible characters (room names), and what
+# `str.isprintable()` allows, unassigned code points aside (display names, topics).
+NAME_CHAR = _char_class(frozenset({"Cc", "Cf", "Zl", "Zp"}))
+PRINTABLE_CHAR = _char_class(frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp", "Zs"}), keep=" ")
+_PRINTABLE = re.compile(f"{PRINTABLE_CHAR}*")
+_NAME = re.compile(f"{NAME_CHAR}*")
+
+
+def trimmed_pattern(char: str, low: int, high: int) -> str:
+    """A pattern of a string that, trimmed of whitespace at both ends, is `low` to
+    `high` (at least 1) characters matching the class `char`."""
+    glyph = f"(?!\\s){char}"  # the first and last kept character is no whitespace
+    core = f"{glyph}(?:{char}{{0,{high - 2}}}{glyph})?"
+    return rf"^\s*{core}\s*$" if low >= 1 else rf"^\s*(?:{core})?\s*$"
 
 
 class InputError(ValueError):
@@ -20,17 +68,26 @@ class Conflict(Exception):
     """The thing already exists (a username or a room name)."""
 
 
-def normalize_username(raw: str) -> tuple[str, str]:
-    """Return (display name, uniqueness key). Raises `InputError`.
+def check_username(name: str) -> str:
+    """A new username, exactly as given (`USERNAME_PATTERN`). Raises `InputError`.
 
-    NFKC folds compatibility look-alikes (fullwidth letters); anything outside
-    ASCII letters, digits, `_`, `.` and `-` (zero-width spaces included) is refused.
+    Anything outside ASCII letters, digits, `_`, `.` and `-` (fullwidth look-alikes
+    and zero-width spaces included) is refused.
     """
-    name = unicodedata.normalize("NFKC", raw).strip()
-    if not 3 <= len(name) <= 32:
-        raise InputError("username must be 3 to 32 characters")
+    if not USERNAME_MIN <= len(name) <= USERNAME_MAX:
+        raise InputError(f"username must be {USERNAME_MIN} to {USERNAME_MAX} characters")
     if not set(name) <= USERNAME_CHARS:
         raise InputError("username may contain only letters, digits, '_', '.' and '-'")
+    return name
+
+
+def normalize_username(raw: str) -> tuple[str, str]:
+    """Return (name, uniqueness key) of a name looked up. Raises `InputError`.
+
+    NFKC folds compatibility look-alikes (fullwidth letters) and the ends are
+    trimmed, so a lookup finds the account however it is typed.
+    """
+    name = check_username(unicodedata.normalize("NFKC", raw).strip())
     return name, name.casefold()
 
 
@@ -41,7 +98,7 @@ def normalize_room_name(raw: str, max_chars: int) -> str:
         raise InputError("room name must not be empty")
     if len(name) > max_chars:
         raise InputError(f"room name must be at most {max_chars} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+    if not _NAME.fullmatch(name):
         raise InputError("room name must not contain control or invisible characters")
     if name.casefold().startswith(DM_PREFIX):
         raise InputError(f"room names starting with {DM_PREFIX!r} are reserved for direct messages")
@@ -54,7 +111,7 @@ def normalize_display_name(raw: str) -> str:
     name = unicodedata.normalize("NFC", raw).strip()
     if not 1 <= len(name) <= DISPLAY_NAME_MAX:
         raise InputError(f"display_name must be 1 to {DISPLAY_NAME_MAX} characters")
-    if not name.isprintable():
+    if not _PRINTABLE.fullmatch(name):
         raise InputError("display_name must contain only printable characters")
     return name
 
@@ -65,9 +122,16 @@ def normalize_topic(raw: str | None) -> str | None:
     topic = unicodedata.normalize("NFC", raw or "").strip()
     if len(topic) > TOPIC_MAX:
         raise InputError(f"topic must be at most {TOPIC_MAX} characters")
-    if not topic.isprintable():
+    if not _PRINTABLE.fullmatch(topic):
         raise InputError("topic must be one line of printable characters")
     return topic or None
+
+
+# `check_body` as a pattern: no NUL, and something visible (not only spaces,
+# controls or invisible characters).
+BODY_PATTERN = (
+    "^[^\\u0000]*" + _char_class(frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})) + "[^\\u0000]*$"
+)
 
 
 def check_body(body: str) -> str | None:
@@ -80,3 +144,13 @@ def check_body(body: str) -> str | None:
     if not visible.strip():
         return "body must not be empty or only whitespace"
     return None
+
+
+def room_name_pattern(max_chars: int) -> str:
+    """`normalize_room_name`'s rule as a pattern (NFC aside): trimmed, 1 to `max_chars`
+    characters, none control or invisible, not starting with `dm:` in any case."""
+    return trimmed_pattern(NAME_CHAR, 1, max_chars).replace("^\\s*", "^\\s*(?![dD][mM]:)", 1)
+
+
+DISPLAY_NAME_PATTERN = trimmed_pattern(PRINTABLE_CHAR, 1, DISPLAY_NAME_MAX)
+TOPIC_PATTERN = trimmed_pattern(PRINTABLE_CHAR, 0, TOPIC_MAX)
