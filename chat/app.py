@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
+    app.state.http_routes = errors.http_routes(routers)
     app.add_api_websocket_route("/ws", websocket_endpoint)
     app.mount("/static", StaticFiles(directory=ops.WEB_DIR), name="static")
     app.mount(docs.ASSETS_URL, docs.ASSETS, name="docs-assets")

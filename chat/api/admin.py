@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
-from pydantic import BaseModel
 
 from chat.api.deps import AccountsDep, Admin, HubDep, StoreDep
-from chat.api.fields import Username
+from chat.api.fields import RequestBody, Username
 from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ
 from chat.protocol import CloseCode
@@ -19,7 +18,7 @@ ADMINS_ONLY = (403, "admins only")
 NO_SUCH_USER = (404, "no such user")
 
 
-class BotIn(BaseModel):
+class BotIn(RequestBody):
     name: Username
 
 

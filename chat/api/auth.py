@@ -23,7 +23,7 @@ from chat.api.deps import (
     StoreDep,
     unauthorized,
 )
-from chat.api.fields import Password, Username
+from chat.api.fields import Password, RequestBody, Username
 from chat.api.responses import errors
 from chat.auth.accounts import TokenPair
 from chat.auth.tokens import TokenError
@@ -36,12 +36,12 @@ from chat.storage.rules import Conflict, InputError, normalize_username
 router = APIRouter(prefix="/api", tags=["accounts"])
 
 
-class Credentials(BaseModel):
+class Credentials(RequestBody):
     username: Username
     password: Password
 
 
-class RefreshIn(BaseModel):
+class RefreshIn(RequestBody):
     refresh_token: str = Field(max_length=8192)
 
 
@@ -106,7 +106,7 @@ async def register(
     return UserOut(id=user.id, username=user.username, role=user.role)
 
 
-class PasswordIn(BaseModel):
+class PasswordIn(RequestBody):
     old_password: str = Field(max_length=1024)
     new_password: Password
 

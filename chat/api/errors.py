@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 
-from fastapi import Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Route
 
 from chat.protocol import ErrorCode, FrameError
 from chat.storage.rules import InputError
@@ -45,16 +46,21 @@ async def invalid_request(request: Request, exc: Exception) -> Response:
     )
 
 
+def http_routes(routers: Iterable[APIRouter]) -> list[Route]:
+    """Every HTTP route of `routers`, for `method_not_allowed` (FastAPI keeps an included
+    router as one opaque route of the app)."""
+    return [route for router in routers for route in router.routes if isinstance(route, Route)]
+
+
 async def method_not_allowed(request: Request, exc: Exception) -> Response:
     """405 with `Allow` naming every method of the path, not only those of the first
     route that matched it (Starlette's answer, when a path has one route per method)."""
     assert isinstance(exc, HTTPException)
+    path = request.scope["path"]
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match != Match.NONE:
-                methods |= route.methods
+    for route in request.app.state.http_routes:
+        if route.methods and route.path_regex.match(path):
+            methods |= route.methods
     allow = ", ".join(sorted(methods)) or (exc.headers or {}).get("Allow", "")
     return JSONResponse({"detail": exc.detail}, status_code=405, headers={"Allow": allow})
 

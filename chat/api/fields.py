@@ -6,10 +6,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from chat.auth.accounts import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, check_password
 from chat.storage import rules
+
+
+class RequestBody(BaseModel):
+    """A JSON request body taken as its schema says: no coercion (`"1"` is no integer,
+    `0` no boolean), so what the OpenAPI document refuses, the server refuses."""
+
+    model_config = ConfigDict(strict=True)
+
+
+def _whole(value: object) -> object:
+    # JSON Schema's integer is a number without a fraction: 5.0 is one, as 5 is.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = BeforeValidator(_whole)
+"""For the int fields of a `RequestBody` (strict): `5.0` is the integer 5."""
+
 
 Username = Annotated[
     str,

@@ -52,6 +52,7 @@ UPLOAD_BODY = {
                         "room": {"type": "string", "description": "first: the room's name"},
                         "file": {"type": "string", "format": "binary"},
                     },
+                    "additionalProperties": False,
                 }
             }
         },

@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat.api.deps import Caller, MessagingDep
 from chat.api.errors import coded, frame_error
+from chat.api.fields import WholeNumber
 from chat.api.responses import errors
+from chat.api.rooms import MAX_SEQ
 from chat.monitoring import metrics
-from chat.protocol import MAX_ATTACHMENTS, ErrorCode, FileId, FrameError, Ref, Seq, UserRef
+from chat.protocol import MAX_ATTACHMENTS, ErrorCode, FileId, FrameError, Ref, UserRef
 from chat.sending import ARCHIVED, refusal, reply_of, require_valid_body, send_bucket, submit
 from chat.storage.records import NewMessage, Stored
 from chat.storage.rules import BODY_PATTERN
@@ -45,7 +47,7 @@ class SendBody(BaseModel):
         json_schema_extra={"pattern": BODY_PATTERN},
     )
     ref: Ref
-    reply_to: Seq | None = None
+    reply_to: Annotated[int, Field(ge=1, le=MAX_SEQ), WholeNumber] | None = None
     attachments: Annotated[list[FileId], Field(max_length=MAX_ATTACHMENTS)] | None = None
 
 

@@ -8,14 +8,21 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from chat.api.deps import Caller, HubDep, StoreDep
+from chat.api.fields import RequestBody, WholeNumber
 from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ, readable_room
 from chat.backends.limits import Limiter
 from chat.protocol import NotificationFrame, NotificationsReadFrame, encode
-from chat.storage.rules import BODY_PATTERN, PRINTABLE_CHAR, check_body
+from chat.storage.rules import (
+    BODY_PATTERN,
+    PRINTABLE_CATEGORIES,
+    char_class,
+    check_body,
+    has_surrogate,
+)
 
 router = APIRouter(prefix="/api", tags=["notifications"])
 PAGE_MAX = 100  # notifications per page
@@ -23,12 +30,13 @@ SEND_RATE, SEND_BURST = 5.0, 50  # `POST /api/notifications` per sender: per sec
 TITLE_MAX, BODY_MAX, LINK_MAX = 200, 2000, 2000
 # A link's characters: printable, no space, no backslash. A link: a path on this site,
 # or an http(s) URL with a host (brackets left out: urlsplit refuses most of them).
-_LINK_CHAR = rf"(?![ \\]){PRINTABLE_CHAR}"
-_HOST_CHAR = rf"(?![/?#\[\]]){_LINK_CHAR}"
-LINK_CHARS = re.compile(f"(?:{_LINK_CHAR})*")
+_LINK_CHAR = char_class(PRINTABLE_CATEGORIES, leave_out=" \\")
+_PATH_START = char_class(PRINTABLE_CATEGORIES, leave_out=" \\/")
+_HOST_CHAR = char_class(PRINTABLE_CATEGORIES, leave_out=" \\/?#[]")
+LINK_CHARS = re.compile(f"{_LINK_CHAR}*")
 LINK_PATTERN = (
-    rf"^(?:/(?!/)(?:{_LINK_CHAR})*|[hH][tT][tT][pP][sS]?://(?:{_HOST_CHAR})+"
-    rf"(?:[/?#](?:{_LINK_CHAR})*)?)$"
+    rf"^(?:/(?:{_PATH_START}{_LINK_CHAR}*)?|[hH][tT][tT][pP][sS]?://{_HOST_CHAR}+"
+    rf"(?:[/?#]{_LINK_CHAR}*)?)$"
 )
 _LINK = re.compile(LINK_PATTERN)
 
@@ -41,11 +49,11 @@ def _limits(request: Request) -> Limiter:
 LimitsDep = Annotated[Limiter, Depends(_limits)]
 
 
-class ReadIn(BaseModel):
-    upto: int = Field(ge=0, le=MAX_SEQ)
+class ReadIn(RequestBody):
+    upto: Annotated[int, Field(ge=0, le=MAX_SEQ), WholeNumber]
 
 
-class NotificationIn(BaseModel):
+class NotificationIn(RequestBody):
     username: str = Field(max_length=64)
     title: str = Field(
         min_length=1, max_length=TITLE_MAX, json_schema_extra={"pattern": BODY_PATTERN}
@@ -58,7 +66,7 @@ class NotificationIn(BaseModel):
     )
 
 
-class LevelIn(BaseModel):
+class LevelIn(RequestBody):
     level: Literal["all", "mentions", "nothing"] | None
 
 
@@ -70,7 +78,7 @@ def _item(frame: NotificationFrame) -> dict[str, Any]:
 def link_problem(link: str) -> str | None:
     """Why `link` is refused, or None: only http(s) URLs and paths on this site
     (a `javascript:` or `data:` link would run in the page that shows it)."""
-    if not LINK_CHARS.fullmatch(link):
+    if not LINK_CHARS.fullmatch(link) or has_surrogate(link):
         return "link must not contain spaces, control characters or backslashes"
     if _LINK.fullmatch(link):
         return None

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
 from chat.api.deps import Caller, HubDep, RoomCreationsDep, SettingsDep, StoreDep
-from chat.api.fields import DisplayName
+from chat.api.fields import DisplayName, RequestBody
 from chat.api.responses import errors
 from chat.storage.models import User
 from chat.storage.records import user_ref
@@ -29,12 +29,12 @@ class MeOut(BaseModel):
     display_name: str | None
 
 
-class ProfileIn(BaseModel):
+class ProfileIn(RequestBody):
     # Required, null allowed: null clears the display name.
     display_name: DisplayName | None
 
 
-class DmIn(BaseModel):
+class DmIn(RequestBody):
     username: str = Field(max_length=64)
 
 

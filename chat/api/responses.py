@@ -87,7 +87,8 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             if operation.get("security"):
                 responses.setdefault("401", _error_response(schemas, 401))
-            if "requestBody" in operation:
+            if "requestBody" in operation:  # a body FastAPI cannot parse; one too large
+                responses.setdefault("400", _error_response(schemas, 400))
                 responses.setdefault("413", _error_response(schemas, 413))
             if "422" in responses:
                 detail = responses["422"]

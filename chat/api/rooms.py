@@ -6,11 +6,11 @@ import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field
+from pydantic import ConfigDict, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from chat.api.deps import Caller, HubDep, RoomCreationsDep, SettingsDep, StoreDep
-from chat.api.fields import RoomName, Topic
+from chat.api.fields import RequestBody, RoomName, Topic
 from chat.api.responses import errors
 from chat.config import Settings
 from chat.protocol import RemovedFrame, RoomFrame, encode
@@ -22,21 +22,30 @@ router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 NOT_FOUND = "no such room, or you may not read it"
 MANAGERS_ONLY = "only the room's owner or an admin"
 DM_FIXED = "a direct conversation has exactly its two members: nobody joins, leaves or is removed"
-MAX_SEQ = 2**63 - 1  # the database's integer range: larger numbers are a 422, not a 500
+# The largest number an HTTP route takes: within the database's integer range (larger
+# would be a 500), and exact as a JSON number (a double), so the schema's `maximum`
+# means the same to every client and validator.
+MAX_SEQ = 2**53 - 1
 
 
-class RoomIn(BaseModel):
+class RoomIn(RequestBody):
     name: RoomName
     private: bool = False
 
 
-class MemberIn(BaseModel):
+class MemberIn(RequestBody):
     username: str = Field(max_length=64)
 
 
-class RoomSettingsIn(BaseModel):
+class RoomSettingsIn(RequestBody):
+    # At least one of the two (the route says so in its 422 too).
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["topic"]}, {"required": ["archived"]}]}
+    )
+
     topic: Topic | None = None
-    archived: bool | None = None
+    # true or false when given, never null: the default alone is None.
+    archived: bool = None  # type: ignore[assignment]
 
 
 class RoomOnly(Convertor[str]):

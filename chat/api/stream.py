@@ -29,6 +29,16 @@ from chat.ws.deps import WsDeps
 router = APIRouter(prefix="/api/stream", tags=["stream"])
 NOT_FOUND = "no such room, or you may not read it"
 TICKET_BYTES = 24
+# One event of the stream: `event` the frame type, `data` the frame's JSON, `id` a cursor.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +75,18 @@ async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
     # Given: FastAPI reads the default status from the response class's `__init__`,
     # which ours does not take, and the OpenAPI document failed without it.
     status_code=200,
-    responses=errors(
-        (400, "`bad_request` (no room named) or `bad_cursor` (Last-Event-ID)"),
-        (401, "`unauthorized`: no valid token or ticket"),
-        (403, "`forbidden`: more rooms than `max_stream_rooms`"),
-        (404, "`not_found`: a room that does not exist or is not readable"),
-        422,
-        (429, "`rate_limited` (join bucket) or `too_many_connections`"),
-        (503, "`unavailable`: the server is shutting down (Retry-After)"),
-    ),
+    responses={
+        200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},
+        **errors(
+            (400, "`bad_request` (no room named) or `bad_cursor` (Last-Event-ID)"),
+            (401, "`unauthorized`: no valid token or ticket"),
+            (403, "`forbidden`: more rooms than `max_stream_rooms`"),
+            (404, "`not_found`: a room that does not exist or is not readable"),
+            422,
+            (429, "`rate_limited` (join bucket) or `too_many_connections`"),
+            (503, "`unavailable`: the server is shutting down (Retry-After)"),
+        ),
+    },
 )
 async def stream(
     deps: StreamDepsDep,

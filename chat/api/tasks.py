@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from chat.api.deps import Caller, StoreDep, TasksDep
+from chat.api.fields import RequestBody
 from chat.api.responses import errors
 from chat.tasks import MEDIA_TYPES, REGISTRY, TaskRefused, TaskStatus, validation_detail
 
@@ -20,7 +21,7 @@ MAX_BODY_BYTES = 4_000_000
 MAX_UPLOAD_BYTES = 2_000_000
 
 
-class TaskIn(BaseModel):
+class TaskIn(RequestBody):
     kind: str = Field(min_length=1, max_length=32, examples=["demo"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"steps": 5, "delay": 0.5}])
 
@@ -50,7 +51,7 @@ def _start_body() -> dict[str, Any]:
         "required": ["kind", "file"],
         "properties": {
             "kind": {"enum": uploads},
-            "file": {"type": "string", "format": "binary", "description": "UTF-8 text"},
+            "file": {"type": "string", "contentMediaType": "text/csv"},
         },
         "additionalProperties": False,
     }
@@ -59,7 +60,10 @@ def _start_body() -> dict[str, Any]:
             "required": True,
             "content": {
                 "application/json": {"schema": {"oneOf": variants}},
-                "multipart/form-data": {"schema": form},
+                "multipart/form-data": {
+                    "schema": form,
+                    "encoding": {"file": {"contentType": "text/csv"}},
+                },
             },
         }
     }
@@ -205,7 +209,7 @@ async def cancel_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str
         200: {"content": {v: {} for v in MEDIA_TYPES.values()}},
         **errors(
             (404, "no such export task, or its room is not readable"),
-            (409, "the export has not finished"),
+            (409, "the export has not finished, or the task is no export"),
             (410, "the export file is no longer available"),
         ),
     },
@@ -215,8 +219,10 @@ async def task_result(
 ) -> FileResponse:
     """The file of a finished export, for anyone who may read the room it came from."""
     task = await tasks.row(task_id[:64])
-    if task is None or task.kind != "export":
+    if task is None or (task.kind != "export" and await tasks.view(task.id, caller.user) is None):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such export task")
+    if task.kind != "export":  # the caller's own (or an admin's view): it exists
+        raise HTTPException(status.HTTP_409_CONFLICT, f"a {task.kind} task has no result file")
     params = json.loads(task.params)
     room = str(params.get("room", ""))
     fmt = str(params.get("format", "jsonl"))

@@ -11,9 +11,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from chat.api.deps import Admin, SettingsDep, StoreDep
+from chat.api.fields import RequestBody
 from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ
 from chat.storage.records import user_ref
@@ -44,7 +45,7 @@ def _worker(request: Request) -> WebhookWorker:
 WorkerDep = Annotated[WebhookWorker, Depends(_worker)]
 
 
-class WebhookIn(BaseModel):
+class WebhookIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     bot: str = Field(min_length=1, max_length=64, description="the bot's name")

@@ -23,39 +23,57 @@ USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 USERNAME_PATTERN = rf"^[A-Za-z0-9_.\-]{{{USERNAME_MIN},{USERNAME_MAX}}}$"
 
 
-def _char_class(excluded: frozenset[str], keep: str = "") -> str:
-    """A regex class of every character outside the Unicode categories `excluded`, and
-    of the characters `keep` (BMP as `\\uXXXX` escapes, the rest literally)."""
+def char_class(
+    excluded: frozenset[str], keep: str = "", *, spaces: bool = True, leave_out: str = ""
+) -> str:
+    """A regex class of every character outside the Unicode categories `excluded` (and
+    of the characters `keep`); `spaces=False` leaves out whitespace too, `leave_out`
+    these characters. Written as a negated class of the few ranges left out (BMP as
+    `\\uXXXX` escapes, the rest literally): short, and quick for a test generator to
+    draw from. Surrogates are not named (no UTF-8 text holds one, and schema
+    validators refuse them in a pattern): `has_surrogate` checks for them."""
     ranges: list[tuple[int, int]] = []
     start: int | None = None
     category = unicodedata.category
     for cp in range(sys.maxunicode + 2):
-        c = chr(cp) if cp <= sys.maxunicode else ""
-        bad = not c or (category(c) in excluded and c not in keep)
-        if bad and start is not None:
+        c = chr(cp) if cp <= sys.maxunicode and not 0xD800 <= cp <= 0xDFFF else ""
+        out = bool(c) and (
+            (category(c) in excluded and c not in keep)
+            or (not spaces and c.isspace())
+            or c in leave_out
+        )
+        if not out and start is not None:
             ranges.append((start, cp - 1))
             start = None
-        elif not bad and start is None:
+        elif out and start is None:
             start = cp
 
     def one(cp: int) -> str:
         return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
 
-    return "[" + "".join(one(a) if a == b else f"{one(a)}-{one(b)}" for a, b in ranges) + "]"
+    return "[^" + "".join(one(a) if a == b else f"{one(a)}-{one(b)}" for a, b in ranges) + "]"
 
 
 # What a name may hold: no control or invisible characters (room names), and what
 # `str.isprintable()` allows, unassigned code points aside (display names, topics).
-NAME_CHAR = _char_class(frozenset({"Cc", "Cf", "Zl", "Zp"}))
-PRINTABLE_CHAR = _char_class(frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp", "Zs"}), keep=" ")
+_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+PRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Zl", "Zp", "Zs"})  # and surrogates
+NAME_CHAR = char_class(_NAME_CATEGORIES)
+PRINTABLE_CHAR = char_class(PRINTABLE_CATEGORIES, keep=" ")
 _PRINTABLE = re.compile(f"{PRINTABLE_CHAR}*")
 _NAME = re.compile(f"{NAME_CHAR}*")
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
 
 
-def trimmed_pattern(char: str, low: int, high: int) -> str:
-    """A pattern of a string that, trimmed of whitespace at both ends, is `low` to
-    `high` (at least 1) characters matching the class `char`."""
-    glyph = f"(?!\\s){char}"  # the first and last kept character is no whitespace
+def has_surrogate(text: str) -> bool:
+    """A lone surrogate (from a JSON `\\ud800` escape): no character, refused everywhere."""
+    return _SURROGATE.search(text) is not None
+
+
+def trimmed_pattern(char: str, glyph: str, low: int, high: int) -> str:
+    """A pattern of a string that, trimmed of whitespace at both ends, is `low` (0 or 1)
+    to `high` characters of the class `char`, the first and last of them `glyph` (the
+    same class without whitespace)."""
     core = f"{glyph}(?:{char}{{0,{high - 2}}}{glyph})?"
     return rf"^\s*{core}\s*$" if low >= 1 else rf"^\s*(?:{core})?\s*$"
 
@@ -98,7 +116,7 @@ def normalize_room_name(raw: str, max_chars: int) -> str:
         raise InputError("room name must not be empty")
     if len(name) > max_chars:
         raise InputError(f"room name must be at most {max_chars} characters")
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(name) or has_surrogate(name):
         raise InputError("room name must not contain control or invisible characters")
     if name.casefold().startswith(DM_PREFIX):
         raise InputError(f"room names starting with {DM_PREFIX!r} are reserved for direct messages")
@@ -111,7 +129,7 @@ def normalize_display_name(raw: str) -> str:
     name = unicodedata.normalize("NFC", raw).strip()
     if not 1 <= len(name) <= DISPLAY_NAME_MAX:
         raise InputError(f"display_name must be 1 to {DISPLAY_NAME_MAX} characters")
-    if not _PRINTABLE.fullmatch(name):
+    if not _PRINTABLE.fullmatch(name) or has_surrogate(name):
         raise InputError("display_name must contain only printable characters")
     return name
 
@@ -122,7 +140,7 @@ def normalize_topic(raw: str | None) -> str | None:
     topic = unicodedata.normalize("NFC", raw or "").strip()
     if len(topic) > TOPIC_MAX:
         raise InputError(f"topic must be at most {TOPIC_MAX} characters")
-    if not _PRINTABLE.fullmatch(topic):
+    if not _PRINTABLE.fullmatch(topic) or has_surrogate(topic):
         raise InputError("topic must be one line of printable characters")
     return topic or None
 
@@ -130,7 +148,9 @@ def normalize_topic(raw: str | None) -> str | None:
 # `check_body` as a pattern: no NUL, and something visible (not only spaces,
 # controls or invisible characters).
 BODY_PATTERN = (
-    "^[^\\u0000]*" + _char_class(frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})) + "[^\\u0000]*$"
+    "^[^\\u0000]*"
+    + char_class(frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"}), spaces=False)
+    + "[^\\u0000]*$"
 )
 
 
@@ -149,8 +169,10 @@ def check_body(body: str) -> str | None:
 def room_name_pattern(max_chars: int) -> str:
     """`normalize_room_name`'s rule as a pattern (NFC aside): trimmed, 1 to `max_chars`
     characters, none control or invisible, not starting with `dm:` in any case."""
-    return trimmed_pattern(NAME_CHAR, 1, max_chars).replace("^\\s*", "^\\s*(?![dD][mM]:)", 1)
+    glyph = char_class(_NAME_CATEGORIES, spaces=False)
+    return trimmed_pattern(NAME_CHAR, glyph, 1, max_chars).replace("^\\s*", "^\\s*(?![dD][mM]:)", 1)
 
 
-DISPLAY_NAME_PATTERN = trimmed_pattern(PRINTABLE_CHAR, 1, DISPLAY_NAME_MAX)
-TOPIC_PATTERN = trimmed_pattern(PRINTABLE_CHAR, 0, TOPIC_MAX)
+_PRINTABLE_GLYPH = char_class(PRINTABLE_CATEGORIES, spaces=False)
+DISPLAY_NAME_PATTERN = trimmed_pattern(PRINTABLE_CHAR, _PRINTABLE_GLYPH, 1, DISPLAY_NAME_MAX)
+TOPIC_PATTERN = trimmed_pattern(PRINTABLE_CHAR, _PRINTABLE_GLYPH, 0, TOPIC_MAX)
