@@ -90,9 +90,10 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             if "requestBody" in operation:  # a body FastAPI cannot parse; one too large
                 responses.setdefault("400", _error_response(schemas, 400))
                 responses.setdefault("413", _error_response(schemas, 413))
-            if "422" in responses:
-                detail = responses["422"]
-                detail["content"] = _error_response(schemas, 422)["content"]
+            for code, response in responses.items():
+                # An error is JSON whatever the route's own media type (the stream's).
+                if code == "422" or (code.startswith(("4", "5")) and "ErrorOut" in str(response)):
+                    response["content"] = _error_response(schemas, 422)["content"]
     # FastAPI's own 422 model is no longer referenced: ours is true for every 422.
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)

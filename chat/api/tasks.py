@@ -139,13 +139,16 @@ async def _read_multipart(request: Request) -> tuple[str, dict[str, Any]]:
                 status.HTTP_422_UNPROCESSABLE_CONTENT, "form field `params` must be a JSON object"
             )
         upload = form.get("file")
-        if isinstance(upload, UploadFile):
+        if upload is not None:  # a file part, or the same text as a plain field
             registered = REGISTRY.get(kind)
             if registered is None or registered.upload_field is None:
                 raise HTTPException(
                     status.HTTP_422_UNPROCESSABLE_CONTENT, f"task kind {kind[:40]!r} takes no file"
                 )
-            data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            if isinstance(upload, UploadFile):
+                data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            else:
+                data = upload.encode()
             if len(data) > MAX_UPLOAD_BYTES:
                 raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the file is too large")
             try:
