@@ -79,6 +79,16 @@ def _error_response(schemas: dict[str, Any], code: int) -> dict[str, Any]:
     return response
 
 
+def _as_json_error(schemas: dict[str, Any], response: dict[str, Any]) -> None:
+    """`ErrorOut` as JSON, whatever media type FastAPI filed it under (the route's own:
+    `text/event-stream` for the stream) or model it gave (its own for a 422)."""
+    content = response.setdefault("content", {})
+    for media_type in list(content):
+        if media_type == "text/event-stream" or "ValidationError" in str(content[media_type]):
+            del content[media_type]
+    content.update(_error_response(schemas, 422)["content"])
+
+
 def complete(document: dict[str, Any]) -> dict[str, Any]:
     """Add the answers every route shares by construction (see the module's docstring)."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -91,9 +101,8 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("400", _error_response(schemas, 400))
                 responses.setdefault("413", _error_response(schemas, 413))
             for code, response in responses.items():
-                # An error is JSON whatever the route's own media type (the stream's).
                 if code == "422" or (code.startswith(("4", "5")) and "ErrorOut" in str(response)):
-                    response["content"] = _error_response(schemas, 422)["content"]
+                    _as_json_error(schemas, response)
     # FastAPI's own 422 model is no longer referenced: ours is true for every 422.
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)

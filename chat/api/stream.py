@@ -69,24 +69,32 @@ async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
     return {"ticket": value, "expires_in": ttl}
 
 
+RESPONSES = {
+    200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},
+    **errors(
+        (
+            400,
+            "`bad_request` (no room named) or `bad_cursor` (Last-Event-ID); in plain "
+            "text, a request the HTTP server could not read (a URL too long for it)",
+        ),
+        (401, "`unauthorized`: no valid token or ticket"),
+        (403, "`forbidden`: more rooms than `max_stream_rooms`"),
+        (404, "`not_found`: a room that does not exist or is not readable"),
+        422,
+        (429, "`rate_limited` (join bucket) or `too_many_connections`"),
+        (503, "`unavailable`: the server is shutting down (Retry-After)"),
+    ),
+}
+RESPONSES[400]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+
+
 @router.get(
     "",
     response_class=EventStreamResponse,
     # Given: FastAPI reads the default status from the response class's `__init__`,
     # which ours does not take, and the OpenAPI document failed without it.
     status_code=200,
-    responses={
-        200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},
-        **errors(
-            (400, "`bad_request` (no room named) or `bad_cursor` (Last-Event-ID)"),
-            (401, "`unauthorized`: no valid token or ticket"),
-            (403, "`forbidden`: more rooms than `max_stream_rooms`"),
-            (404, "`not_found`: a room that does not exist or is not readable"),
-            422,
-            (429, "`rate_limited` (join bucket) or `too_many_connections`"),
-            (503, "`unavailable`: the server is shutting down (Retry-After)"),
-        ),
-    },
+    responses=RESPONSES,
 )
 async def stream(
     deps: StreamDepsDep,

@@ -51,7 +51,7 @@ def _start_body() -> dict[str, Any]:
         "required": ["kind", "file"],
         "properties": {
             "kind": {"enum": uploads},
-            "file": {"type": "string", "contentMediaType": "text/csv"},
+            "file": {"type": "string", "contentMediaType": "text/csv", "pattern": r"\S"},
         },
         "additionalProperties": False,
     }
