@@ -35,16 +35,19 @@ def _start_body() -> dict[str, Any]:
 
     As multipart/form-data, for the kinds that take a file (`params`, a JSON string,
     may come too: the kind's parameters besides the file)."""
-    variants = [
-        {
-            "title": kind.name,
-            "type": "object",
-            "required": ["kind"],
-            "properties": {"kind": {"const": kind.name}, "params": kind.params.model_json_schema()},
-            "additionalProperties": False,
-        }
-        for kind in sorted(REGISTRY.values(), key=lambda k: k.name)
-    ]
+    variants = []
+    for kind in sorted(REGISTRY.values(), key=lambda k: k.name):
+        params = kind.params.model_json_schema()
+        variants.append(
+            {
+                "title": kind.name,
+                "type": "object",
+                # `params` may be left out when the kind has defaults for everything.
+                "required": ["kind", "params"] if params.get("required") else ["kind"],
+                "properties": {"kind": {"const": kind.name}, "params": params},
+                "additionalProperties": False,
+            }
+        )
     uploads = sorted(k.name for k in REGISTRY.values() if k.upload_field is not None)
     form = {
         "type": "object",
@@ -70,6 +73,7 @@ def _start_body() -> dict[str, Any]:
 
 
 START_BODY = _start_body()
+FORM_FIELDS = frozenset({"kind", "params", "file"})
 TASK_NOT_FOUND = (404, "no such task, or not the caller's")
 
 
@@ -124,6 +128,12 @@ async def _read_start(request: Request) -> tuple[str, dict[str, Any]]:
 
 async def _read_multipart(request: Request) -> tuple[str, dict[str, Any]]:
     async with request.form(max_files=1, max_fields=10, max_part_size=MAX_UPLOAD_BYTES) as form:
+        unknown = sorted(set(form.keys()) - FORM_FIELDS)
+        if unknown:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"unknown form fields: {', '.join(repr(n[:40]) for n in unknown[:5])}",
+            )
         kind = form.get("kind")
         if not isinstance(kind, str) or not kind:
             raise HTTPException(
