@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from chat.api.deps import Caller, StoreDep, TasksDep
@@ -22,6 +22,8 @@ MAX_UPLOAD_BYTES = 2_000_000
 
 
 class TaskIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")  # as each kind's variant in the document
+
     kind: str = Field(min_length=1, max_length=32, examples=["demo"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"steps": 5, "delay": 0.5}])
 
