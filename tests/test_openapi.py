@@ -110,7 +110,9 @@ def test_405_names_every_method_of_the_path(api: Api) -> None:
 
 
 def _agrees(pattern: str, accepts: Any, text: str) -> None:
-    assert bool(re.search(pattern, text)) == accepts(text), (pattern[:40], text)
+    # JSON Schema's `$` is the end of the text; Python's also matches before a last "\n".
+    python = pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
+    assert bool(re.search(python, text)) == accepts(text), (pattern[:40], text)
 
 
 def _rule(check: Any) -> Any:
@@ -133,7 +135,7 @@ edges = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(texts, edges, st.text("ab _.-\u00e9\u200b\t", max_size=40)))
 def test_schema_patterns_accept_what_the_rules_accept(text: str) -> None:
     _agrees(rules.USERNAME_PATTERN, _rule(rules.check_username), text)
@@ -172,7 +174,9 @@ def test_docs_render_offline_in_chromium(module_servers: ServerFactory, browser:
     ).to_be_visible()
     page.shot("docs-swagger")
     page.page.goto(server.http + "/redoc")
-    page.expect(page.page.get_by_text("Create Room").first).to_be_visible()
+    page.expect(page.page.get_by_role("heading", name="Create Room")).to_be_visible()
     page.shot("docs-redoc")
-    assert outside == [] and page.problems == []
+    # ReDoc's "powered by" logo points at its CDN: the page's CSP blocks it, as it should.
+    problems = [p for p in page.problems if "cdn.redoc.ly/redoc/logo-mini.svg" not in p]
+    assert outside == [] and problems == []
     context.close()
