@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +22,7 @@ from chat.api import (
     auth,
     changes,
     console,
+    docs,
     errors,
     files,
     message_changes,
@@ -28,6 +30,7 @@ from chat.api import (
     notifications,
     ops,
     people,
+    responses,
     rooms,
     search,
     stream,
@@ -48,8 +51,6 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
-# The OpenAPI page at /docs loads its own assets and inline script.
-CSP_EXEMPT = ("/docs", "/redoc", "/openapi.json")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,8 +75,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.stop()
             multiprocess.process_exited()
 
-    app = FastAPI(title="chat", version=__version__, lifespan=lifespan)
+    # /docs and /redoc are ours (chat/api/docs.py): FastAPI's load their assets from a CDN.
+    app = FastAPI(
+        title="chat", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.add_exception_handler(RequestValidationError, errors.invalid_request)
+    app.add_exception_handler(405, errors.method_not_allowed)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = responses.complete(FastAPI.openapi(app))
+            app.openapi_schema = rooms.with_settings(document, settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.middleware("http")
     async def security_headers(
@@ -84,8 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response = await call_next(request)
         if response.status_code >= 400:  # the console's chart of errors and refusals
             history.HTTP_ERRORS[response.status_code] += 1
-        if not request.url.path.startswith(CSP_EXEMPT):  # file responses set a stricter one
-            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        # Some responses set their own: files a stricter one, /redoc one for its styles.
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
@@ -121,11 +134,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts.router,
         webhooks.router,
         ops.router,
+        docs.router,
     )
     for router in routers:
         app.include_router(router)
+    app.state.http_routes = errors.http_routes(routers)
     app.add_api_websocket_route("/ws", websocket_endpoint)
     app.mount("/static", StaticFiles(directory=ops.WEB_DIR), name="static")
+    app.mount(docs.ASSETS_URL, docs.ASSETS, name="docs-assets")
     return app
 
 

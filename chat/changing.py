@@ -9,7 +9,6 @@ nothing, and the caller still gets the whole current state back.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Awaitable
 
 from chat.hub import Hub
@@ -17,22 +16,8 @@ from chat.protocol import ErrorCode, FrameError, UserRef, encode
 from chat.sending import require_valid_body
 from chat.storage.changes import ChangeRefused, ChangeResult
 from chat.storage.records import RoomView
+from chat.storage.rules import check_emoji
 from chat.ws.deps import WsDeps
-
-# Invisible characters that do belong inside emoji: the zero-width joiner of
-# sequences (family, professions) and the tag characters of subdivision flags.
-EMOJI_FORMAT_CHARS = frozenset(["\u200d", *map(chr, range(0xE0020, 0xE0080))])
-
-
-def check_emoji(emoji: str) -> str | None:
-    """Why a reaction is refused, or None: printable, no spaces, no control characters."""
-    for c in emoji:
-        category = unicodedata.category(c)
-        if c in EMOJI_FORMAT_CHARS:
-            continue
-        if category[0] in ("C", "Z"):  # control, format, unassigned, separators, spaces
-            return "emoji must be printable and contain no spaces"
-    return None
 
 
 def require_valid_emoji(emoji: str, ref: str | None) -> None:

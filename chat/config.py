@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from chat.storage.rules import ROOM_NAME_DEFAULT_MAX
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./chat.db"
 
 
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
     # Message and frame bounds.
     max_body_chars: int = Field(32_000, gt=0)
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
-    max_room_name_chars: int = Field(64, gt=0)
+    max_room_name_chars: int = Field(ROOM_NAME_DEFAULT_MAX, gt=0)
     replay_cap: int = Field(500, gt=0, description="most messages a join's `since` replays")
     history_page_max: int = Field(200, ge=100)
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="HTTP request body bound")

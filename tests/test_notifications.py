@@ -298,7 +298,7 @@ async def test_read_marks_move_forward_only_and_every_connection_hears(
         "unread": 1,
     }
     assert mark_read(api, bob, ids[0]) == {"upto": ids[1], "unread": 1}  # never back
-    assert mark_read(api, bob, 2**62) == {"upto": ids[2], "unread": 0}  # not past the newest
+    assert mark_read(api, bob, 2**53 - 1) == {"upto": ids[2], "unread": 0}  # not past the newest
     page = inbox(api, bob, after=ids[0])
     assert [n["id"] for n in page["items"]] == ids[1:] and page["unread"] == 0
     assert [n["id"] for n in inbox(api, bob, after=0, limit=1)["items"]] == ids[:1]

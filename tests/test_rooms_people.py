@@ -126,7 +126,7 @@ async def test_dm_is_listed_with_the_peer_and_closed_to_others(server: Server, a
 def test_dm_refusals(api: Api) -> None:
     alice = api.user()
     r = open_dm(api, alice, alice.name)
-    assert r.status_code == 422 and "another person" in r.json()["detail"]
+    assert r.status_code == 409 and "another person" in r.json()["detail"]
     r = open_dm(api, alice, unique("nobody"))
     assert r.status_code == 404 and r.json()["detail"] == "no such user"
     admin, banned = api.admin(), api.user()

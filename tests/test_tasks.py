@@ -392,8 +392,11 @@ async def test_export_result_before_the_end_and_for_other_kinds(
     room = tapi.room(user)
     await seed_messages(tserver.database_url, room, user.name, ["x"] * 10)
     demo = start(tapi, user, "demo", steps=1, delay=0)
+    r = tapi.client.get(f"/api/tasks/{demo['id']}/result", headers=user.headers)
+    assert r.status_code == 409 and r.json()["detail"] == "a demo task has no result file"
+    other = tapi.user()  # another user's task stays unknown
     assert (
-        tapi.client.get(f"/api/tasks/{demo['id']}/result", headers=user.headers).status_code == 404
+        tapi.client.get(f"/api/tasks/{demo['id']}/result", headers=other.headers).status_code == 404
     )
     r = tapi.client.get("/api/tasks/no-such-task/result", headers=user.headers)
     assert r.status_code == 404

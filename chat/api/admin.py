@@ -5,21 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from chat.api.audit import AuditDep
 from chat.api.deps import AccountsDep, Admin, HubDep, StoreDep
+from chat.api.fields import RequestBody, Username
+from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ
 from chat.protocol import CloseCode, UserRef, iso
-from chat.storage.rules import Conflict, InputError
+from chat.storage.rules import Conflict
 
 router = APIRouter(prefix="/api", tags=["admin"])
 BotId = Annotated[int, Path(ge=1, le=MAX_SEQ)]
 NO_SUCH_BOT = "no such bot"
+ADMINS_ONLY = (403, "admins only")
 
 
-class BotIn(BaseModel):
-    name: str = Field(max_length=64)
+class BotIn(RequestBody):
+    name: Username
 
 
 class BotTokenOut(BaseModel):
@@ -53,7 +56,7 @@ class PresenceOut(BaseModel):
     rooms: list[RoomPresence]
 
 
-@router.get("/bots", response_model=BotList)
+@router.get("/bots", response_model=BotList, responses=errors(ADMINS_ONLY))
 async def list_bots(_: Admin, store: StoreDep) -> BotList:
     """Every bot, by name, with whether it holds a live token (never the token)."""
     return BotList(
@@ -75,7 +78,7 @@ async def list_bots(_: Admin, store: StoreDep) -> BotList:
     "/bots",
     status_code=status.HTTP_201_CREATED,
     response_model=BotTokenOut,
-    responses={409: {"description": "the name is taken"}},
+    responses=errors(ADMINS_ONLY, (409, "that username is taken"), 422),
 )
 async def create_bot(
     body: BotIn, admin: Admin, accounts: AccountsDep, audit: AuditDep
@@ -83,8 +86,6 @@ async def create_bot(
     """Create a bot account and return its long-lived token (shown once)."""
     try:
         user, token = await accounts.create_bot(body.name)
-    except InputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     await audit.record(admin, "bot.create", "bot", user.username, id=user.id)
@@ -94,7 +95,7 @@ async def create_bot(
 @router.post(
     "/bots/{bot_id}/rotate",
     response_model=BotTokenOut,
-    responses={404: {"description": NO_SUCH_BOT}},
+    responses=errors(ADMINS_ONLY, (404, NO_SUCH_BOT)),
 )
 async def rotate_bot(
     bot_id: BotId, admin: Admin, accounts: AccountsDep, hub: HubDep, audit: AuditDep
@@ -113,7 +114,7 @@ async def rotate_bot(
 @router.delete(
     "/bots/{bot_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"description": NO_SUCH_BOT}},
+    responses=errors(ADMINS_ONLY, (404, NO_SUCH_BOT)),
 )
 async def revoke_bot(
     bot_id: BotId, admin: Admin, hub: HubDep, store: StoreDep, audit: AuditDep
@@ -126,7 +127,7 @@ async def revoke_bot(
     await audit.record(admin, "bot.revoke", "bot", bot.username if bot else bot_id, id=bot_id)
 
 
-@router.get("/admin/presence", response_model=PresenceOut)
+@router.get("/admin/presence", response_model=PresenceOut, responses=errors(ADMINS_ONLY))
 async def presence(_: Admin, hub: HubDep) -> PresenceOut:
     """Who is online in which room (on every process when presence is shared in Redis).
 

@@ -7,13 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from chat.api.deps import Admin, AlertsDep
+from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ
 
 # Tagged as it was beside the task endpoints, so the OpenAPI document does not change.
 router = APIRouter(prefix="/api", tags=["tasks"])
 
 
-@router.get("/alerts", tags=["admin"])
+@router.get("/alerts", tags=["admin"], responses=errors((403, "admins only")))
 async def list_alerts(
     _: Admin,
     alerts: AlertsDep,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
@@ -23,6 +23,8 @@ from chat.api.deps import (
     StoreDep,
     unauthorized,
 )
+from chat.api.fields import Password, RequestBody, Username
+from chat.api.responses import errors
 from chat.auth.accounts import TokenPair
 from chat.auth.tokens import TokenError
 from chat.limits.buckets import Busy
@@ -34,12 +36,12 @@ from chat.storage.rules import Conflict, InputError, normalize_username
 router = APIRouter(prefix="/api", tags=["accounts"])
 
 
-class Credentials(BaseModel):
-    username: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
+class Credentials(RequestBody):
+    username: Username
+    password: Password
 
 
-class RefreshIn(BaseModel):
+class RefreshIn(RequestBody):
     refresh_token: str = Field(max_length=8192)
 
 
@@ -60,10 +62,13 @@ class TokenOut(BaseModel):
     "/auth/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
-    responses={
-        429: {"description": "too many registrations from this address (Retry-After)"},
-        503: {"description": "too many password hashes in flight (Retry-After)"},
-    },
+    responses=errors(
+        (403, "registration is disabled"),
+        (409, "that username is taken"),
+        422,
+        (429, "too many registrations from this address (Retry-After)"),
+        (503, "too many password hashes in flight (Retry-After)"),
+    ),
 )
 async def register(
     request: Request,
@@ -96,23 +101,21 @@ async def register(
             user = await accounts.register(body.username, body.password)
     except Busy:
         raise hashing_busy() from None
-    except InputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return UserOut(id=user.id, username=user.username, role=user.role)
 
 
-class PasswordIn(BaseModel):
+class PasswordIn(RequestBody):
     old_password: str = Field(max_length=1024)
-    new_password: str = Field(max_length=1024)
+    new_password: Password
 
 
 WRONG_CREDENTIALS = "wrong username or password"
-THROTTLED: dict[int | str, dict[str, Any]] = {
-    429: {"description": "too many failed attempts for this account or address (Retry-After)"},
-    503: {"description": "too many password checks in flight (Retry-After)"},
-}
+THROTTLED = (
+    (429, "too many failed attempts for this account or address (Retry-After)"),
+    (503, "too many password checks in flight (Retry-After)"),
+)
 
 
 def hashing_busy() -> HTTPException:
@@ -176,7 +179,11 @@ async def checked_password(
     return pair
 
 
-@router.post("/auth/token", response_model=TokenOut, responses=THROTTLED)
+@router.post(
+    "/auth/token",
+    response_model=TokenOut,
+    responses=errors((401, "wrong username or password"), 422, *THROTTLED),
+)
 async def token(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
@@ -205,7 +212,11 @@ async def token(
     return pair.to_json()
 
 
-@router.post("/auth/password", response_model=TokenOut, responses=THROTTLED)
+@router.post(
+    "/auth/password",
+    response_model=TokenOut,
+    responses=errors((403, "the old password is wrong, or a bot"), 422, *THROTTLED),
+)
 async def change_password(
     request: Request,
     body: PasswordIn,
@@ -221,28 +232,24 @@ async def change_password(
     """
     if caller.user.role == "bot":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "bots have no password")
-    try:
-        pair = await checked_password(
-            guards,
-            request,
-            account_key(caller.user.name),
-            caller.user.name,
-            partial(
-                accounts.change_password,
-                caller.user.id,
-                body.old_password,
-                body.new_password,
-            ),
-        )
-    except InputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    pair = await checked_password(
+        guards,
+        request,
+        account_key(caller.user.name),
+        caller.user.name,
+        partial(accounts.change_password, caller.user.id, body.old_password, body.new_password),
+    )
     if pair is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the old password is wrong")
     await hub.close_user(caller.user.id, CloseCode.REVOKED, "password changed")
     return pair.to_json()
 
 
-@router.post("/auth/refresh", response_model=TokenOut)
+@router.post(
+    "/auth/refresh",
+    response_model=TokenOut,
+    responses=errors((401, "the refresh token is invalid, used, expired or revoked"), 422),
+)
 async def refresh(body: RefreshIn, accounts: AccountsDep) -> dict[str, object]:
     """Trade a refresh token for a new pair; the old refresh token stops working."""
     try:

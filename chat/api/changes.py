@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from chat.api.deps import Caller, StoreDep
+from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ, readable_room
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
@@ -15,10 +16,10 @@ HISTORY_PAGE_MAX = 500  # changes per answer: a message can be reacted to withou
 
 @router.get(
     "/{room:path}/messages/{seq}/history",
-    responses={
-        403: {"description": "the caller is neither the room's owner nor an admin"},
-        404: {"description": "no such room (or not readable), or no such message"},
-    },
+    responses=errors(
+        (403, "the caller is neither the room's owner nor an admin"),
+        (404, "no such room (or not readable), or no such message"),
+    ),
 )
 async def message_history(
     room: str,

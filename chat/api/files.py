@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from chat.api.deps import Caller, SettingsDep
+from chat.api.responses import errors
 from chat.files.images import FORMATS
 from chat.files.names import content_disposition
 from chat.files.service import FileService, UploadRefused
@@ -31,12 +32,34 @@ def _files(request: Request) -> FileService:
 
 
 FilesDep = Annotated[FileService, Depends(_files)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "`bad_upload`: not a multipart body with `room` and `file`"},
-    403: {"description": "`forbidden`: the room is archived"},
-    404: {"description": "`not_found`: no such room (or file), or you may not read it"},
-    413: {"description": "`too_large` (CHAT_MAX_UPLOAD_BYTES) or `quota_exceeded`"},
-    422: {"description": "`image_too_large`: more pixels than CHAT_MAX_IMAGE_PIXELS"},
+ERRORS = errors(
+    (400, "`bad_upload`: not a multipart body with `room` and `file`"),
+    (403, "`forbidden`: the room is archived"),
+    (404, "`not_found`: no such room (or file), or you may not read it"),
+    (413, "`too_large` (CHAT_MAX_UPLOAD_BYTES) or `quota_exceeded`"),
+    (422, "`image_too_large`: more pixels than CHAT_MAX_IMAGE_PIXELS"),
+)
+# The body is read as it streams (see above), so FastAPI cannot see it: described here.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["room", "file"],
+                    "properties": {
+                        "room": {"type": "string", "description": "first: the room's name"},
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+FILE_BYTES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the file's bytes", "content": {"*/*": {}}}
 }
 
 
@@ -47,7 +70,7 @@ def refused(exc: UploadRefused) -> JSONResponse:
     )
 
 
-@router.post("", status_code=201, responses=ERRORS)
+@router.post("", status_code=201, responses=ERRORS, openapi_extra=UPLOAD_BODY)
 async def upload(
     request: Request, caller: Caller, files: FilesDep, settings: SettingsDep
 ) -> Response:
@@ -93,14 +116,17 @@ async def _serve(files: FileService, caller: Caller, file_id: str, *, thumbnail:
     return StreamingResponse(found.chunks, media_type=found.content_type, headers=headers)
 
 
-@router.get("/{file_id}", responses={404: ERRORS[404]})
+@router.get("/{file_id}", responses={**FILE_BYTES, 404: ERRORS[404]})
 async def download(file_id: FileIdPath, caller: Caller, files: FilesDep) -> Response:
     """The file's bytes, for users who can read its room. Only PNG, JPEG, GIF and WebP
     are inline; everything else is an attachment download."""
     return await _serve(files, caller, file_id, thumbnail=False)
 
 
-@router.get("/{file_id}/thumbnail", responses={404: ERRORS[404]})
+@router.get(
+    "/{file_id}/thumbnail",
+    responses={200: {"content": {"image/webp": {}}}, 404: ERRORS[404]},
+)
 async def thumbnail(file_id: FileIdPath, caller: Caller, files: FilesDep) -> Response:
     """A WebP preview of an image (at most `thumbnail_px` on its longer side)."""
     return await _serve(files, caller, file_id, thumbnail=True)

@@ -8,17 +8,19 @@ event itself, the whole new state, which also goes to every member of the room
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from chat import changing
 from chat.api.deps import Caller, MessagingDep
 from chat.api.errors import frame_error
-from chat.api.messages import ERRORS, parse_body, readable_room, spend, writable_room
+from chat.api.fields import RequestBody, WholeNumber
+from chat.api.messages import parse_body, readable_room, spend, writable_room
+from chat.api.responses import errors
+from chat.api.rooms import MAX_SEQ
 from chat.protocol import (
-    MAX_SEQ,
     DeletedFrame,
     EditedFrame,
     FrameError,
@@ -30,29 +32,31 @@ from chat.protocol import (
 )
 from chat.storage.changes import ChangeResult
 from chat.storage.records import RoomView
+from chat.storage.rules import BODY_PATTERN, EMOJI_MAX, EMOJI_PATTERN
 from chat.ws.deps import WsDeps
 
 router = APIRouter(prefix="/api/rooms", tags=["messages"])
 SeqPath = Annotated[int, Path(ge=1, le=MAX_SEQ)]
-EmojiPath = Annotated[str, Path(min_length=1, max_length=16)]
-CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": "`forbidden`: not yours to change, or the room is archived"},
-    404: {"description": "`not_found`: no such room (or not readable), or no such message"},
-    422: {"description": "`bad_frame`: the fields or the rules"},
-    429: ERRORS[429],
-}
+EmojiPath = Annotated[
+    str, Path(min_length=1, max_length=EMOJI_MAX, json_schema_extra={"pattern": EMOJI_PATTERN})
+]
+NOT_FOUND = (404, "`not_found`: no such room (or not readable), or no such message")
+BAD = (422, "`bad_frame`: the fields or the rules")
+LIMITED = (429, "`rate_limited`: the user's bucket (Retry-After)")
+CHANGE_ERRORS = errors(
+    (403, "`forbidden`: not yours to change, or the room is archived"), NOT_FOUND, BAD, LIMITED
+)
 
 
-class EditBody(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+class EditBody(RequestBody):
+    body: str = Field(
+        description="the new text: not only spaces; longer than `max_body_chars` is a 413",
+        json_schema_extra={"pattern": BODY_PATTERN},
+    )
 
-    body: str
 
-
-class ReadBody(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]  # 0: nothing read yet
+class ReadBody(RequestBody):
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ), WholeNumber]  # 0: nothing read yet
 
 
 def _answer(result: ChangeResult) -> Response:
@@ -62,7 +66,7 @@ def _answer(result: ChangeResult) -> Response:
 @router.patch(
     "/{room:path}/messages/{seq}",
     response_model=EditedFrame,
-    responses={**CHANGE_ERRORS, 413: ERRORS[413]},
+    responses={**CHANGE_ERRORS, **errors((413, "`too_large`: longer than `max_body_chars`"))},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -125,7 +129,7 @@ for method, name in (("PUT", "add_reaction"), ("DELETE", "remove_reaction")):
 @router.post(
     "/{room:path}/read",
     response_model=ReadFrame,
-    responses={404: CHANGE_ERRORS[404], 422: CHANGE_ERRORS[422], 429: ERRORS[429]},
+    responses=errors(NOT_FOUND, BAD, LIMITED),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -155,7 +159,7 @@ async def mark_read(room: str, request: Request, caller: Caller, deps: Messaging
 @router.post(
     "/{room:path}/typing",
     status_code=204,
-    responses={404: CHANGE_ERRORS[404], 429: ERRORS[429]},
+    responses=errors(NOT_FOUND, LIMITED),
 )
 async def typing(room: str, caller: Caller, deps: MessagingDep) -> Response:
     """Tell the room's other members the caller is typing (nothing is stored)."""

@@ -7,48 +7,33 @@ message whichever transport carried it (the writer dedupes on `(user, ref)`).
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat.api.deps import Caller, MessagingDep
 from chat.api.errors import coded, frame_error
+from chat.api.fields import WholeNumber
+from chat.api.responses import errors
+from chat.api.rooms import MAX_SEQ
 from chat.monitoring import metrics
-from chat.protocol import MAX_ATTACHMENTS, ErrorCode, FileId, FrameError, Ref, Seq, UserRef
+from chat.protocol import MAX_ATTACHMENTS, ErrorCode, FileId, FrameError, Ref, UserRef
 from chat.sending import ARCHIVED, refusal, reply_of, require_valid_body, send_bucket, submit
 from chat.storage.records import NewMessage, RoomView, Stored
+from chat.storage.rules import BODY_PATTERN
 from chat.ws.deps import WsDeps
 
 router = APIRouter(prefix="/api/rooms", tags=["messages"])
 NOT_FOUND = "no such room, or you may not read it"
-SEND_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["body", "ref"],
-                    "properties": {
-                        "body": {"type": "string"},
-                        "ref": {"type": "string", "maxLength": 64},
-                        "reply_to": {"type": "integer"},
-                        "attachments": {"type": "array", "items": {"type": "string"}},
-                    },
-                }
-            }
-        },
-    }
-}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": "`forbidden`: the room is archived"},
-    404: {"description": "`not_found`: no such room (or not readable), or no `reply_to`"},
-    413: {"description": "`too_large`: body longer than `max_body_chars`"},
-    422: {"description": "`bad_frame` (fields, body rules) or `bad_attachment`"},
-    429: {"description": "`rate_limited`: the user's send bucket (Retry-After)"},
-    503: {"description": "`overloaded` or `unavailable`: nothing stored, resend (Retry-After)"},
-}
+ERRORS = errors(
+    (403, "`forbidden`: the room is archived"),
+    (404, "`not_found`: no such room (or not readable), or no `reply_to`"),
+    (413, "`too_large`: body longer than `max_body_chars`"),
+    (422, "`bad_frame` (fields, body rules) or `bad_attachment`"),
+    (429, "`rate_limited`: the user's send bucket (Retry-After)"),
+    (503, "`overloaded` or `unavailable`: nothing stored, resend (Retry-After)"),
+)
 
 
 class SendBody(BaseModel):
@@ -56,10 +41,23 @@ class SendBody(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    body: str
+    body: str = Field(
+        description="the text: not only spaces (empty with attachments); longer than "
+        "`max_body_chars` is a 413",
+        json_schema_extra={"pattern": BODY_PATTERN},
+    )
     ref: Ref
-    reply_to: Seq | None = None
+    reply_to: Annotated[int, Field(ge=1, le=MAX_SEQ), WholeNumber] | None = None
     attachments: Annotated[list[FileId], Field(max_length=MAX_ATTACHMENTS)] | None = None
+
+
+# The body is read by hand (strict, with the WebSocket's error codes): described here.
+SEND_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SendBody.model_json_schema()}},
+    }
+}
 
 
 @router.post(

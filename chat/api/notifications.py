@@ -4,23 +4,42 @@ each room's notification level."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from chat.api.audit import AuditDep
 from chat.api.deps import Caller, HubDep, StoreDep
+from chat.api.fields import RequestBody, WholeNumber
+from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ, readable_room
 from chat.backends.limits import Limiter
 from chat.protocol import NotificationFrame, NotificationsReadFrame, encode
-from chat.storage.rules import check_body
+from chat.storage.rules import (
+    BODY_PATTERN,
+    PRINTABLE_CATEGORIES,
+    char_class,
+    check_body,
+    has_surrogate,
+)
 
 router = APIRouter(prefix="/api", tags=["notifications"])
 PAGE_MAX = 100  # notifications per page
 SEND_RATE, SEND_BURST = 5.0, 50  # `POST /api/notifications` per sender: per second, at once
 TITLE_MAX, BODY_MAX, LINK_MAX = 200, 2000, 2000
+# A link's characters: printable, no space, no backslash. A link: a path on this site,
+# or an http(s) URL with a host (brackets left out: urlsplit refuses most of them).
+_LINK_CHAR = char_class(PRINTABLE_CATEGORIES, leave_out=" \\")
+_PATH_START = char_class(PRINTABLE_CATEGORIES, leave_out=" \\/")
+_HOST_CHAR = char_class(PRINTABLE_CATEGORIES, leave_out=" \\/?#[]")
+LINK_CHARS = re.compile(f"{_LINK_CHAR}*")
+LINK_PATTERN = (
+    rf"^(?:/(?:{_PATH_START}{_LINK_CHAR}*)?|[hH][tT][tT][pP][sS]?://{_HOST_CHAR}+"
+    rf"(?:[/?#]{_LINK_CHAR}*)?)$"
+)
+_LINK = re.compile(LINK_PATTERN)
 
 
 def _limits(request: Request) -> Limiter:
@@ -31,18 +50,24 @@ def _limits(request: Request) -> Limiter:
 LimitsDep = Annotated[Limiter, Depends(_limits)]
 
 
-class ReadIn(BaseModel):
-    upto: int = Field(ge=0, le=MAX_SEQ)
+class ReadIn(RequestBody):
+    upto: Annotated[int, Field(ge=0, le=MAX_SEQ), WholeNumber]
 
 
-class NotificationIn(BaseModel):
+class NotificationIn(RequestBody):
     username: str = Field(max_length=64)
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
-    body: str = Field(min_length=1, max_length=BODY_MAX)
-    link: str | None = Field(default=None, max_length=LINK_MAX)
+    title: str = Field(
+        min_length=1, max_length=TITLE_MAX, json_schema_extra={"pattern": BODY_PATTERN}
+    )
+    body: str = Field(
+        min_length=1, max_length=BODY_MAX, json_schema_extra={"pattern": BODY_PATTERN}
+    )
+    link: str | None = Field(
+        default=None, max_length=LINK_MAX, json_schema_extra={"pattern": LINK_PATTERN}
+    )
 
 
-class LevelIn(BaseModel):
+class LevelIn(RequestBody):
     level: Literal["all", "mentions", "nothing"] | None
 
 
@@ -54,15 +79,9 @@ def _item(frame: NotificationFrame) -> dict[str, Any]:
 def link_problem(link: str) -> str | None:
     """Why `link` is refused, or None: only http(s) URLs and paths on this site
     (a `javascript:` or `data:` link would run in the page that shows it)."""
-    if any(c.isspace() or not c.isprintable() or c == "\\" for c in link):
+    if not LINK_CHARS.fullmatch(link) or has_surrogate(link):
         return "link must not contain spaces, control characters or backslashes"
-    if link.startswith("/") and not link.startswith("//"):
-        return None
-    try:
-        parts = urlsplit(link)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        parts = None
-    if parts is not None and parts.scheme.lower() in ("http", "https") and parts.netloc:
+    if _LINK.fullmatch(link):
         return None
     return "link must be an http(s) URL or a path starting with '/'"
 
@@ -71,7 +90,7 @@ def _unprocessable(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
 
 
-@router.get("/notifications")
+@router.get("/notifications", responses=errors())
 async def list_notifications(
     caller: Caller,
     store: StoreDep,
@@ -84,7 +103,7 @@ async def list_notifications(
     return {"items": [_item(f) for f in items], "unread": unread}
 
 
-@router.post("/notifications/read")
+@router.post("/notifications/read", responses=errors())
 async def mark_read(body: ReadIn, caller: Caller, store: StoreDep, hub: HubDep) -> dict[str, int]:
     """Mark every notification up to `upto` read (the mark never moves back, nor past
     the caller's newest); the caller's connections get `notifications_read`."""
@@ -96,12 +115,12 @@ async def mark_read(body: ReadIn, caller: Caller, store: StoreDep, hub: HubDep) 
 @router.post(
     "/notifications",
     status_code=status.HTTP_201_CREATED,
-    responses={
-        403: {"description": "the caller is neither an admin nor a bot"},
-        404: {"description": "no such user"},
-        422: {"description": "a field is empty, too long, or the link is not http(s) or a path"},
-        429: {"description": "too many notifications sent recently (Retry-After)"},
-    },
+    responses=errors(
+        (403, "the caller is neither an admin nor a bot"),
+        (404, "no such user"),
+        (422, "a field is empty, too long, or the link is not http(s) or a path"),
+        (429, "too many notifications sent recently (Retry-After)"),
+    ),
 )
 async def send_notification(
     body: NotificationIn,
@@ -137,7 +156,7 @@ async def send_notification(
     return _item(notice.frame)
 
 
-@router.get("/rooms/{room:path}/notify")
+@router.get("/rooms/{room:path}/notify", responses=errors(404))
 async def get_level(room: str, caller: Caller, store: StoreDep) -> dict[str, Any]:
     """The caller's notification level in a room they can read (404 otherwise)."""
     view = await readable_room(store, caller, room)
@@ -145,7 +164,7 @@ async def get_level(room: str, caller: Caller, store: StoreDep) -> dict[str, Any
     return {"room": view.name, "level": level, "default": default}
 
 
-@router.put("/rooms/{room:path}/notify")
+@router.put("/rooms/{room:path}/notify", responses=errors(404))
 async def set_level(body: LevelIn, room: str, caller: Caller, store: StoreDep) -> dict[str, Any]:
     """Choose what notifies the caller in a room: `all`, `mentions` or `nothing`
     (null: back to the room kind's default)."""

@@ -20,7 +20,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "a dependency does not answer, or the server is draining"}},
+)
 async def readyz(readiness: ReadinessDep) -> JSONResponse:
     """The database and the broker answer (503 naming what does not)."""
     checks: dict[str, str] = {}

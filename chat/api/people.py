@@ -9,9 +9,11 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
 from chat.api.deps import Caller, HubDep, RoomCreationsDep, SettingsDep, StoreDep
+from chat.api.fields import DisplayName, RequestBody
+from chat.api.responses import errors
 from chat.storage.models import User
 from chat.storage.records import user_ref
-from chat.storage.rules import Conflict, InputError, normalize_display_name
+from chat.storage.rules import Conflict
 
 router = APIRouter(prefix="/api", tags=["people"])
 SEARCH_MAX = 20  # users per search answer
@@ -27,12 +29,12 @@ class MeOut(BaseModel):
     display_name: str | None
 
 
-class ProfileIn(BaseModel):
+class ProfileIn(RequestBody):
     # Required, null allowed: null clears the display name.
-    display_name: str | None = Field(max_length=1000)
+    display_name: DisplayName | None
 
 
-class DmIn(BaseModel):
+class DmIn(RequestBody):
     username: str = Field(max_length=64)
 
 
@@ -55,7 +57,7 @@ def _person(user: User) -> dict[str, Any]:
     }
 
 
-@router.get("/me", response_model=MeOut)
+@router.get("/me", response_model=MeOut, responses=errors((404, "the account was deleted")))
 async def me(caller: Caller, store: StoreDep) -> MeOut:
     """The authenticated caller, read from the database (so a new display name shows)."""
     user = await store.user_by_id(caller.user.id)
@@ -64,25 +66,21 @@ async def me(caller: Caller, store: StoreDep) -> MeOut:
     return _me(user)
 
 
-@router.patch("/me", response_model=MeOut)
+@router.patch("/me", response_model=MeOut, responses=errors((404, "the account was deleted"), 422))
 async def update_me(body: ProfileIn, caller: Caller, store: StoreDep, hub: HubDep) -> MeOut:
     """Set the caller's display name (1 to 64 printable characters; null clears it).
 
     User objects carry it from then on: the caller's open connections on every
     process for the frames they send next, new connections and HTTP answers.
     """
-    try:
-        name = None if body.display_name is None else normalize_display_name(body.display_name)
-    except InputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    user = await store.set_display_name(caller.user.id, name)
+    user = await store.set_display_name(caller.user.id, body.display_name)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NO_SUCH_USER)
     await hub.update_user(user_ref(user))
     return _me(user)
 
 
-@router.get("/users")
+@router.get("/users", responses=errors(422))
 async def search_users(
     _: Caller,
     store: StoreDep,
@@ -100,9 +98,11 @@ async def search_users(
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"description": "the DM existed: the same room"},
-        404: {"description": "no such user (or banned, or disabled)"},
-        422: {"description": "a DM with yourself"},
-        429: {"description": "too many rooms and DMs created recently (Retry-After)"},
+        **errors(
+            (404, "no such user (or banned, or disabled)"),
+            (409, "a DM with yourself"),
+            (429, "too many rooms and DMs created recently (Retry-After)"),
+        ),
     },
 )
 async def open_dm(
@@ -123,9 +123,8 @@ async def open_dm(
     if peer is None or peer.locked:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NO_SUCH_USER)
     if peer.id == caller.user.id:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "a direct conversation needs another person"
-        )
+        # 409, not 422: the request is well formed, it is who asks that conflicts with it.
+        raise HTTPException(status.HTTP_409_CONFLICT, "a direct conversation needs another person")
     limited = caller.user.role != "admin"
     if limited and await store.dm_name(caller.user.id, peer.id) is None:
         wait = room_creations.blocked(caller.user.id)

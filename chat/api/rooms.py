@@ -6,35 +6,72 @@ import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field
+from pydantic import ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from chat.api.audit import AuditDep
 from chat.api.deps import Caller, HubDep, RoomCreationsDep, SettingsDep, StoreDep
+from chat.api.fields import RequestBody, RoomName, Topic
+from chat.api.responses import errors
+from chat.config import Settings
 from chat.protocol import RemovedFrame, RoomFrame, encode
 from chat.storage.records import RoomView
 from chat.storage.rooms import MEMBERS_PAGE_MAX
-from chat.storage.rules import Conflict, InputError, normalize_room_name, normalize_topic
+from chat.storage.rules import Conflict, InputError, normalize_room_name, room_name_pattern
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 NOT_FOUND = "no such room, or you may not read it"
 MANAGERS_ONLY = "only the room's owner or an admin"
 DM_FIXED = "a direct conversation has exactly its two members: nobody joins, leaves or is removed"
-MAX_SEQ = 2**63 - 1  # the database's integer range: larger numbers are a 422, not a 500
+# The largest number an HTTP route takes: within the database's integer range (larger
+# would be a 500), and exact as a JSON number (a double), so the schema's `maximum`
+# means the same to every client and validator.
+MAX_SEQ = 2**53 - 1
 
 
-class RoomIn(BaseModel):
-    name: str = Field(max_length=1000)
+class RoomIn(RequestBody):
+    name: RoomName
     private: bool = False
 
 
-class MemberIn(BaseModel):
+class MemberIn(RequestBody):
     username: str = Field(max_length=64)
 
 
-class RoomSettingsIn(BaseModel):
-    # Longer than the rule on purpose: the rule's own 422 says what the limit is.
-    topic: str | None = Field(None, max_length=4000)
-    archived: bool | None = None
+class RoomSettingsIn(RequestBody):
+    # At least one of the two (the route says so in its 422 too).
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["topic"]}, {"required": ["archived"]}]}
+    )
+
+    topic: Topic | None = None
+    # true or false when given, never null: the default alone is None.
+    archived: bool = None  # type: ignore[assignment]
+
+
+class RoomOnly(Convertor[str]):
+    """`{room:room}`: a room name (slashes and all) that does not end the way a room's
+    own resources do, so `PATCH .../members` is a 405 and not a room named `x/members`."""
+
+    regex = r"(?:(?!/(?:members(?:/[^/]+)?|messages(?:/[^/]+/history)?|notify)$).)+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("room", RoomOnly())
+
+
+def with_settings(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document with the room-name rule of these settings."""
+    schemas = document.get("components", {}).get("schemas", {})
+    name = schemas.get("RoomIn", {}).get("properties", {}).get("name")
+    if name is not None:
+        name["pattern"] = room_name_pattern(settings.max_room_name_chars)
+    return document
 
 
 async def readable_room(store: StoreDep, caller: Caller, room: str) -> RoomView:
@@ -45,7 +82,7 @@ async def readable_room(store: StoreDep, caller: Caller, room: str) -> RoomView:
     return view
 
 
-@router.get("")
+@router.get("", responses=errors())
 async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
     """Rooms the caller can read: every public room, their private ones and their DMs.
 
@@ -65,10 +102,12 @@ async def list_rooms(caller: Caller, store: StoreDep) -> dict[str, Any]:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={
-        403: {"description": "the caller owns `max_rooms_per_user` rooms already"},
-        429: {"description": "too many rooms created recently (Retry-After)"},
-    },
+    responses=errors(
+        (403, "the caller owns `max_rooms_per_user` rooms already"),
+        (409, "a room with that name exists"),
+        422,
+        (429, "too many rooms created recently (Retry-After)"),
+    ),
 )
 async def create_room(
     body: RoomIn,
@@ -110,7 +149,14 @@ async def create_room(
     return view.to_json()
 
 
-@router.post("/{room:path}/members", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{room:path}/members",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(
+        (403, "not the owner or an admin, or a DM"),
+        (404, "no such room (or not readable), or no such user"),
+    ),
+)
 async def add_member(
     room: str, body: MemberIn, caller: Caller, store: StoreDep, audit: AuditDep
 ) -> dict[str, Any]:
@@ -128,7 +174,7 @@ async def add_member(
     return {"room": view.name, "user": {"id": user.id, "name": user.username, "role": user.role}}
 
 
-@router.get("/{room:path}/members")
+@router.get("/{room:path}/members", responses=errors(404))
 async def members(
     room: str,
     caller: Caller,
@@ -149,11 +195,11 @@ async def members(
 @router.delete(
     "/{room:path}/members/{username}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={
-        403: {"description": "not the owner or an admin, or a DM"},
-        404: {"description": "no such room (or not readable), user or membership"},
-        409: {"description": "the owner cannot leave or be removed"},
-    },
+    responses=errors(
+        (403, "not the owner or an admin, or a DM"),
+        (404, "no such room (or not readable), user or membership"),
+        (409, "the owner cannot leave or be removed"),
+    ),
 )
 async def remove_member(
     room: str, username: str, caller: Caller, store: StoreDep, hub: HubDep, audit: AuditDep
@@ -182,7 +228,10 @@ async def remove_member(
         await audit.by_admin(caller, "room.member_remove", "room", view.name, user=user.username)
 
 
-@router.patch("/{room:path}", responses={403: {"description": "not the owner or an admin"}})
+@router.patch(
+    "/{room:room}",
+    responses=errors((403, "not the owner or an admin"), 404, (422, "a rule, or nothing to set")),
+)
 async def update_room(
     room: str, body: RoomSettingsIn, caller: Caller, store: StoreDep, hub: HubDep, audit: AuditDep
 ) -> dict[str, Any]:
@@ -196,12 +245,8 @@ async def update_room(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "give topic and/or archived (true or false)"
         )
-    try:
-        topic = normalize_topic(body.topic)
-    except InputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     await store.set_room_settings(
-        view.id, topic=topic, archived=body.archived, set_topic="topic" in given
+        view.id, topic=body.topic or None, archived=body.archived, set_topic="topic" in given
     )
     fresh = await readable_room(store, caller, room)
     frame = RoomFrame(room=fresh.name, topic=fresh.topic, archived=fresh.archived)
@@ -211,7 +256,7 @@ async def update_room(
     return fresh.to_json()
 
 
-@router.get("/{room:path}/messages")
+@router.get("/{room:path}/messages", responses=errors(404))
 async def history(
     room: str,
     caller: Caller,
@@ -221,11 +266,8 @@ async def history(
     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_SEQ)] = 50,
 ) -> dict[str, Any]:
-    """Newest first before `before` (exclusive); with `after`, oldest first after it."""
-    if before is not None and after is not None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "give either before or after, not both"
-        )
+    """Newest first before `before` (exclusive); with `after`, oldest first after it;
+    with both, oldest first between them."""
     view = await readable_room(store, caller, room)
     limit = min(limit, settings.history_page_max)
     items = await store.messages(view, before=before, after=after, limit=limit)

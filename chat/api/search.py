@@ -8,10 +8,11 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from chat.api.deps import Caller, StoreDep
+from chat.api.responses import errors
 from chat.api.rooms import NOT_FOUND
 from chat.storage.rules import InputError
 from chat.storage.search import Order, SearchTooSlow
-from chat.storage.search_query import parse_query
+from chat.storage.search_query import MAX_QUERY_CHARS, parse_query
 
 router = APIRouter(prefix="/api", tags=["search"])
 PAGE_MAX = 50
@@ -20,17 +21,25 @@ OFFSET_MAX = 1000  # deeper pages of a ranked search cost more than anyone reads
 
 @router.get(
     "/search",
-    responses={
-        404: {"description": "`room` does not exist or the caller may not read it"},
-        422: {"description": "an empty query, or one too long, or without any word"},
-        503: {"description": "`search_too_slow`: the search ran too long; add words or a room"},
-    },
+    responses=errors(
+        (404, "`room` does not exist or the caller may not read it"),
+        (422, "an empty query, or one too long, or without any word"),
+        (503, "`search_too_slow`: the search ran too long; add words or a room"),
+    ),
 )
 async def search(
     caller: Caller,
     store: StoreDep,
-    # Longer than the rule on purpose: the rule's own 422 says what the limit is.
-    q: Annotated[str, Query(max_length=20_000)],
+    # Checked by `parse_query`, whose 422 says what the rule is; the schema says the same.
+    q: Annotated[
+        str,
+        Query(
+            max_length=20_000,
+            description='words and "phrases", all required: at least one word, at most '
+            f"{MAX_QUERY_CHARS} characters and 16 terms",
+            json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": r"[^\W_]"},
+        ),
+    ],
     room: Annotated[str | None, Query(max_length=1000)] = None,
     order: Order = "rank",
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 20,

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from chat.api.deps import Caller, oauth2
 from chat.api.errors import coded
+from chat.api.responses import errors
 from chat.auth.accounts import Principal
 from chat.auth.tokens import Claims, TokenError
 from chat.backends.tickets import Tickets
@@ -28,6 +29,16 @@ from chat.ws.deps import WsDeps
 router = APIRouter(prefix="/api/stream", tags=["stream"])
 NOT_FOUND = "no such room, or you may not read it"
 TICKET_BYTES = 24
+# One event of the stream: `event` the frame type, `data` the frame's JSON, `id` a cursor.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +58,7 @@ def _stream_deps(request: Request) -> StreamDeps:
 StreamDepsDep = Annotated[StreamDeps, Depends(_stream_deps)]
 
 
-@router.post("/ticket")
+@router.post("/ticket", responses=errors())
 async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
     """A single-use ticket for `GET /api/stream?ticket=` (for `EventSource`, which cannot
     send an `Authorization` header), valid `expires_in` seconds. It stands for the
@@ -58,25 +69,43 @@ async def ticket(caller: Caller, deps: StreamDepsDep) -> dict[str, Any]:
     return {"ticket": value, "expires_in": ttl}
 
 
+RESPONSES = {
+    200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}},
+    **errors(
+        (
+            400,
+            "`bad_cursor` (Last-Event-ID); in plain text, a request the HTTP server "
+            "could not read (a URL too long for it)",
+        ),
+        (401, "`unauthorized`: no valid token or ticket"),
+        (403, "`forbidden`: more rooms than `max_stream_rooms`, or `watch` by a non-admin"),
+        (404, "`not_found`: a room that does not exist or is not readable"),
+        422,
+        (429, "`rate_limited` (join bucket) or `too_many_connections`"),
+        (503, "`unavailable`: the server is shutting down (Retry-After)"),
+    ),
+}
+RESPONSES[400]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+
+
 @router.get(
     "",
     response_class=EventStreamResponse,
     # Given: FastAPI reads the default status from the response class's `__init__`,
     # which ours does not take, and the OpenAPI document failed without it.
     status_code=200,
-    responses={
-        400: {"description": "`bad_cursor` (Last-Event-ID)"},
-        401: {"description": "`unauthorized`: no valid token or ticket"},
-        403: {"description": "`forbidden`: too many rooms, or `watch` by a non-admin"},
-        404: {"description": "`not_found`: a room that does not exist or is not readable"},
-        429: {"description": "`rate_limited` (join bucket) or `too_many_connections`"},
-        503: {"description": "`unavailable`: the server is shutting down (Retry-After)"},
-    },
+    responses=RESPONSES,
 )
 async def stream(
     deps: StreamDepsDep,
     token: Annotated[str | None, Depends(oauth2)],
-    rooms: Annotated[str, Query(max_length=20_000)] = "",
+    rooms: Annotated[
+        str,
+        Query(
+            max_length=20_000,
+            description="room names, comma-separated; none: only the caller's own frames",
+        ),
+    ] = "",
     ticket: Annotated[str | None, Query(max_length=200)] = None,
     last_event_id: Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS)] = None,
     last_event_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,

@@ -7,11 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from chat.api.audit import AuditDep
 from chat.api.deps import Caller, StoreDep, TasksDep
+from chat.api.fields import RequestBody
+from chat.api.responses import errors
 from chat.tasks import MEDIA_TYPES, REGISTRY, TaskRefused, TaskStatus, validation_detail
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -20,7 +22,9 @@ MAX_BODY_BYTES = 4_000_000
 MAX_UPLOAD_BYTES = 2_000_000
 
 
-class TaskIn(BaseModel):
+class TaskIn(RequestBody):
+    model_config = ConfigDict(extra="forbid")  # as each kind's variant in the document
+
     kind: str = Field(min_length=1, max_length=32, examples=["demo"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"steps": 5, "delay": 0.5}])
 
@@ -29,32 +33,66 @@ def _refused(exc: TaskRefused) -> HTTPException:
     return HTTPException(exc.status, exc.detail)
 
 
-START_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": TaskIn.model_json_schema()},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["kind"],
-                    "properties": {
-                        "kind": {"type": "string"},
-                        "params": {"type": "string", "description": "a JSON object"},
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "fills the kind's upload field (import_users: csv)",
-                        },
-                    },
-                }
-            },
+def _start_body() -> dict[str, Any]:
+    """The start request, one variant per registered kind with its parameters' schema.
+
+    As multipart/form-data, for the kinds that take a file (`params`, a JSON string,
+    may come too: the kind's parameters besides the file)."""
+    variants = []
+    for kind in sorted(REGISTRY.values(), key=lambda k: k.name):
+        params = kind.params.model_json_schema()
+        variants.append(
+            {
+                "title": kind.name,
+                "type": "object",
+                # `params` may be left out when the kind has defaults for everything.
+                "required": ["kind", "params"] if params.get("required") else ["kind"],
+                "properties": {"kind": {"const": kind.name}, "params": params},
+                "additionalProperties": False,
+            }
+        )
+    uploads = sorted(k.name for k in REGISTRY.values() if k.upload_field is not None)
+    form = {
+        "type": "object",
+        "required": ["kind", "file"],
+        "properties": {
+            "kind": {"enum": uploads},
+            "file": {"type": "string", "contentMediaType": "text/csv", "pattern": r"\S"},
         },
+        "additionalProperties": False,
     }
-}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"oneOf": variants}},
+                "multipart/form-data": {
+                    "schema": form,
+                    "encoding": {"file": {"contentType": "text/csv"}},
+                },
+            },
+        }
+    }
 
 
-@router.post("/tasks", status_code=status.HTTP_202_ACCEPTED, openapi_extra=START_BODY)
+START_BODY = _start_body()
+FORM_FIELDS = frozenset({"kind", "params", "file"})
+TASK_NOT_FOUND = (404, "no such task, or not the caller's")
+
+
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=START_BODY,
+    responses=errors(
+        (403, "a kind for admins only"),
+        (404, "a room the kind names does not exist or is not readable"),
+        (413, "the body or the file is too large"),
+        422,
+        (429, "the caller has `tasks_per_user` unfinished tasks"),
+        (503, "the server is shutting down"),
+    ),
+)
 async def start_task(
     request: Request, caller: Caller, tasks: TasksDep, audit: AuditDep
 ) -> JSONResponse:
@@ -99,6 +137,12 @@ async def _read_start(request: Request) -> tuple[str, dict[str, Any]]:
 
 async def _read_multipart(request: Request) -> tuple[str, dict[str, Any]]:
     async with request.form(max_files=1, max_fields=10, max_part_size=MAX_UPLOAD_BYTES) as form:
+        unknown = sorted(set(form.keys()) - FORM_FIELDS)
+        if unknown:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"unknown form fields: {', '.join(repr(n[:40]) for n in unknown[:5])}",
+            )
         kind = form.get("kind")
         if not isinstance(kind, str) or not kind:
             raise HTTPException(
@@ -114,13 +158,16 @@ async def _read_multipart(request: Request) -> tuple[str, dict[str, Any]]:
                 status.HTTP_422_UNPROCESSABLE_CONTENT, "form field `params` must be a JSON object"
             )
         upload = form.get("file")
-        if isinstance(upload, UploadFile):
+        if upload is not None:  # a file part, or the same text as a plain field
             registered = REGISTRY.get(kind)
             if registered is None or registered.upload_field is None:
                 raise HTTPException(
                     status.HTTP_422_UNPROCESSABLE_CONTENT, f"task kind {kind[:40]!r} takes no file"
                 )
-            data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            if isinstance(upload, UploadFile):
+                data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            else:
+                data = upload.encode()
             if len(data) > MAX_UPLOAD_BYTES:
                 raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "the file is too large")
             try:
@@ -132,7 +179,7 @@ async def _read_multipart(request: Request) -> tuple[str, dict[str, Any]]:
     return kind, params
 
 
-@router.get("/tasks/kinds")
+@router.get("/tasks/kinds", responses=errors())
 async def task_kinds(caller: Caller) -> dict[str, Any]:
     """The task kinds the caller may start, with their parameters' JSON Schema."""
     admin = caller.user.role == "admin"
@@ -145,7 +192,7 @@ async def task_kinds(caller: Caller) -> dict[str, Any]:
     }
 
 
-@router.get("/tasks")
+@router.get("/tasks", responses=errors())
 async def list_tasks(
     caller: Caller,
     tasks: TasksDep,
@@ -156,7 +203,7 @@ async def list_tasks(
     return {"items": await tasks.list_tasks(caller.user, active=active, limit=limit)}
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", responses=errors(TASK_NOT_FOUND))
 async def get_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, Any]:
     """One task (its starter's or, for admins, any): status, progress, result or error."""
     view = await tasks.view(task_id[:64], caller.user)
@@ -165,7 +212,10 @@ async def get_task(task_id: str, caller: Caller, tasks: TasksDep) -> dict[str, A
     return view
 
 
-@router.post("/tasks/{task_id}/cancel")
+@router.post(
+    "/tasks/{task_id}/cancel",
+    responses=errors(TASK_NOT_FOUND, (409, "the task has already finished")),
+)
 async def cancel_task(
     task_id: str, caller: Caller, tasks: TasksDep, audit: AuditDep
 ) -> dict[str, Any]:
@@ -181,15 +231,24 @@ async def cancel_task(
 @router.get(
     "/tasks/{task_id}/result",
     response_class=Response,
-    responses={200: {"content": {v: {} for v in MEDIA_TYPES.values()}}},
+    responses={
+        200: {"content": {v: {} for v in MEDIA_TYPES.values()}},
+        **errors(
+            (404, "no such export task, or its room is not readable"),
+            (409, "the export has not finished, or the task is no export"),
+            (410, "the export file is no longer available"),
+        ),
+    },
 )
 async def task_result(
     task_id: str, caller: Caller, store: StoreDep, tasks: TasksDep
 ) -> FileResponse:
     """The file of a finished export, for anyone who may read the room it came from."""
     task = await tasks.row(task_id[:64])
-    if task is None or task.kind != "export":
+    if task is None or (task.kind != "export" and await tasks.view(task.id, caller.user) is None):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such export task")
+    if task.kind != "export":  # the caller's own (or an admin's view): it exists
+        raise HTTPException(status.HTTP_409_CONFLICT, f"a {task.kind} task has no result file")
     params = json.loads(task.params)
     room = str(params.get("room", ""))
     fmt = str(params.get("format", "jsonl"))

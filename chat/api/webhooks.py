@@ -11,10 +11,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from chat.api.audit import AuditDep
 from chat.api.deps import Admin, SettingsDep, StoreDep
+from chat.api.fields import RequestBody
+from chat.api.responses import errors
 from chat.api.rooms import MAX_SEQ
 from chat.storage.records import user_ref
 from chat.webhooks import addresses
@@ -26,11 +28,14 @@ MAX_PER_BOT = 10
 REFRESH_SLACK = 0.5  # seconds a process may take to reload its index, past the interval
 WebhookId = Annotated[int, Path(ge=1, le=MAX_SEQ)]
 RoomName = Annotated[str, Field(min_length=1, max_length=200)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "`not_found`: no such webhook, bot or room"},
-    409: {"description": "`too_many`: the bot has 10 webhooks"},
-    422: {"description": "`bad_url`, `private_address`, `bad_rooms`, `bot_cannot_read`"},
-}
+ADMINS_ONLY = (403, "admins only")
+NOT_FOUND = (404, "`not_found`: no such webhook")
+ERRORS = errors(
+    ADMINS_ONLY,
+    (404, "`not_found`: no such bot or room"),
+    (409, "`too_many`: the bot has 10 webhooks"),
+    (422, "`bad_url`, `private_address`, `bad_rooms`, `bot_cannot_read`"),
+)
 
 
 def _worker(request: Request) -> WebhookWorker:
@@ -41,7 +46,7 @@ def _worker(request: Request) -> WebhookWorker:
 WorkerDep = Annotated[WebhookWorker, Depends(_worker)]
 
 
-class WebhookIn(BaseModel):
+class WebhookIn(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     bot: str = Field(min_length=1, max_length=64, description="the bot's name")
@@ -110,13 +115,13 @@ async def register(
     return JSONResponse(views[0].to_json() | {"secret": secret}, status_code=201)
 
 
-@router.get("")
+@router.get("", responses=errors(ADMINS_ONLY))
 async def list_webhooks(_: Admin, worker: WorkerDep) -> dict[str, Any]:
     """Every webhook with its state (`active`, `disabled`) and waiting deliveries."""
     return {"items": [view.to_json() for view in await worker.repository.views()]}
 
 
-@router.delete("/{webhook_id}", status_code=204, responses=ERRORS)
+@router.delete("/{webhook_id}", status_code=204, responses=errors(ADMINS_ONLY, NOT_FOUND))
 async def remove(
     webhook_id: WebhookId, admin: Admin, worker: WorkerDep, audit: AuditDep
 ) -> Response:
@@ -128,7 +133,7 @@ async def remove(
     return Response(status_code=204)
 
 
-@router.post("/{webhook_id}/enable", responses=ERRORS)
+@router.post("/{webhook_id}/enable", responses=errors(ADMINS_ONLY, NOT_FOUND))
 async def enable(
     webhook_id: WebhookId, admin: Admin, worker: WorkerDep, audit: AuditDep
 ) -> Response:
@@ -141,7 +146,7 @@ async def enable(
     return JSONResponse(views[0].to_json())
 
 
-@router.get("/{webhook_id}/deliveries", responses=ERRORS)
+@router.get("/{webhook_id}/deliveries", responses=errors(ADMINS_ONLY, NOT_FOUND))
 async def deliveries(
     webhook_id: WebhookId,
     _: Admin,

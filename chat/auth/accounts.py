@@ -42,11 +42,14 @@ class TokenPair:
         }
 
 
-def check_password(password: str) -> None:
+def check_password(password: str) -> str:
+    """The password, if it has `MIN_PASSWORD_CHARS` to `MAX_PASSWORD_CHARS` characters.
+    Raises `InputError`."""
     if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
         raise InputError(
             f"password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
         )
+    return password
 
 
 class Accounts:

@@ -13,7 +13,7 @@ from chat.protocol import UserRef
 from chat.storage.db import Database
 from chat.storage.models import BotToken, RefreshToken, User
 from chat.storage.records import TokenUser
-from chat.storage.rules import Conflict, InputError, normalize_username
+from chat.storage.rules import Conflict, InputError, check_username, normalize_username
 from chat.storage.ttl_cache import TTLCache
 
 USER_CACHE_SECONDS = 2.0  # how long a token check trusts a user row it read
@@ -28,7 +28,8 @@ class UserQueries:
         self._users: TTLCache[int, TokenUser | None] = TTLCache(USER_CACHE_SECONDS, USER_CACHE_MAX)
 
     async def create_user(self, username: str, password_hash: str | None, role: str) -> User:
-        name, key = normalize_username(username)
+        name = check_username(username)  # as given: a new name is not folded
+        key = name.casefold()
         try:
             async with self.db.write() as s:
                 user = User(username=name, username_key=key, password_hash=password_hash, role=role)

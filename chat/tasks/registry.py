@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from chat.protocol import UserRef
 from chat.tasks.context import TaskContext, TaskDeps
@@ -26,9 +26,17 @@ Stored = Callable[[P], dict[str, Any]]
 
 
 class TaskParams(BaseModel):
-    """Base of every kind's parameters: unknown fields are refused."""
+    """Base of every kind's parameters: unknown fields are refused, and each value must
+    have its schema's JSON type (no `"5"` for 5, no 5 for `"5"`), so the OpenAPI
+    document's variant of the kind (`chat.api.tasks`) says what is accepted."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any) -> Any:
+        # JSON Schema's integer is a number without a fraction: 5.0 is one, as 5 is.
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def add_task_commands(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a parameter (repeat); VALUE is read as JSON when it parses, else as text",
+        help="a parameter (repeat); VALUE is text for a text parameter, else read as JSON "
+        "when it parses",
     )
     start.add_argument("--params", help="all parameters as one JSON object")
     start.add_argument("--file", type=Path, help="upload a file (import_users: the CSV)")
@@ -155,7 +157,25 @@ def _check(response: httpx.Response) -> Any:
     raise _Exit(code, f"{detail or response.reason_phrase} ({response.status_code})")
 
 
-def _params(args: argparse.Namespace) -> dict[str, Any]:
+def _text_params(client: httpx.Client, kind: str) -> set[str]:
+    """The parameters of `kind` whose values are text (`GET /api/tasks/kinds`): the
+    server takes a JSON string there and nothing else, so `room=2024` stays "2024"."""
+    response = client.get("/api/tasks/kinds")
+    if response.status_code != 200:
+        return set()
+    for item in response.json().get("items", []):
+        if item.get("kind") == kind:
+            fields = item.get("params", {}).get("properties", {})
+            return {name for name, schema in fields.items() if _is_text(schema)}
+    return set()
+
+
+def _is_text(schema: dict[str, Any]) -> bool:
+    types = [schema.get("type")] + [s.get("type") for s in schema.get("anyOf", [])]
+    return "string" in types and not {"integer", "number", "boolean"} & set(types)
+
+
+def _params(args: argparse.Namespace, text: Collection[str] = ()) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if args.params:
         try:
@@ -169,6 +189,9 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         name, sep, raw = item.partition("=")
         if not sep or not name:
             raise _Exit(EXIT_USAGE, f"--param wants NAME=VALUE, not {item!r}")
+        if name in text:
+            params[name] = raw
+            continue
         try:
             params[name] = json.loads(raw)
         except ValueError:
@@ -177,7 +200,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _start(client: httpx.Client, args: argparse.Namespace) -> int:
-    params = _params(args)
+    params = _params(args, _text_params(client, args.kind) if args.param else set())
     if args.file is not None:
         try:
             content = args.file.read_bytes()

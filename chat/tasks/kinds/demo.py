@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from chat.protocol import UserRef
 from chat.tasks.context import TaskContext, TaskDeps
@@ -16,6 +16,8 @@ DEMO_MAX_SECONDS = 3600.0
 
 
 class DemoParams(TaskParams):
+    model_config = ConfigDict(json_schema_extra={"description": "steps * delay: at most 3600 s"})
+
     steps: int = Field(10, ge=1, le=10_000, title="Steps", description="how many steps")
     delay: float = Field(0.5, ge=0, le=60, title="Delay", description="seconds per step")
     fail_at: float | None = Field(

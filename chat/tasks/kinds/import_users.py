@@ -23,6 +23,7 @@ class ImportParams(TaskParams):
         max_length=IMPORT_MAX_BYTES,
         title="Users (CSV)",
         description="CSV text: username,password[,role] per line; a header line is optional",
+        json_schema_extra={"pattern": r"\S"},  # not empty (the validator below)
     )
 
     @field_validator("csv")
