@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from chat.api.auth import client_address
 from chat.api.deps import Admin, StoreDep
+from chat.api.fields import IsoDateTime
 from chat.auth.accounts import Principal
 from chat.storage.audit import AuditEvent, AuditFilter, entry_json
 from chat.storage.store import Store
@@ -115,8 +116,8 @@ async def list_audit(
         Query(max_length=64, description="`user.ban`, or `user` for every `user.*`"),
     ] = None,
     target: Annotated[str | None, Query(max_length=200, description="a name or id")] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="ISO 8601, exclusive")] = None,
     before: Annotated[int | None, Query(ge=1, le=ID_MAX, description="an entry id")] = None,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
 ) -> AuditPage:

@@ -4,6 +4,8 @@ the OpenAPI document states the same rule in JSON Schema words."""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -26,6 +28,17 @@ def _whole(value: object) -> object:
 
 WholeNumber = BeforeValidator(_whole)
 """For the int fields of a `RequestBody` (strict): `5.0` is the integer 5."""
+
+
+def _iso(value: object) -> object:
+    # pydantic also reads a number as seconds since 1970; the document says ISO 8601.
+    if isinstance(value, str) and not re.match(r"\d{4}-", value):
+        raise ValueError("an ISO 8601 date and time, like 2026-11-30T12:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso)]
+"""A date and time as the document says (`format: date-time`), never a bare number."""
 
 
 Username = Annotated[

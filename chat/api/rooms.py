@@ -53,7 +53,10 @@ class RoomOnly(Convertor[str]):
     """`{room:room}`: a room name (slashes and all) that does not end the way a room's
     own resources do, so `PATCH .../members` is a 405 and not a room named `x/members`."""
 
-    regex = r"(?:(?!/(?:members(?:/[^/]+)?|messages(?:/[^/]+/history)?|notify)$).)+"
+    regex = (
+        r"(?:(?!/(?:members(?:/[^/]+)?|messages(?:/[^/]+(?:/history|/reactions/[^/]+)?)?"
+        r"|notify|read|typing)$).)+"
+    )
 
     def convert(self, value: str) -> str:
         return value
