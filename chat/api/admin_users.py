@@ -8,13 +8,14 @@ themself (409): the console must not lock its own user out.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
 from chat.api.audit import AuditDep
 from chat.api.deps import AccountsDep, Admin, HubDep, StoreDep
+from chat.api.responses import errors
 from chat.auth.accounts import Principal
 from chat.protocol import CloseCode, iso
 from chat.storage.directory import UserState
@@ -23,11 +24,9 @@ from chat.storage.models import User
 router = APIRouter(prefix="/api/admin/users", tags=["admin"])
 PAGE_MAX = 100
 NO_SUCH_USER = "no such user"
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": NO_SUCH_USER}}
-CHANGES: dict[int | str, dict[str, Any]] = {
-    404: {"description": NO_SUCH_USER},
-    409: {"description": "not to yourself, or not to a bot"},
-}
+ADMINS_ONLY = (403, "admins only")
+NOT_FOUND = errors(ADMINS_ONLY, (404, NO_SUCH_USER))
+CHANGES = errors(ADMINS_ONLY, (404, NO_SUCH_USER), (409, "not to yourself, or not to a bot"))
 
 
 class AdminUserOut(BaseModel):
@@ -90,7 +89,7 @@ async def _fresh(store: StoreDep, user: User) -> AdminUserOut:
     return _out(again)
 
 
-@router.get("", response_model=UserPage)
+@router.get("", response_model=UserPage, responses=errors((403, "admins only")))
 async def list_users(
     _: Admin,
     store: StoreDep,

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from chat.api.auth import client_address
 from chat.api.deps import Admin, StoreDep
 from chat.api.fields import IsoDateTime
+from chat.api.responses import errors
 from chat.auth.accounts import Principal
 from chat.storage.audit import AuditEvent, AuditFilter, entry_json
 from chat.storage.store import Store
@@ -106,7 +107,7 @@ def _epoch(moment: datetime | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-@router.get("/audit", response_model=AuditPage)
+@router.get("/audit", response_model=AuditPage, responses=errors((403, "admins only")))
 async def list_audit(
     _: Admin,
     store: StoreDep,

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from chat.api.deps import Admin, HistoryDep, ReadinessDep, SettingsDep, TasksDep
+from chat.api.responses import errors
 from chat.monitoring.history import as_json
 from chat.protocol import iso
 
@@ -80,7 +81,7 @@ class HealthOut(BaseModel):
     task_workers: list[TaskWorkerOut]
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", response_model=StatsOut, responses=errors((403, "admins only")))
 async def stats(
     _: Admin,
     history: HistoryDep,
@@ -108,7 +109,7 @@ async def stats(
     )
 
 
-@router.get("/health", response_model=HealthOut)
+@router.get("/health", response_model=HealthOut, responses=errors((403, "admins only")))
 async def health(
     _: Admin,
     readiness: ReadinessDep,

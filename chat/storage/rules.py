@@ -7,6 +7,7 @@ request models so that the OpenAPI document states the rule the server applies
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import unicodedata
@@ -23,6 +24,26 @@ USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 USERNAME_PATTERN = rf"^[A-Za-z0-9_.\-]{{{USERNAME_MIN},{USERNAME_MAX}}}$"
 
 
+@functools.cache
+def _category_runs() -> tuple[tuple[int, int, str], ...]:
+    """Every code point as ranges of one Unicode category (surrogates: ""), read once:
+    a class below is then built from a few thousand ranges, not a million lookups."""
+    runs: list[tuple[int, int, str]] = []
+    category = unicodedata.category
+    start, current = 0, category(chr(0))
+    for cp in range(1, sys.maxunicode + 1):
+        kind = "" if 0xD800 <= cp <= 0xDFFF else category(chr(cp))
+        if kind != current:
+            runs.append((start, cp - 1, current))
+            start, current = cp, kind
+    runs.append((start, sys.maxunicode, current))
+    return tuple(runs)
+
+
+# Every whitespace character is in the Basic Multilingual Plane.
+_SPACES = frozenset(chr(cp) for cp in range(0x10000) if chr(cp).isspace())
+
+
 def char_class(
     excluded: frozenset[str], keep: str = "", *, spaces: bool = True, leave_out: str = ""
 ) -> str:
@@ -32,26 +53,30 @@ def char_class(
     `\\uXXXX` escapes, the rest literally): short, and quick for a test generator to
     draw from. Surrogates are not named (no UTF-8 text holds one, and schema
     validators refuse them in a pattern): `has_surrogate` checks for them."""
+    out = [(a, b) for a, b, kind in _category_runs() if kind in excluded]
+    singles = set(leave_out) | (set() if spaces else set(_SPACES))
+    out += [(ord(c), ord(c)) for c in singles if not 0xD800 <= ord(c) <= 0xDFFF]
+    kept = sorted({ord(c) for c in keep if c not in singles})
     ranges: list[tuple[int, int]] = []
-    start: int | None = None
-    category = unicodedata.category
-    for cp in range(sys.maxunicode + 2):
-        c = chr(cp) if cp <= sys.maxunicode and not 0xD800 <= cp <= 0xDFFF else ""
-        out = bool(c) and (
-            (category(c) in excluded and c not in keep)
-            or (not spaces and c.isspace())
-            or c in leave_out
-        )
-        if not out and start is not None:
-            ranges.append((start, cp - 1))
-            start = None
-        elif out and start is None:
-            start = cp
+    for a, b in sorted(out):
+        for k in kept:  # cut the kept characters out of the range
+            if a <= k <= b:
+                if a < k:
+                    ranges.append((a, k - 1))
+                a = k + 1
+        if a <= b:
+            ranges.append((a, b))
+    merged: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
 
     def one(cp: int) -> str:
         return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
 
-    return "[^" + "".join(one(a) if a == b else f"{one(a)}-{one(b)}" for a, b in ranges) + "]"
+    return "[^" + "".join(one(a) if a == b else f"{one(a)}-{one(b)}" for a, b in merged) + "]"
 
 
 # What a name may hold: no control or invisible characters (room names), and what
