@@ -7,7 +7,9 @@ dependency per part); only the app, the graceful stop and the CLI import it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from chat.tasks.queue import TaskQueue
 
 log = logging.getLogger(__name__)
+STOP_BUDGET = 8.0  # seconds for stopping every part, after the drain (at most 20 s)
 
 
 @dataclass
@@ -203,15 +206,27 @@ class Services:
         self.sampler.start()
 
     async def stop(self) -> None:
-        await self.sampler.stop()
-        await self.history.stop()
-        await self.health.stop()
-        await self.webhooks.stop()
-        await self.files.stop()
-        await self.tasks.stop()
-        await self.writer.stop()
-        await self.memberships.stop()
-        await self._close_shared()
+        """Stop every part, each within what is left of `STOP_BUDGET`: SIGTERM must end
+        the process within 30 s (the drain takes up to 20), so a part that hangs is left
+        behind, and named in the log, rather than holding the exit."""
+        deadline = time.monotonic() + STOP_BUDGET
+        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("sampler", self.sampler.stop),
+            ("history", self.history.stop),
+            ("health", self.health.stop),
+            ("webhooks", self.webhooks.stop),
+            ("files", self.files.stop),
+            ("tasks", self.tasks.stop),
+            ("writer", self.writer.stop),
+            ("memberships", self.memberships.stop),
+            ("shared parts", self._close_shared),
+        ]
+        for name, stop in parts:
+            left = max(0.5, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(stop(), left)
+            except TimeoutError:
+                log.error("stopping the %s took over %.1f s: left behind", name, left)
 
     async def start_worker(self) -> None:
         """What a `chat worker` runs: the fan-out (frames and alerts reach every
